@@ -1,0 +1,31 @@
+"""sdeflow: verified ODE/SDE solvers for diffusion, score-based, flow-matching and energy-based models.
+
+The layers (data flows down): paths (:mod:`sdeflow.paths`) -> fields (:mod:`sdeflow.fields`) -> solvers
+(:mod:`sdeflow.solvers`) -> samplers (:func:`sample`, :func:`solve`), with exact oracles
+(:mod:`sdeflow.analytic`) as ground truth. Time runs from 0 (data) to 1 (noise).
+"""
+
+from . import analytic, conversions, grids, noise, paths, solvers
+from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
+from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
+from .errors import NonFiniteError, SdeflowTypeError, SdeflowValueError
+from .fields import (DataField, EnergyField, Field, NoiseField, ScoreField, SumField, VelocityField,
+                     classifier_free_guidance)
+from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
+from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
+from .sample import sample
+from .solution import Solution
+from .solve import solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sample", "solve", "Solution",
+    "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
+    "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "EnergyField", "SumField",
+    "classifier_free_guidance", "FlipTime", "ColumnTime", "IndexTime", "SigmaTime",
+    "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
+    "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
+    "NonFiniteError", "SdeflowValueError", "SdeflowTypeError",
+    "analytic", "conversions", "grids", "noise", "paths", "solvers",
+]

@@ -1,0 +1,113 @@
+"""Adapters between sdeflow's time convention and the inputs a trained network expects.
+
+sdeflow calls a network as ``net(x, t)`` with ``t`` a ``(batch,)`` tensor in ``[0, 1]``, ``t = 0`` data.
+Wrap a network that expects something else:
+
+* :class:`FlipTime` — trained with ``t = 0`` at the noise end (flow-matching code often is): calls
+  ``net(x, 1 - t)``, negating the output for velocities (``Field(..., flip_time=True)`` does this for you);
+* :class:`ColumnTime` — wants ``t`` as ``(batch, 1)``;
+* :class:`IndexTime` — a DDPM network taking the integer step index ``i`` (``t = (i + 1)/T``);
+* :class:`SigmaTime` — wants the noise level ``sigma(t)`` of a path (EDM/NCSN style).
+
+Adapters are plain callables; they can be stacked.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import SdeflowTypeError, SdeflowValueError
+
+__all__ = ["FlipTime", "ColumnTime", "IndexTime", "SigmaTime"]
+
+
+def _check_callable(net):
+    if not callable(net):
+        raise SdeflowTypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
+    return net
+
+
+class _Adapter:
+    def __init__(self, net):
+        self.net = _check_callable(net)
+
+    def validate_times(self, times: np.ndarray) -> None:
+        inner = getattr(self.net, "validate_times", None)
+        if inner is not None:
+            inner(self._map_times(times))
+
+    def _map_times(self, times: np.ndarray) -> np.ndarray:
+        return times
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.net!r})"
+
+
+class FlipTime(_Adapter):
+    """``net`` trained with ``t = 0`` at the noise end: returns ``sign * net(x, 1 - t)``.
+
+    ``negate=True`` for velocity networks (the direction of travel flips with time); scores, noise and
+    data predictions keep their sign.
+    """
+
+    def __init__(self, net, negate: bool = False):
+        super().__init__(net)
+        self.negate = bool(negate)
+
+    def __call__(self, x, t):
+        out = self.net(x, 1.0 - t)
+        return -out if self.negate else out
+
+    def _map_times(self, times):
+        return 1.0 - times
+
+
+class ColumnTime(_Adapter):
+    """``net`` wants ``t`` shaped ``(batch, 1)``."""
+
+    def __call__(self, x, t):
+        return self.net(x, t.reshape(-1, 1))
+
+
+class IndexTime(_Adapter):
+    """A DDPM network taking the 0-based integer step index ``i`` with ``t = (i + 1)/T``.
+
+    Every time it is evaluated at must be a knot ``i/T`` with ``i >= 1``; samplers check this before the
+    first step (``validate_times``) instead of rounding silently. Use a grid of knots
+    (``sdeflow.grids.discrete``) and a solver that evaluates only at grid points (Euler, exponential
+    integrators, the DDPM samplers).
+    """
+
+    def __init__(self, net, T: int):
+        super().__init__(net)
+        if not (isinstance(T, int) and T >= 1):
+            raise SdeflowValueError(f"T must be a positive integer (the number of DDPM steps), got {T!r}")
+        self.T = T
+
+    def __call__(self, x, t):
+        return self.net(x, torch.round(t * self.T).long() - 1)
+
+    def _map_times(self, times):
+        return times
+
+    def validate_times(self, times: np.ndarray) -> None:
+        u = np.asarray(times, dtype=np.float64) * self.T
+        bad = np.flatnonzero((np.abs(u - np.round(u)) > 1e-6 * self.T) | (np.round(u) < 1))
+        if bad.size:
+            raise SdeflowValueError(
+                f"IndexTime(T={self.T}) network evaluated at t={float(times[bad[0]]):.6g}, which is not a "
+                f"knot i/T with i >= 1; use a grid of knots (sdeflow.grids.discrete(path, steps)) and a "
+                f"solver that evaluates only at grid points")
+        super().validate_times(times)
+
+
+class SigmaTime(_Adapter):
+    """``net`` wants the noise level ``sigma(t)`` of ``path`` instead of ``t``."""
+
+    def __init__(self, net, path):
+        super().__init__(net)
+        self.path = path
+
+    def __call__(self, x, t):
+        return self.net(x, self.path.sigma(t))

@@ -1,0 +1,82 @@
+r"""Conversions between what a field predicts, at a point ``(x, t)`` of a Gaussian path.
+
+Write every prediction in the basis of the clean data :math:`x_0` and the noise :math:`\varepsilon`
+(with :math:`x = \alpha x_0 + \sigma\varepsilon`):
+
+=========  ======================================  ==========================================
+kind       value                                   ``(u, w)``: value :math:`= u\,x_0 + w\,\varepsilon`
+=========  ======================================  ==========================================
+data       :math:`x_0`                             :math:`(1,\ 0)`
+noise      :math:`\varepsilon`                     :math:`(0,\ 1)`
+score      :math:`-\varepsilon/\sigma`             :math:`(0,\ -1/\sigma)`
+velocity   :math:`\alpha' x_0 + \sigma'\varepsilon`  :math:`(\alpha',\ \sigma')`
+drift      :math:`v - \tfrac{\gamma^2}{2} s`       :math:`(\alpha',\ \sigma' + \gamma^2/(2\sigma))`
+=========  ======================================  ==========================================
+
+A prediction ``n`` of kind ``a`` and the point ``x`` determine :math:`x_0` and :math:`\varepsilon`
+(determinant :math:`d = \alpha w_a - \sigma u_a`), so the value of kind ``b`` is
+
+.. math:: b = \frac{(u_b w_a - w_b u_a)\,x + (w_b\alpha - u_b\sigma)\,n}{\alpha w_a - \sigma u_a}.
+
+This is the DESIGN table (e.g. from a velocity, :math:`x_0 = (\sigma' x - \sigma v)/(\sigma'\alpha -
+\sigma\alpha')`) in one formula, finite wherever the conversion exists (a velocity converts to data at
+:math:`\alpha = 0`; a noise prediction cannot). The basis does not depend on the path, so a prediction made
+on another path at the same log-SNR (path transfer) converts with that path's ``(u_a, w_a)``.
+An energy field predicts the score.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import unknown_name
+
+__all__ = ["KINDS", "kind_uw", "conversion", "check_kind"]
+
+Tensor = torch.Tensor
+
+KINDS = ("score", "noise", "data", "velocity")
+
+
+def check_kind(kind: str) -> str:
+    if kind not in KINDS:
+        raise unknown_name("field kind", str(kind), KINDS)
+    return kind
+
+
+def kind_uw(kind: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, dsigma: Tensor,
+            gamma2: Tensor | float | None = None) -> tuple[Tensor, Tensor]:
+    r"""``(u, w)`` with prediction :math:`= u\,x_0 + w\,\varepsilon` (table above).
+
+    ``kind="drift"`` is the reverse-family drift :math:`v - \tfrac{\gamma^2}{2}s` with ``gamma2``
+    :math:`=\gamma^2` (None or 0: the probability-flow velocity).
+    """
+    if kind == "data":
+        return torch.ones_like(sigma), torch.zeros_like(sigma)
+    if kind == "noise":
+        return torch.zeros_like(sigma), torch.ones_like(sigma)
+    if kind == "score":
+        return torch.zeros_like(sigma), -1.0 / sigma
+    if kind == "velocity":
+        return dalpha + torch.zeros_like(sigma), dsigma + torch.zeros_like(sigma)
+    if kind == "drift":
+        w = dsigma + torch.zeros_like(sigma)
+        if gamma2 is not None:
+            w = w + 0.5 * gamma2 / sigma
+        return dalpha + torch.zeros_like(sigma), w
+    raise unknown_name("field kind", str(kind), KINDS)
+
+
+def conversion(frm: str, to: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, dsigma: Tensor, *,
+               frm_coeffs: tuple | None = None, gamma2=None) -> tuple[Tensor, Tensor]:
+    r"""Coefficients ``(P, Q)`` with ``to = P x + Q n`` for a prediction ``n`` of kind ``frm``.
+
+    ``(alpha, sigma, dalpha, dsigma)`` are the path's at the point. ``frm_coeffs`` gives another path's
+    coefficients at the same log-SNR when ``n`` was predicted on that path (path transfer).
+    """
+    if frm == to and frm_coeffs is None:
+        return torch.zeros_like(sigma), torch.ones_like(sigma)
+    ua, wa = kind_uw(frm, *(frm_coeffs if frm_coeffs is not None else (alpha, sigma, dalpha, dsigma)))
+    ub, wb = kind_uw(to, alpha, sigma, dalpha, dsigma, gamma2)
+    det = alpha * wa - sigma * ua
+    return (ub * wa - wb * ua) / det, (wb * alpha - ub * sigma) / det

@@ -1,0 +1,275 @@
+r"""Fields: a network wrapped with *what it predicts*.
+
+=================  ===========================================  ==========================
+class              the network returns                          kind
+=================  ===========================================  ==========================
+:class:`ScoreField`     :math:`\nabla_x\log p_t(x)`             ``"score"``
+:class:`NoiseField`     :math:`\varepsilon` (DDPM's eps)        ``"noise"``
+:class:`DataField`      :math:`x_0` (the denoiser)              ``"data"``
+:class:`VelocityField`  :math:`v = \alpha' x_0 + \sigma'\varepsilon` (probability-flow drift)  ``"velocity"``
+:class:`EnergyField`    a scalar energy :math:`E(x, t)`, score :math:`-\nabla_x E`  ``"score"``
+=================  ===========================================  ==========================
+
+Given a path, every field answers as every kind: ``field.score(x, t, path)``, ``.noise``, ``.data``,
+``.velocity`` (formulas in :mod:`sdeflow.conversions`). Fields add and scale: ``w1 * f1 + w2 * f2`` is a
+:class:`SumField`, and :func:`classifier_free_guidance` builds :math:`(1+w)f_c - w f_u`.
+
+A network is any callable ``net(x, t)`` with ``x`` of shape ``(batch, *event)`` and ``t`` of shape
+``(batch,)``; see :mod:`sdeflow.adapters` for networks that expect other time inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from .adapters import FlipTime
+from .conversions import KINDS, check_kind, conversion
+from .errors import SdeflowTypeError, SdeflowValueError
+from .paths import GaussianPath
+
+__all__ = [
+    "Field",
+    "NetField",
+    "ScoreField",
+    "NoiseField",
+    "DataField",
+    "VelocityField",
+    "EnergyField",
+    "SumField",
+    "classifier_free_guidance",
+    "batch_time",
+]
+
+Tensor = torch.Tensor
+
+
+def batch_time(t, x: Tensor) -> Tensor:
+    """``t`` as a ``(batch,)`` tensor in ``x``'s dtype and device (numbers and 0-d tensors expand)."""
+    n = x.shape[0]
+    if isinstance(t, Tensor):
+        if t.dim() == 0:
+            return t.to(dtype=x.dtype, device=x.device).expand(n)
+        if t.shape != (n,):
+            raise SdeflowValueError(f"t must be a number or a (batch,) tensor with batch={n}, got shape "
+                                    f"{tuple(t.shape)}")
+        return t.to(dtype=x.dtype, device=x.device)
+    return torch.full((n,), float(t), dtype=x.dtype, device=x.device)
+
+
+def _bcast(c: Tensor, x: Tensor) -> Tensor:
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+class Field:
+    """Base class. Subclasses set ``kind`` and implement :meth:`predict` (the native prediction)."""
+
+    kind: str = "score"
+
+    # ---- the native prediction ----------------------------------------------------------------
+    def predict(self, x: Tensor, t, path: GaussianPath) -> Tensor:
+        """The field's own prediction (of kind ``self.kind``) at ``(x, t)``."""
+        raise NotImplementedError
+
+    def bind(self, path: GaussianPath) -> Callable[[Tensor, Tensor], Tensor]:
+        """A fast callable ``(x, t_batch) -> native prediction`` for the samplers' inner loops."""
+        return lambda x, t: self.predict(x, t, path)
+
+    def validate_times(self, times: np.ndarray) -> None:
+        """Raise if the network cannot be evaluated at ``times`` (checked once, before sampling)."""
+
+    # ---- every kind ---------------------------------------------------------------------------
+    def as_kind(self, kind: str, x: Tensor, t, path: GaussianPath) -> Tensor:
+        """The prediction converted to ``kind`` (``"score"``, ``"noise"``, ``"data"``, ``"velocity"``)."""
+        check_kind(kind)
+        tb = batch_time(t, x)
+        n = self.predict(x, tb, path)
+        if kind == self.kind:
+            return n
+        P, Q = conversion(self.kind, kind, *path.coefficients(tb))
+        return _bcast(P, x) * x + _bcast(Q, x) * n
+
+    def score(self, x, t, path):
+        return self.as_kind("score", x, t, path)
+
+    def noise(self, x, t, path):
+        return self.as_kind("noise", x, t, path)
+
+    def data(self, x, t, path):
+        return self.as_kind("data", x, t, path)
+
+    def velocity(self, x, t, path):
+        return self.as_kind("velocity", x, t, path)
+
+    # ---- algebra ------------------------------------------------------------------------------
+    def _terms(self) -> list[tuple[float, "Field"]]:
+        return [(1.0, self)]
+
+    def __mul__(self, w):
+        if not isinstance(w, (int, float)):
+            return NotImplemented
+        return SumField([(float(w) * c, f) for c, f in self._terms()])
+
+    __rmul__ = __mul__
+
+    def __neg__(self):
+        return self * -1.0
+
+    def __add__(self, other):
+        if not isinstance(other, Field):
+            return NotImplemented
+        return SumField(self._terms() + other._terms())
+
+    def __sub__(self, other):
+        if not isinstance(other, Field):
+            return NotImplemented
+        return self + (-other)
+
+
+class NetField(Field):
+    """A network predicting ``kind``. ``flip_time=True`` adapts a network trained with ``t = 0`` at the
+    noise end (see :class:`sdeflow.adapters.FlipTime`; velocities change sign)."""
+
+    def __init__(self, net: Callable, kind: str, *, flip_time: bool = False):
+        if not callable(net):
+            raise SdeflowTypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        self.kind = check_kind(kind)
+        self.flip_time = bool(flip_time)
+        self.net = FlipTime(net, negate=(kind == "velocity")) if flip_time else net
+
+    def predict(self, x, t, path):
+        return self.net(x, batch_time(t, x))
+
+    def bind(self, path):
+        return self.net
+
+    def validate_times(self, times):
+        inner = getattr(self.net, "validate_times", None)
+        if inner is not None:
+            inner(times)
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.net!r})"
+
+
+class ScoreField(NetField):
+    r"""``net(x, t)`` predicts the score :math:`\nabla_x \log p_t(x)`."""
+
+    def __init__(self, net, *, flip_time: bool = False):
+        super().__init__(net, "score", flip_time=flip_time)
+
+
+class NoiseField(NetField):
+    r"""``net(x, t)`` predicts the noise :math:`\varepsilon` (DDPM's epsilon)."""
+
+    def __init__(self, net, *, flip_time: bool = False):
+        super().__init__(net, "noise", flip_time=flip_time)
+
+
+class DataField(NetField):
+    r"""``net(x, t)`` predicts the clean data :math:`x_0` (a denoiser)."""
+
+    def __init__(self, net, *, flip_time: bool = False):
+        super().__init__(net, "data", flip_time=flip_time)
+
+
+class VelocityField(NetField):
+    r"""``net(x, t)`` predicts the probability-flow velocity :math:`dx/dt` (flow matching)."""
+
+    def __init__(self, net, *, flip_time: bool = False):
+        super().__init__(net, "velocity", flip_time=flip_time)
+
+
+class EnergyField(Field):
+    r"""A scalar energy :math:`E`; its score is :math:`-\nabla_x E` (autograd).
+
+    ``net(x, t)`` (or ``net(x)`` with ``time=False``) returns one energy per sample, shape ``(batch,)``
+    or ``(batch, 1)``. At sampling time no graph is kept (``create_graph=False``): the gradient is taken
+    on a detached copy of ``x``. Pass ``create_graph=True`` to differentiate through the score.
+    """
+
+    kind = "score"
+
+    def __init__(self, net: Callable, *, time: bool = True, create_graph: bool = False):
+        if not callable(net):
+            raise SdeflowTypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        self.net = net
+        self.time = bool(time)
+        self.create_graph = bool(create_graph)
+
+    def energy(self, x: Tensor, t=None) -> Tensor:
+        """Per-sample energy, shape ``(batch,)``."""
+        e = self.net(x, batch_time(t, x)) if self.time else self.net(x)
+        return e.reshape(x.shape[0], -1).sum(-1) if e.dim() > 1 else e
+
+    def _score(self, x: Tensor, t: Tensor) -> Tensor:
+        with torch.enable_grad():
+            xr = x if (self.create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+            e = self.net(xr, t) if self.time else self.net(xr)
+            (g,) = torch.autograd.grad(e.sum(), xr, create_graph=self.create_graph)
+        return -g
+
+    def predict(self, x, t, path=None):
+        return self._score(x, batch_time(t, x))
+
+    def bind(self, path):
+        return self._score
+
+    def __repr__(self):
+        return f"EnergyField({self.net!r})"
+
+
+class SumField(Field):
+    r"""A weighted sum :math:`\sum_i w_i f_i` of fields (guidance, products of experts).
+
+    The sum is taken in the components' common kind when they share one and either the weights sum to 1
+    (then every kind gives the same field) or the kind is ``"score"``/``"noise"`` (no ``x`` term);
+    otherwise in score space, :math:`\sum_i w_i\nabla\log p_i`, the product of experts. ``kind`` forces
+    the space.
+    """
+
+    def __init__(self, terms: Sequence[tuple[float, Field]], kind: str | None = None):
+        terms = [(float(w), f) for w, f in terms]
+        if not terms:
+            raise SdeflowValueError("SumField needs at least one (weight, field) term")
+        for _, f in terms:
+            if not isinstance(f, Field):
+                raise SdeflowTypeError(f"SumField terms must be Fields, got {type(f).__name__}")
+        self.terms = terms
+        if kind is None:
+            kinds = {f.kind for _, f in terms}
+            total = sum(w for w, _ in terms)
+            if len(kinds) == 1 and (kinds <= {"score", "noise"} or math.isclose(total, 1.0, abs_tol=1e-12)):
+                kind = kinds.pop()
+            else:
+                kind = "score"
+        self.kind = check_kind(kind)
+
+    def _terms(self):
+        return list(self.terms)
+
+    def predict(self, x, t, path):
+        tb = batch_time(t, x)
+        out = None
+        for w, f in self.terms:
+            v = f.as_kind(self.kind, x, tb, path)
+            out = w * v if out is None else out + w * v
+        return out
+
+    def validate_times(self, times):
+        for _, f in self.terms:
+            f.validate_times(times)
+
+    def __repr__(self):
+        return " + ".join(f"{w:g}*{f!r}" for w, f in self.terms)
+
+
+def classifier_free_guidance(cond: Field, uncond: Field, scale: float) -> SumField:
+    r"""Classifier-free guidance :math:`(1 + w) f_{cond} - w f_{uncond}` (Ho & Salimans 2022).
+
+    The weights sum to 1, so the guided field is the same whichever kind the two fields predict.
+    """
+    return SumField([(1.0 + float(scale), cond), (-float(scale), uncond)])

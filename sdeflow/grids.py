@@ -1,0 +1,135 @@
+r"""Time grids for sampling, from ``t_max`` (noise) down to ``t_min`` (data).
+
+All grids are float64 tensors of ``steps + 1`` strictly decreasing times in ``[0, 1]``:
+
+* ``uniform`` — equal steps in ``t``;
+* ``log_snr`` — equal steps in :math:`\lambda_t` (DPM-Solver's default, Lu et al. 2022);
+* ``karras`` — :math:`\tilde\sigma_i = (\tilde\sigma_{max}^{1/\rho} + \tfrac{i}{n}(\tilde\sigma_{min}^{1/\rho}
+  - \tilde\sigma_{max}^{1/\rho}))^\rho` with :math:`\tilde\sigma = \sigma/\alpha`, ``rho = 7``
+  (Karras et al. 2022, eq. (5)), mapped to ``t`` through the path's log-SNR;
+* ``quadratic`` — :math:`t = t_{min} + (t_{max}-t_{min}) s^2` for ``s`` uniform (DDIM's quadratic
+  schedule, Song et al. 2021), denser near the data;
+* ``discrete`` — knots ``i/T`` of a :class:`~sdeflow.paths.DiscreteVP`, evenly spaced in the index.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .errors import SdeflowTypeError, SdeflowValueError, unknown_name
+from .paths import DiscreteVP, GaussianPath
+
+__all__ = ["GRIDS", "make_grid", "uniform", "log_snr", "karras", "quadratic", "discrete", "check_grid"]
+
+Tensor = torch.Tensor
+
+
+def _check_steps(steps) -> int:
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise SdeflowValueError(f"steps must be a positive integer, got {steps!r}")
+    return int(steps)
+
+
+def uniform(path: GaussianPath | None, steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
+    return torch.linspace(t_max, t_min, _check_steps(steps) + 1, dtype=torch.float64)
+
+
+def _from_log_snr(path: GaussianPath, lam: Tensor, t_max: float, t_min: float) -> Tensor:
+    t = path.t_from_log_snr(lam).to(torch.float64)
+    t[0], t[-1] = t_max, t_min  # endpoints exactly as asked, not via a round trip
+    return t
+
+
+def _finite_log_snr(path: GaussianPath, t_max: float, t_min: float, grid: str):
+    l0, l1 = float(path.log_snr(t_max)), float(path.log_snr(t_min))
+    if not (np.isfinite(l0) and np.isfinite(l1)):
+        raise SdeflowValueError(
+            f"the {grid!r} grid needs a finite log-SNR at both ends, but {path!r} has log-SNR {l0:g} at "
+            f"t_max={t_max} and {l1:g} at t_min={t_min}; choose t_max < 1 / t_min > 0, or grid='uniform'")
+    return l0, l1
+
+
+def log_snr(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e-3) -> Tensor:
+    l0, l1 = _finite_log_snr(path, t_max, t_min, "log_snr")
+    lam = torch.linspace(l0, l1, _check_steps(steps) + 1, dtype=torch.float64)
+    return _from_log_snr(path, lam, t_max, t_min)
+
+
+def karras(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e-3, rho: float = 7.0) -> Tensor:
+    l0, l1 = _finite_log_snr(path, t_max, t_min, "karras")
+    if not rho > 0:
+        raise SdeflowValueError(f"rho must be > 0, got {rho}")
+    s_max, s_min = np.exp(-0.5 * l0), np.exp(-0.5 * l1)
+    i = torch.linspace(0.0, 1.0, _check_steps(steps) + 1, dtype=torch.float64)
+    s = (s_max ** (1 / rho) + i * (s_min ** (1 / rho) - s_max ** (1 / rho))) ** rho
+    return _from_log_snr(path, -2.0 * torch.log(s), t_max, t_min)
+
+
+def quadratic(path: GaussianPath | None, steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
+    s = torch.linspace(1.0, 0.0, _check_steps(steps) + 1, dtype=torch.float64)
+    return t_min + (t_max - t_min) * s * s
+
+
+def discrete(path: DiscreteVP, steps: int, t_max: float = 1.0, t_min: float | None = None) -> Tensor:
+    """Knots of a :class:`~sdeflow.paths.DiscreteVP`, ``steps + 1`` of them, evenly spaced in the index."""
+    if not isinstance(path, DiscreteVP):
+        raise SdeflowTypeError(f"the 'discrete' grid needs a DiscreteVP path, got {path!r}")
+    T = path.T
+    t_min = 1.0 / T if t_min is None else t_min
+    i_max, i_min = int(round(t_max * T)), int(round(t_min * T))
+    steps = _check_steps(steps)
+    if steps > i_max - i_min:
+        raise SdeflowValueError(f"steps={steps} exceeds the {i_max - i_min} knot intervals between "
+                                f"t_max={t_max} and t_min={t_min} of DiscreteVP(T={T})")
+    idx = np.unique(np.round(np.linspace(i_max, i_min, steps + 1)).astype(np.int64))[::-1]
+    return torch.as_tensor(idx.copy(), dtype=torch.float64) / T
+
+
+GRIDS = {"uniform": uniform, "log_snr": log_snr, "karras": karras, "quadratic": quadratic,
+         "discrete": discrete}
+
+
+def make_grid(kind: str, path: GaussianPath, steps: int, t_max: float, t_min: float, **kw) -> Tensor:
+    """A named grid (see the module docstring) with ``steps`` steps from ``t_max`` to ``t_min``."""
+    if kind not in GRIDS:
+        raise unknown_name("grid", kind, GRIDS)
+    g = GRIDS[kind](path, steps, t_max, t_min, **kw)
+    return check_grid(g, "grid")
+
+
+def check_grid(grid, name: str = "grid", *, decreasing: bool | None = True, unit: bool = True) -> Tensor:
+    """Validate an explicit time grid; return it as a float64 CPU tensor.
+
+    It must be 1-D with at least 2 finite points, in ``[0, 1]`` (unless ``unit=False``), strictly
+    monotone (decreasing for sampling; ``decreasing=None`` accepts either direction).
+    """
+    if isinstance(grid, Tensor):
+        if not (grid.is_floating_point()):
+            raise SdeflowTypeError(f"{name} must be a floating tensor of times, got dtype {grid.dtype}; "
+                                   f"use {name}.double()")
+        g = grid.detach().to("cpu", torch.float64)
+    else:
+        try:
+            g = torch.as_tensor(np.asarray(grid, dtype=np.float64))
+        except (TypeError, ValueError) as e:
+            raise SdeflowTypeError(f"{name} must be a sequence of times, got {type(grid).__name__}") from e
+    if g.dim() != 1 or g.numel() < 2:
+        raise SdeflowValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(g.shape)}")
+    if not torch.isfinite(g).all():
+        raise SdeflowValueError(f"{name} contains NaN or Inf")
+    if unit and ((g < 0).any() or (g > 1).any()):
+        bad = float(g[(g < 0) | (g > 1)][0])
+        raise SdeflowValueError(f"{name} leaves [0, 1] (found t={bad:g}); sdeflow's time runs from 0 "
+                                f"(data) to 1 (noise): rescale your times into [0, 1]")
+    d = g[1:] - g[:-1]
+    if decreasing is True and not (d < 0).all():
+        k = int(torch.nonzero(d >= 0)[0])
+        raise SdeflowValueError(f"{name} must be strictly decreasing from noise (t near 1) to data "
+                                f"(t near 0); {name}[{k}]={float(g[k]):g} -> {name}[{k + 1}]="
+                                f"{float(g[k + 1]):g}. Reverse it or remove repeated times")
+    if decreasing is None and not ((d < 0).all() or (d > 0).all()):
+        raise SdeflowValueError(f"{name} must be strictly monotone (no repeated or out-of-order times)")
+    return g

@@ -1,0 +1,510 @@
+r"""Gaussian probability paths :math:`x_t = \alpha_t x_0 + \sigma_t \varepsilon`.
+
+Convention: ``t`` runs over ``[0, 1]``; ``t = 0`` is data, ``t = 1`` is noise. Every path gives
+
+* ``alpha(t)``, ``sigma(t)`` and their time derivatives ``dalpha(t)``, ``dsigma(t)``
+  (``coefficients(t)`` returns all four at once);
+* the log signal-to-noise ratio :math:`\lambda_t = \log(\alpha_t^2/\sigma_t^2)` and its inverse
+  ``t_from_log_snr``;
+* the forward SDE :math:`dx = f_t x\,dt + g_t\,dW` with :math:`f = \alpha'/\alpha` and
+  :math:`g^2 = d\sigma^2/dt - 2 f \sigma^2` (``f(t)``, ``g2(t)``);
+* ``prior_sample`` (the noise end) and ``q_sample`` (draws of :math:`q(x_t | x_0)` returning
+  ``(x_t, eps)``).
+
+Paths are pure mathematics: no networks, no loops. They accept a Python number or a tensor ``t`` of any
+shape and compute in ``t``'s floating dtype (float64 for Python numbers). References: Song et al. 2021
+(VP, sub-VP, VE SDEs), Nichol & Dhariwal 2021 (cosine schedule), Ho et al. 2020 (DDPM), Lipman et al. 2023
+(linear flow).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from .errors import SdeflowValueError, SdeflowTypeError
+
+__all__ = [
+    "GaussianPath",
+    "VP",
+    "CosineVP",
+    "SubVP",
+    "VE",
+    "LinearFlow",
+    "EDM",
+    "AffinePath",
+    "DiscreteVP",
+]
+
+Tensor = torch.Tensor
+
+
+def as_time(t) -> Tensor:
+    """A tensor view of ``t``: Python numbers become float64 tensors, integer tensors become float64."""
+    if isinstance(t, Tensor):
+        return t if t.is_floating_point() else t.to(torch.float64)
+    return torch.as_tensor(t, dtype=torch.float64)
+
+
+def _bcast(c: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample coefficient ``(batch,)`` (or a scalar) to broadcast against ``x``."""
+    if c.dim() == 0:
+        return c.to(x.dtype)
+    return c.to(x.dtype).reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+class GaussianPath:
+    r"""Base class of the paths :math:`x_t = \alpha_t x_0 + \sigma_t\varepsilon`.
+
+    Subclasses implement :meth:`coefficients` and may override :meth:`log_snr` and
+    :meth:`t_from_log_snr` with closed forms (the base class inverts ``log_snr`` by bisection).
+
+    Attributes:
+        t_min: the default end time of sampling (documented per path; every sampler takes ``t_min``).
+        t_max: the noise end, 1.
+    """
+
+    t_min: float = 1e-3
+    t_max: float = 1.0
+
+    # ---- the four functions -------------------------------------------------------------------
+    def coefficients(self, t) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """``(alpha, sigma, dalpha/dt, dsigma/dt)`` at ``t``."""
+        raise NotImplementedError
+
+    def alpha(self, t) -> Tensor:
+        return self.coefficients(t)[0]
+
+    def sigma(self, t) -> Tensor:
+        return self.coefficients(t)[1]
+
+    def dalpha(self, t) -> Tensor:
+        return self.coefficients(t)[2]
+
+    def dsigma(self, t) -> Tensor:
+        return self.coefficients(t)[3]
+
+    # ---- derived quantities -------------------------------------------------------------------
+    def log_snr(self, t) -> Tensor:
+        r""":math:`\lambda_t = 2\log\alpha_t - 2\log\sigma_t` (decreasing in ``t``)."""
+        a, s, _, _ = self.coefficients(t)
+        return 2.0 * (torch.log(a) - torch.log(s))
+
+    def t_from_log_snr(self, lam) -> Tensor:
+        """Inverse of :meth:`log_snr` (bisection on ``[0, 1]``; subclasses give closed forms)."""
+        lam = as_time(lam)
+        lo = torch.zeros_like(lam, dtype=torch.float64)
+        hi = torch.ones_like(lam, dtype=torch.float64)
+        target = lam.to(torch.float64)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(mid) > target  # log-SNR decreases: still too early
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return (0.5 * (lo + hi)).to(lam.dtype)
+
+    def sigma_over_alpha(self, t) -> Tensor:
+        r"""The VE-equivalent noise level :math:`\sigma_t/\alpha_t = e^{-\lambda_t/2}`."""
+        return torch.exp(-0.5 * self.log_snr(t))
+
+    def scale(self, t) -> Tensor:
+        r""":math:`\sqrt{\alpha_t^2+\sigma_t^2}`, the factor between this path and its variance-preserving
+        twin with the same log-SNR (used by path transfer)."""
+        a, s, _, _ = self.coefficients(t)
+        return torch.sqrt(a * a + s * s)
+
+    def f(self, t) -> Tensor:
+        r"""Forward drift coefficient :math:`f_t = \alpha_t'/\alpha_t`."""
+        a, _, da, _ = self.coefficients(t)
+        return da / a
+
+    def g2(self, t) -> Tensor:
+        r"""Squared forward diffusion :math:`g_t^2 = 2\sigma\sigma' - 2 f \sigma^2`."""
+        a, s, da, ds = self.coefficients(t)
+        return 2.0 * s * (ds - da / a * s)
+
+    def g(self, t) -> Tensor:
+        return torch.sqrt(self.g2(t))
+
+    # ---- sampling -----------------------------------------------------------------------------
+    def prior_sample(self, shape: Sequence[int], *, t: float | None = None,
+                     generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
+                     device=None) -> Tensor:
+        r"""Draw from the noise end :math:`\mathcal N(0, \sigma_{t}^2 I)` at ``t`` (default ``t_max``).
+
+        This neglects the data term :math:`\alpha_t x_0`, exact when :math:`\alpha_t = 0` (linear flow,
+        cosine VP) and within :math:`\alpha_1` otherwise (VP: 0.0066 for the default betas).
+        """
+        t = self.t_max if t is None else t
+        s = float(self.sigma(t))
+        return s * torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+
+    def q_sample(self, x0: Tensor, t, *, generator: torch.Generator | None = None,
+                 eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        r"""Draw :math:`x_t \sim q(x_t|x_0) = \mathcal N(\alpha_t x_0, \sigma_t^2 I)`; returns ``(x_t, eps)``.
+
+        ``t`` is a number or a ``(batch,)`` tensor.
+        """
+        if eps is None:
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+        a, s, _, _ = self.coefficients(as_time(t).to(x0.device))
+        return _bcast(a, x0) * x0 + _bcast(s, x0) * eps, eps
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
+        return f"{type(self).__name__}({params})"
+
+    def _params(self) -> dict:
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------------
+class VP(GaussianPath):
+    r"""Variance-preserving SDE with linear :math:`\beta(t) = \beta_{min} + t(\beta_{max}-\beta_{min})`.
+
+    :math:`\alpha_t = e^{-B(t)/2}`, :math:`\sigma_t = \sqrt{1 - e^{-B(t)}}`,
+    :math:`B(t) = \int_0^t\beta = \beta_{min} t + \tfrac12(\beta_{max}-\beta_{min})t^2`;
+    :math:`f = -\beta/2`, :math:`g^2 = \beta`. Song et al. 2021, eq. (11). Default ``t_min = 1e-3``.
+    """
+
+    t_min = 1e-3
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        beta_min, beta_max = float(beta_min), float(beta_max)
+        if not (beta_min >= 0.0):
+            raise SdeflowValueError(f"beta_min must be >= 0, got {beta_min}")
+        if not (beta_max > beta_min):
+            raise SdeflowValueError(f"beta_min must be < beta_max, got beta_min={beta_min}, "
+                                    f"beta_max={beta_max}; swap them or raise beta_max")
+        self.beta_min, self.beta_max = beta_min, beta_max
+
+    def _params(self):
+        return {"beta_min": self.beta_min, "beta_max": self.beta_max}
+
+    def beta(self, t) -> Tensor:
+        t = as_time(t)
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def integrated_beta(self, t) -> Tensor:
+        t = as_time(t)
+        return t * (self.beta_min + 0.5 * t * (self.beta_max - self.beta_min))
+
+    def _t_from_integrated_beta(self, B: Tensor) -> Tensor:
+        d = self.beta_max - self.beta_min
+        return 2.0 * B / (self.beta_min + torch.sqrt(self.beta_min ** 2 + 2.0 * d * B))
+
+    def coefficients(self, t):
+        t = as_time(t)
+        B = self.integrated_beta(t)
+        beta = self.beta(t)
+        a = torch.exp(-0.5 * B)
+        s = torch.sqrt(-torch.expm1(-B))
+        return a, s, -0.5 * beta * a, 0.5 * beta * a * a / s
+
+    def log_snr(self, t):
+        B = self.integrated_beta(t)
+        return -B - torch.log(-torch.expm1(-B))
+
+    def t_from_log_snr(self, lam):
+        lam = as_time(lam)
+        return self._t_from_integrated_beta(torch.nn.functional.softplus(-lam))
+
+    def f(self, t):
+        return -0.5 * self.beta(t)
+
+    def g2(self, t):
+        return self.beta(t)
+
+
+class SubVP(VP):
+    r"""Sub-VP SDE (Song et al. 2021, eq. (12)): :math:`\alpha_t` as in :class:`VP`,
+    :math:`\sigma_t = 1 - \alpha_t^2`; :math:`f = -\beta/2`, :math:`g^2 = \beta(1 - \alpha_t^4)`.
+    Default ``t_min = 1e-3``."""
+
+    def coefficients(self, t):
+        t = as_time(t)
+        B = self.integrated_beta(t)
+        beta = self.beta(t)
+        a = torch.exp(-0.5 * B)
+        a2 = a * a
+        return a, -torch.expm1(-B), -0.5 * beta * a, beta * a2
+
+    def log_snr(self, t):
+        B = self.integrated_beta(t)
+        return -B - 2.0 * torch.log(-torch.expm1(-B))
+
+    def t_from_log_snr(self, lam):
+        lam = as_time(lam)
+        # w = 1 - alpha^2 solves w^2 + u w - u = 0 with u = exp(-lambda)
+        u = torch.exp(-lam)
+        w = 2.0 * u / (u + torch.sqrt(u * u + 4.0 * u))
+        B = torch.where(torch.isfinite(u), -torch.log1p(-w), -lam)
+        return self._t_from_integrated_beta(B)
+
+    def g2(self, t):
+        a = torch.exp(-0.5 * self.integrated_beta(t))
+        return self.beta(t) * (1.0 - a ** 4)
+
+
+class CosineVP(GaussianPath):
+    r"""Cosine schedule (Nichol & Dhariwal 2021) in continuous time:
+    :math:`\alpha_t = \cos\phi_t/\cos\phi_0`, :math:`\phi_t = \frac{\pi}{2}\frac{t+s}{1+s}`,
+    :math:`\sigma_t = \sqrt{1-\alpha_t^2}`. At ``t = 1``, :math:`\alpha = 0` (log-SNR :math:`-\infty`):
+    noise and data predictions cannot be converted there; start such samplers at ``t_max < 1``.
+    Default ``t_min = 1e-3``."""
+
+    t_min = 1e-3
+
+    def __init__(self, s: float = 0.008):
+        s = float(s)
+        if not s > 0:
+            raise SdeflowValueError(f"s must be > 0, got {s}")
+        self.s = s
+        self._phi0 = 0.5 * math.pi * s / (1.0 + s)
+        self._dphi = 0.5 * math.pi / (1.0 + s)
+
+    def _params(self):
+        return {"s": self.s}
+
+    def coefficients(self, t):
+        t = as_time(t)
+        phi = self._phi0 + self._dphi * t
+        c0 = math.cos(self._phi0)
+        a = torch.cos(phi) / c0
+        # 1 - cos^2(phi)/cos^2(phi0) = sin(phi - phi0) sin(phi + phi0) / cos^2(phi0), exact near t = 0
+        s = torch.sqrt(torch.sin(phi - self._phi0) * torch.sin(phi + self._phi0)) / c0
+        da = -torch.sin(phi) * self._dphi / c0
+        return a, s, da, -a * da / s
+
+    def t_from_log_snr(self, lam):
+        lam = as_time(lam)
+        tan0 = math.tan(self._phi0)
+        sec0 = 1.0 / math.cos(self._phi0)
+        phi = torch.atan(torch.sqrt(tan0 ** 2 + sec0 ** 2 * torch.exp(-lam)))
+        return (phi - self._phi0) / self._dphi
+
+
+class VE(GaussianPath):
+    r"""Variance-exploding SDE: :math:`\alpha = 1`,
+    :math:`\sigma_t = \sigma_{min}(\sigma_{max}/\sigma_{min})^t`; :math:`f = 0`,
+    :math:`g^2 = 2\sigma_t^2\log(\sigma_{max}/\sigma_{min})` (Song et al. 2021, eq. (9)). ``sigma(0)`` is
+    ``sigma_min > 0``, so ``t_min`` defaults to 0 and a final denoising step maps to :math:`\sigma = 0`."""
+
+    t_min = 0.0
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        if not sigma_min > 0:
+            raise SdeflowValueError(f"sigma_min must be > 0, got {sigma_min}; the VE path needs a positive "
+                                    f"smallest noise level (use a final denoising step to reach sigma = 0)")
+        if not sigma_max > sigma_min:
+            raise SdeflowValueError(f"sigma_max must be > sigma_min, got sigma_min={sigma_min}, "
+                                    f"sigma_max={sigma_max}")
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+        self._log_ratio = math.log(sigma_max / sigma_min)
+
+    def _params(self):
+        return {"sigma_min": self.sigma_min, "sigma_max": self.sigma_max}
+
+    def coefficients(self, t):
+        t = as_time(t)
+        s = self.sigma_min * torch.exp(self._log_ratio * t)
+        one = torch.ones_like(s)
+        return one, s, torch.zeros_like(s), s * self._log_ratio
+
+    def log_snr(self, t):
+        t = as_time(t)
+        return -2.0 * (math.log(self.sigma_min) + self._log_ratio * t)
+
+    def t_from_log_snr(self, lam):
+        lam = as_time(lam)
+        return (-0.5 * lam - math.log(self.sigma_min)) / self._log_ratio
+
+    def f(self, t):
+        return torch.zeros_like(as_time(t))
+
+    def g2(self, t):
+        s = self.sigma(t)
+        return 2.0 * s * s * self._log_ratio
+
+
+class LinearFlow(GaussianPath):
+    r"""Linear interpolation (rectified flow / conditional OT flow matching):
+    :math:`\alpha_t = 1 - t`, :math:`\sigma_t = t`, velocity :math:`v = \varepsilon - x_0`.
+    Default ``t_min = 0`` (the velocity is finite there; score-based dynamics need ``t_min > 0``)."""
+
+    t_min = 0.0
+
+    def coefficients(self, t):
+        t = as_time(t)
+        one = torch.ones_like(t)
+        return 1.0 - t, t, -one, one
+
+    def log_snr(self, t):
+        t = as_time(t)
+        return 2.0 * (torch.log1p(-t) - torch.log(t))
+
+    def t_from_log_snr(self, lam):
+        return torch.sigmoid(-0.5 * as_time(lam))
+
+
+class EDM(GaussianPath):
+    r"""Variance exploding with the noise level as time (Karras et al. 2022, "EDM"):
+    :math:`\alpha = 1`, :math:`\sigma_t = \sigma_{max} t`. Its probability-flow ODE in this time is
+    :math:`dx/d\sigma = (x - \hat x_0)/\sigma`, the coordinates in which EDM's samplers step; use it as an
+    ``integration_path`` for fields trained on any other path. Default ``t_min = 0.002/sigma_max``."""
+
+    def __init__(self, sigma_max: float = 80.0):
+        sigma_max = float(sigma_max)
+        if not sigma_max > 0:
+            raise SdeflowValueError(f"sigma_max must be > 0, got {sigma_max}")
+        self.sigma_max = sigma_max
+        self.t_min = 0.002 / sigma_max
+
+    def _params(self):
+        return {"sigma_max": self.sigma_max}
+
+    def coefficients(self, t):
+        t = as_time(t)
+        one = torch.ones_like(t)
+        return one, self.sigma_max * t, torch.zeros_like(t), self.sigma_max * one
+
+    def log_snr(self, t):
+        return -2.0 * torch.log(self.sigma_max * as_time(t))
+
+    def t_from_log_snr(self, lam):
+        return torch.exp(-0.5 * as_time(lam)) / self.sigma_max
+
+    def f(self, t):
+        return torch.zeros_like(as_time(t))
+
+
+def _autograd_derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+    with torch.enable_grad():
+        tt = t.detach().clone().requires_grad_(True)
+        y = fn(tt)
+        if not y.requires_grad:  # constant in t
+            return torch.zeros_like(t)
+        (d,) = torch.autograd.grad(y.sum(), tt, allow_unused=True)
+    return torch.zeros_like(t) if d is None else d.detach()
+
+
+class AffinePath(GaussianPath):
+    r"""Any Gaussian path from user functions ``alpha(t)``, ``sigma(t)`` (elementwise on tensors).
+
+    Derivatives come from ``dalpha``/``dsigma`` when given, else from autograd. The log-SNR must decrease
+    strictly on ``[0, 1]`` (checked on 257 points at construction); its inverse is found by bisection.
+    Example: ``AffinePath(lambda t: 1 - t, lambda t: t.sqrt())``.
+    """
+
+    def __init__(self, alpha: Callable[[Tensor], Tensor], sigma: Callable[[Tensor], Tensor],
+                 dalpha: Optional[Callable[[Tensor], Tensor]] = None,
+                 dsigma: Optional[Callable[[Tensor], Tensor]] = None, *, t_min: float = 1e-3,
+                 name: str = "AffinePath"):
+        for arg, fn in (("alpha", alpha), ("sigma", sigma), ("dalpha", dalpha), ("dsigma", dsigma)):
+            if fn is not None and not callable(fn):
+                raise SdeflowTypeError(f"{arg} must be a callable of a tensor t, got {type(fn).__name__}")
+        self._alpha, self._sigma, self._dalpha, self._dsigma = alpha, sigma, dalpha, dsigma
+        self.t_min = float(t_min)
+        self.name = name
+        tt = torch.linspace(0.0, 1.0, 257, dtype=torch.float64)
+        a, s, _, _ = self.coefficients(tt)
+        if a.shape != tt.shape or s.shape != tt.shape:
+            raise SdeflowValueError("alpha and sigma must act elementwise: alpha(t) and sigma(t) must have "
+                                    "t's shape")
+        if (a < 0).any() or (s < 0).any() or not torch.isfinite(a).all() or not torch.isfinite(s).all():
+            raise SdeflowValueError("alpha(t) and sigma(t) must be finite and >= 0 on [0, 1]")
+        lam = 2.0 * (torch.log(a) - torch.log(s))
+        inner = lam[1:-1]
+        if not (inner[1:] < inner[:-1]).all():
+            raise SdeflowValueError("alpha(t)/sigma(t) must decrease strictly on (0, 1) (log-SNR "
+                                    "decreasing: t = 0 is data, t = 1 is noise)")
+
+    def _params(self):
+        return {"name": self.name}
+
+    def coefficients(self, t):
+        t = as_time(t)
+        a = self._alpha(t)
+        s = self._sigma(t)
+        a = torch.as_tensor(a, dtype=t.dtype).expand_as(t) if not isinstance(a, Tensor) else a
+        s = torch.as_tensor(s, dtype=t.dtype).expand_as(t) if not isinstance(s, Tensor) else s
+        da = self._dalpha(t) if self._dalpha is not None else _autograd_derivative(self._alpha, t)
+        ds = self._dsigma(t) if self._dsigma is not None else _autograd_derivative(self._sigma, t)
+        return a, s, torch.as_tensor(da, dtype=t.dtype), torch.as_tensor(ds, dtype=t.dtype)
+
+
+class DiscreteVP(GaussianPath):
+    r"""DDPM's discrete chain as a path: a table :math:`\beta_1..\beta_T`, knots :math:`t_i = i/T` with
+    :math:`\bar\alpha_i = \prod_{j\le i}(1-\beta_j)`, :math:`\alpha = \sqrt{\bar\alpha}`,
+    :math:`\sigma = \sqrt{1-\bar\alpha}`. Between knots :math:`\log\bar\alpha` is linear in ``t``
+    (so ``t_from_log_snr`` is exact and derivatives are piecewise constant). Default: beta linear from
+    1e-4 to 0.02, T = 1000 (Ho et al. 2020). Default ``t_min = 1/T``.
+
+    ``index_to_t(i)`` maps DDPM's 0-based step index ``i`` (noise level ``alphas_cumprod[i]``) to
+    ``t = (i + 1)/T``.
+    """
+
+    def __init__(self, betas: Sequence[float] | Tensor | None = None, *, T: int = 1000,
+                 beta_start: float = 1e-4, beta_end: float = 0.02):
+        if betas is None:
+            if not (isinstance(T, int) and T >= 1):
+                raise SdeflowValueError(f"T must be a positive integer, got {T!r}")
+            if not (0 < beta_start < beta_end < 1):
+                raise SdeflowValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, "
+                                        f"beta_end={beta_end}")
+            betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
+        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        if betas.numel() < 1 or not ((betas > 0) & (betas < 1)).all():
+            raise SdeflowValueError("betas must be a non-empty table with every entry in (0, 1)")
+        self.betas = betas
+        self.T = int(betas.numel())
+        self._log1m = torch.log1p(-betas)  # per-segment log(1 - beta_i)
+        self._L = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(self._log1m, 0)])
+        self.alphas_cumprod = torch.exp(self._L[1:])
+        self.t_min = 1.0 / self.T
+
+    def _params(self):
+        return {"T": self.T}
+
+    @property
+    def timesteps(self) -> Tensor:
+        """Knot times ``i/T`` for ``i = 1..T`` (float64)."""
+        return torch.arange(1, self.T + 1, dtype=torch.float64) / self.T
+
+    def index_to_t(self, i) -> Tensor:
+        return (as_time(i) + 1.0) / self.T
+
+    def t_to_index(self, t) -> Tensor:
+        return torch.round(as_time(t) * self.T).long() - 1
+
+    def _segment(self, t: Tensor):
+        u = t * self.T
+        i = torch.clamp(torch.ceil(u), 1, self.T).long()
+        L = self._L.to(t.device, t.dtype)
+        slope = self._log1m.to(t.device, t.dtype)
+        Li = L[i - 1] + (u - (i - 1).to(t.dtype)) * slope[i - 1]
+        return Li, slope[i - 1] * self.T
+
+    def coefficients(self, t):
+        t = as_time(t)
+        L, dL = self._segment(t)
+        a = torch.exp(0.5 * L)
+        s = torch.sqrt(-torch.expm1(L))
+        da = 0.5 * a * dL
+        return a, s, da, -a * da / s
+
+    def log_snr(self, t):
+        L, _ = self._segment(as_time(t))
+        return L - torch.log(-torch.expm1(L))
+
+    def t_from_log_snr(self, lam):
+        lam = as_time(lam)
+        Lstar = torch.nn.functional.logsigmoid(lam)
+        negL = (-self._L).to(lam.device, lam.dtype)
+        i = torch.clamp(torch.searchsorted(negL, (-Lstar).contiguous()), 1, self.T)
+        slope = self._log1m.to(lam.device, lam.dtype)
+        frac = (Lstar - (-negL[i - 1])) / slope[i - 1]
+        return ((i - 1).to(lam.dtype) + frac) / self.T

@@ -1,0 +1,73 @@
+"""Running a solver over a term: trajectory recording, progress bar, and the non-finite guard.
+
+The guard costs nothing inside the loop: after the solve, one reduction checks the final state. Only if
+it holds NaN/Inf is the solve replayed (same inputs, the noise source rewound) with per-evaluation checks,
+to name the step, the time and the field kind at fault.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from .errors import NonFiniteError
+
+__all__ = ["run", "diagnose"]
+
+Tensor = torch.Tensor
+
+
+def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool = False,
+        progress: bool = False, desc: str = "sdeflow"):
+    """``(x_final, trajectory list or None, solver stats)``."""
+    traj = [x] if trajectory else None
+    pbar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        pbar = tqdm(total=len(grid) - 1, desc=desc, unit="step", leave=False)
+    cb: Callable | None = None
+    if traj is not None or pbar is not None:
+        def cb(k, xk):
+            if traj is not None:
+                traj.append(xk)
+            if pbar is not None:
+                pbar.update(1)
+    try:
+        out, state = solver.integrate(term, x, grid, noise, cb)
+    finally:
+        if pbar is not None:
+            pbar.close()
+    return out, traj, solver.stats(state)
+
+
+def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
+             finish: Callable[[Tensor], Tensor] | None = None, time_label=lambda t: t) -> None:
+    """Replay a solve whose output was not finite and raise a :class:`NonFiniteError` locating it."""
+    if noise is not None and noise_state is not None:
+        noise.set_state(noise_state)
+    term.check = True
+
+    def cb(k, xk):
+        if not bool(torch.isfinite(xk).all()):
+            t0, t1 = time_label(grid[k]), time_label(grid[k + 1])
+            raise NonFiniteError(
+                f"step {k} (t={t0:.6g} -> {t1:.6g}) produced NaN or Inf although the field returned finite "
+                f"values: the update overflowed or a path coefficient is singular there (e.g. a noise "
+                f"prediction converted at alpha = 0); move t_max/t_min away from the singular end or take "
+                f"smaller steps", step=k, t=float(t0), kind=getattr(term, "kind", None))
+
+    try:
+        out, _ = solver.integrate(term, x, grid, noise, cb)
+        if finish is not None:
+            out = finish(out)
+    finally:
+        term.check = False
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteError("the final denoising step produced NaN or Inf from finite field values: the data "
+                             "prediction is singular at t_min for this field kind; use final_denoise=False "
+                             "or a t_min where sigma > 0", kind=getattr(term, "kind", None))
+    raise NonFiniteError("the output contained NaN or Inf, but a checked replay of the same solve was "
+                         "finite: the field is not deterministic (dropout? global RNG?), so the failing "
+                         "step could not be located")

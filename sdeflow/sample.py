@@ -1,0 +1,273 @@
+r"""Samplers: path + field + solver + time grid.
+
+:func:`sample` integrates the reverse-time family with the same marginals as the path,
+
+.. math:: dx = \big[v_t(x) - \tfrac{\gamma_t^2}{2} s_t(x)\big]\,dt + \gamma_t\, d\bar W,
+
+from ``t_max`` down to ``t_min`` (``gamma = 0``: the probability-flow ODE; ``gamma="reverse"``: the reverse
+SDE of Song et al. 2021 with :math:`\gamma = g`; a number or a function of ``t``: anything between), then
+optionally applies a final denoising step :math:`x \mapsto \hat x_0(x, t_{min})`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import solvers as _solvers
+from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor
+from .fields import Field
+from .grids import check_grid, make_grid
+from .noise import as_noise_source
+from .paths import GaussianPath
+from .runner import diagnose, run
+from .solution import Solution
+from .terms import FieldTerm, map_times
+
+__all__ = ["sample", "resolve_gamma2", "resolve_steps"]
+
+Tensor = torch.Tensor
+
+
+def resolve_gamma2(gamma, path: GaussianPath) -> Callable[[Tensor], Tensor] | None:
+    """``gamma`` as a function of float64 times returning :math:`\\gamma_t^2` (None for the ODE)."""
+    if gamma is None or (isinstance(gamma, numbers.Real) and not isinstance(gamma, bool) and gamma == 0):
+        return None
+    if isinstance(gamma, str):
+        if gamma != "reverse":
+            raise SdeflowValueError(f"gamma must be a number >= 0, 'reverse' (the reverse SDE, gamma = g) or a "
+                                    f"function of t; got {gamma!r}")
+        return path.g2
+    if isinstance(gamma, numbers.Real) and not isinstance(gamma, bool):
+        g = float(gamma)
+        if not (g > 0 and np.isfinite(g)):
+            raise SdeflowValueError(f"gamma must be >= 0 and finite, got {gamma}")
+        return lambda t: torch.full_like(t, g * g)
+    if callable(gamma):
+        def g2(t):
+            v = torch.as_tensor(gamma(t), dtype=torch.float64)
+            v = v.expand_as(t) if v.dim() == 0 else v
+            if not (torch.isfinite(v).all() and (v >= 0).all()):
+                raise SdeflowValueError("gamma(t) must return finite values >= 0")
+            return v * v
+        return g2
+    raise SdeflowTypeError(f"gamma must be a number, 'reverse' or a callable of t, got {type(gamma).__name__}")
+
+
+def resolve_steps(solver, steps, nfe, extra_nfe: int) -> int:
+    """Number of steps from ``steps`` or an ``nfe`` budget (which also pays ``extra_nfe``)."""
+    if steps is not None and nfe is not None:
+        raise SdeflowValueError("give either steps= or nfe=, not both")
+    if steps is None and nfe is None:
+        raise SdeflowValueError("give steps= (number of solver steps) or nfe= (a budget of field evaluations), "
+                                "or an explicit grid")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+            raise SdeflowValueError(f"steps must be a positive integer, got {steps!r}")
+        return int(steps)
+    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
+        raise SdeflowValueError(f"nfe must be a positive integer, got {nfe!r}")
+    s = solver.max_steps(int(nfe) - extra_nfe)
+    if s < 1:
+        need = solver.min_nfe + extra_nfe
+        extra = " (including 1 for final_denoise)" if extra_nfe else ""
+        raise SdeflowValueError(f"nfe={nfe} is below the minimum of {need}{extra} for solver "
+                                f"{solver.name!r}; raise nfe or pick a solver with fewer evaluations per step")
+    return s
+
+
+def _initial_state(x_init, n, shape, dtype, device):
+    if x_init is not None:
+        x_init = check_float_tensor("x_init", x_init, allow_half=False)
+        if x_init.dim() < 1 or x_init.shape[0] < 1:
+            raise SdeflowValueError(f"x_init must have shape (batch, *event) with batch >= 1, got "
+                                    f"{tuple(x_init.shape)}")
+        if n is not None and n != x_init.shape[0]:
+            raise SdeflowValueError(f"n={n} disagrees with x_init's batch size {x_init.shape[0]}; drop n")
+        if shape is not None and tuple(shape) != tuple(x_init.shape[1:]):
+            raise SdeflowValueError(f"shape={tuple(shape)} disagrees with x_init's event shape "
+                                    f"{tuple(x_init.shape[1:])}; drop shape")
+        if dtype is not None and dtype != x_init.dtype:
+            raise SdeflowTypeError(f"dtype={dtype} disagrees with x_init.dtype={x_init.dtype}; convert x_init "
+                                   f"with x_init.to({dtype}) or drop dtype")
+        if device is not None and torch.device(device) != x_init.device:
+            raise SdeflowValueError(f"device={device} disagrees with x_init.device={x_init.device}; move "
+                                    f"x_init with x_init.to({str(device)!r}) or drop device")
+        return x_init, x_init.shape[0], tuple(x_init.shape[1:]), x_init.dtype, x_init.device
+    if n is None or isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SdeflowValueError(f"give x_init, or n (a positive number of samples) with shape; got n={n!r}")
+    if shape is None:
+        raise SdeflowValueError("shape (the event shape of one sample, e.g. (2,)) is needed with n; or pass "
+                                "x_init")
+    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    dtype = torch.float32 if dtype is None else dtype
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or dtype in (torch.float16,
+                                                                                      torch.bfloat16):
+        raise SdeflowTypeError(f"dtype must be torch.float32 or torch.float64 for the solver state, got {dtype}")
+    device = torch.device("cpu") if device is None else torch.device(device)
+    return None, int(n), shape, dtype, device
+
+
+def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None = None,
+           nfe: int | None = None, grid: str | Sequence[float] | Tensor = "uniform",
+           t_max: float | None = None, t_min: float | None = None, rho: float = 7.0, gamma=0.0,
+           final_denoise: bool = False, x_init: Tensor | None = None, n: int | None = None,
+           shape: Sequence[int] | None = None, dtype: torch.dtype | None = None, device=None,
+           generator: torch.Generator | None = None, noise=None,
+           integration_path: GaussianPath | None = None, return_trajectory: bool = False,
+           progress: bool = False, check_finite: bool = True, chunk_size: int | None = None,
+           **solver_options) -> Solution:
+    """Draw samples by integrating the reverse-time dynamics of ``path`` driven by ``field``.
+
+    Args:
+        path: the Gaussian path the field was trained on.
+        field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
+        solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
+            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0. ``solver_options`` go to its
+            constructor.
+        steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
+            denoising step counts).
+        grid: ``"uniform"``, ``"log_snr"``, ``"karras"`` (with ``rho``), ``"quadratic"``, ``"discrete"``, or
+            an explicit strictly decreasing sequence of times in ``[0, 1]``.
+        t_max, t_min: ends of the named grids (defaults ``path.t_max`` and ``path.t_min``).
+        gamma: 0 (probability-flow ODE), ``"reverse"`` (:math:`\\gamma = g`), a number, or a function of a
+            float64 time tensor.
+        final_denoise: finish with :math:`x \\mapsto \\hat x_0(x, t_{min})` (one more evaluation).
+        x_init, n, shape, dtype, device: the initial noise, or how many samples of which event shape to
+            draw from ``path.prior_sample`` (default float32 on CPU).
+        generator / noise: a ``torch.Generator``, or a :class:`~sdeflow.noise.NoiseSource` (an int seeds
+            :class:`~sdeflow.noise.PerSampleNoise`). The global RNG is never used.
+        integration_path: integrate in the coordinates of another Gaussian path (same samples up to the
+            solver's error; e.g. a VP network on ``LinearFlow()``'s straighter trajectories). Named grids
+            are laid out in its time; ``t_max``/``t_min``/explicit grids and the outputs stay in ``path``'s.
+        return_trajectory: keep the state at every grid time (memory grows with steps).
+        progress: show a tqdm progress bar.
+        check_finite: raise :class:`~sdeflow.errors.NonFiniteError` naming the step, time and field kind if
+            the result holds NaN/Inf (one reduction after the solve; off for graph capture).
+        chunk_size: integrate at most this many samples at a time (bounded memory).
+
+    Returns:
+        a :class:`~sdeflow.solution.Solution`.
+    """
+    if not isinstance(path, GaussianPath):
+        raise SdeflowTypeError(f"path must be a GaussianPath (VP(), VE(), LinearFlow(), ...), got "
+                               f"{type(path).__name__}")
+    if not isinstance(field, Field):
+        hint = " wrap the network: NoiseField(net), ScoreField(net), VelocityField(net), ..." if callable(field) else ""
+        raise SdeflowTypeError(f"field must be a sdeflow Field, got {type(field).__name__};{hint}")
+    ipath = path if integration_path is None else integration_path
+    if not isinstance(ipath, GaussianPath):
+        raise SdeflowTypeError(f"integration_path must be a GaussianPath, got {type(ipath).__name__}")
+    gamma2_fn = resolve_gamma2(gamma, ipath)
+    if solver is None:
+        solver = "heun" if gamma2_fn is None else "stochastic_heun"
+    solver = _solvers.get(solver, **solver_options)
+    if gamma2_fn is not None and not solver.sde:
+        raise SdeflowValueError(f"gamma={gamma!r} makes the dynamics an SDE, but solver {solver.name!r} is an ODE "
+                                f"solver; use an SDE solver ({', '.join(_solvers.available(sde=True))}) "
+                                f"or gamma=0")
+    x_init, N, shape, dtype, device = _initial_state(x_init, n, shape, dtype, device)
+    final_denoise = bool(final_denoise)
+    extra = 1 if final_denoise else 0
+
+    # ---- the grid, in training time and in integration time ------------------------------------
+    if isinstance(grid, str):
+        t_max = float(path.t_max if t_max is None else t_max)
+        t_min = float(path.t_min if t_min is None else t_min)
+        if not (0.0 <= t_min < t_max <= 1.0):
+            raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
+        if solver.adaptive and steps is None and nfe is None:
+            grid_tau = np.array([tau_max, tau_min])
+        else:
+            n_steps = resolve_steps(solver, steps, nfe, extra)
+            kw = {"rho": rho} if grid == "karras" else {}
+            grid_tau = make_grid(grid, ipath, n_steps, float(tau_max), float(tau_min), **kw).numpy()
+        grid_train = map_times(ipath, path, grid_tau)
+        grid_train[0], grid_train[-1] = t_max, t_min
+    else:
+        if steps is not None:
+            raise SdeflowValueError("steps is set by the explicit grid; drop steps=")
+        g = check_grid(grid, "grid").numpy()
+        for name, v, end in (("t_max", t_max, g[0]), ("t_min", t_min, g[-1])):
+            if v is not None and abs(float(v) - end) > 1e-12:
+                raise SdeflowValueError(f"{name}={v} disagrees with the explicit grid's end {end}; drop {name}")
+        if nfe is not None and solver.nfe_for_steps(len(g) - 1) + extra > nfe:
+            raise SdeflowValueError(f"the grid needs {solver.nfe_for_steps(len(g) - 1) + extra} evaluations with "
+                                    f"solver {solver.name!r}, above nfe={nfe}; use fewer grid points")
+        grid_train = g
+        grid_tau = map_times(path, ipath, g)
+        t_max, t_min = float(g[0]), float(g[-1])
+    grid_list = [float(v) for v in grid_tau]
+
+    # ---- the evaluation plan and gamma table ---------------------------------------------------
+    if solver.adaptive:
+        times, step_of = np.zeros(0), np.zeros(0, dtype=np.int64)
+    else:
+        times, step_of = solver.eval_times(np.asarray(grid_tau, dtype=np.float64))
+    if final_denoise:
+        times = np.append(times, grid_tau[-1])
+    gamma2 = None if gamma2_fn is None else gamma2_fn(torch.as_tensor(times)).numpy()
+
+    noise_src = as_noise_source(noise, generator, device)
+    transfer = ipath is not path
+    c_in = float(ipath.scale(grid_list[0]) / path.scale(t_max)) if transfer else 1.0
+    c_out = torch.as_tensor(path.scale(torch.as_tensor(grid_train)) / ipath.scale(torch.as_tensor(grid_tau))
+                            ).tolist() if transfer else None
+    s_prior = float(path.sigma(t_max))
+
+    chunk = N if chunk_size is None else int(chunk_size)
+    if chunk < 1:
+        raise SdeflowValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    xs, trajs, nfe_max, calls, stats = [], [], 0, 0, {}
+    term = None
+    for start in range(0, N, chunk):
+        rows = min(chunk, N - start)
+        src = noise_src.for_rows(start)
+        if x_init is None:
+            like = torch.empty((rows,) + shape, dtype=dtype, device=device)
+            x0 = s_prior * src.draw(-1, t_max, t_max, like)
+        else:
+            x0 = x_init[start:start + rows]
+        if transfer:
+            x0 = x0 * c_in
+        if term is None or term._batch != rows:
+            term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
+                             gamma2_fn=gamma2_fn, step_of=step_of)
+            if start == 0:
+                field.validate_times(term.train_times)
+        term.nfe = 0
+        state0 = src.get_state() if check_finite else None
+
+        def finish(x, term=term):
+            if final_denoise:
+                return term.predict(len(times) - 1, x, "data")
+            return x if c_out is None else x * c_out[-1]
+
+        x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
+        x = finish(x)
+        if check_finite and not bool(torch.isfinite(x).all()):
+            diagnose(solver, term, x0, grid_list, src, state0, finish=finish,
+                     time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]))
+        xs.append(x)
+        if traj is not None:
+            if c_out is not None:
+                traj = [xt * c for xt, c in zip(traj, c_out)]
+            if final_denoise:
+                traj.append(x)
+            trajs.append(torch.stack(traj))
+        nfe_max = max(nfe_max, term.nfe)
+        calls += term.nfe
+        stats = st
+    ts = torch.as_tensor(np.append(grid_train, 0.0) if final_denoise else grid_train, dtype=torch.float64)
+    out = torch.cat(xs) if len(xs) > 1 else xs[0]
+    trajectory = (torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0]) if trajs else None
+    steps_done = len(grid_list) - 1
+    info = {"solver": solver.name, "steps": steps_done, "nfe": nfe_max, "network_calls": calls, "grid": grid if isinstance(grid, str)
+            else "explicit", "final_denoise": final_denoise, "path": repr(path),
+            "integration_path": repr(ipath), "chunks": (N + chunk - 1) // chunk}
+    info.update(stats)
+    return Solution(x=out, ts=ts, trajectory=trajectory, nfe=nfe_max, stats=info)

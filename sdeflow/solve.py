@@ -1,0 +1,78 @@
+r"""The low-level solver entry point: any ODE or SDE, no path needed.
+
+``solve(drift, diffusion, x0, grid, solver)`` integrates :math:`dx = f(x, t)\,dt + g(x, t)\,dW` over the
+times of ``grid`` (increasing or decreasing). ``drift(x, t)`` receives ``t`` as a ``(batch,)`` tensor,
+like a network. ``diffusion`` is None (an ODE), a number (additive noise), or ``g(x, t)`` returning a
+tensor broadcastable to ``x`` (``noise_type="diagonal"``: independent noise per entry; ``"scalar"``: one
+Brownian motion per sample; ``"additive"``: declares that ``g`` ignores ``x``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from . import solvers as _solvers
+from .errors import SdeflowValueError, check_float_tensor
+from .grids import check_grid
+from .noise import as_noise_source
+from .runner import diagnose, run
+from .solution import Solution
+from .terms import CallableTerm
+
+__all__ = ["solve"]
+
+Tensor = torch.Tensor
+
+
+def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid: Sequence[float] | Tensor,
+          solver=None, *, noise_type: str = "diagonal", sde_type: str = "ito",
+          generator: torch.Generator | None = None, noise=None, return_trajectory: bool = False,
+          progress: bool = False, check_finite: bool = True, **solver_options) -> Solution:
+    """Integrate ``dx = drift(x, t) dt + diffusion dW`` over ``grid`` with ``solver``.
+
+    ``solver`` defaults to ``"heun"`` for ODEs, ``"stochastic_heun"`` for additive noise and
+    ``"euler_maruyama"`` otherwise. ``sde_type`` (``"ito"`` or ``"stratonovich"``) says how to read a
+    multiplicative-noise SDE; a solver converging to the other interpretation is refused. Returns a
+    :class:`~sdeflow.solution.Solution` with the final state, optional trajectory and NFE.
+    """
+    x0 = check_float_tensor("x0", x0, allow_half=False)
+    if x0.dim() < 1:
+        raise SdeflowValueError("x0 must have shape (batch, *event)")
+    g = check_grid(grid, "grid", decreasing=None, unit=False).numpy()
+    if sde_type not in ("ito", "stratonovich"):
+        raise SdeflowValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
+    additive_hint = diffusion is None or isinstance(diffusion, (int, float)) or noise_type == "additive"
+    if solver is None:
+        solver = "heun" if diffusion is None else ("stochastic_heun" if additive_hint else "euler_maruyama")
+    solver = _solvers.get(solver, **solver_options)
+    if solver.needs != "drift":
+        raise SdeflowValueError(f"solver {solver.name!r} needs a Gaussian path and a field (it steps with data or "
+                                f"noise predictions); use sdeflow.sample, or a drift solver: "
+                                f"{', '.join(_solvers.available(needs='drift'))}")
+    if diffusion is not None and not solver.sde:
+        raise SdeflowValueError(f"diffusion is given but solver {solver.name!r} is an ODE solver; use an SDE "
+                                f"solver ({', '.join(_solvers.available(sde=True, needs='drift'))}) or "
+                                f"diffusion=None")
+    times, step_of = (np.zeros(0), np.zeros(0, dtype=np.int64)) if solver.adaptive else solver.eval_times(g)
+    term = CallableTerm(drift, diffusion, times, x0, noise_type=noise_type, step_of=step_of)
+    if term.is_sde and not term.additive and solver.sde_type not in (sde_type, "both"):
+        raise SdeflowValueError(f"solver {solver.name!r} converges to the {solver.sde_type} solution, but "
+                                f"sde_type={sde_type!r} and the noise is multiplicative; use "
+                                f"{'euler_maruyama' if sde_type == 'ito' else 'stochastic_heun'} or set "
+                                f"sde_type={solver.sde_type!r}")
+    if getattr(solver, "requires_additive", False) and term.is_sde and not term.additive:
+        raise SdeflowValueError(f"solver {solver.name!r} is for additive noise; pass noise_type='additive' if "
+                                f"diffusion ignores x, or use euler_maruyama")
+    src = as_noise_source(noise, generator, x0.device) if term.is_sde else None
+    state0 = src.get_state() if (check_finite and src is not None) else None
+    grid_list = [float(v) for v in g]
+    x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
+    if check_finite and not bool(torch.isfinite(x).all()):
+        diagnose(solver, term, x0, grid_list, src, state0)
+    stats = {"solver": solver.name, "steps": len(g) - 1, "nfe": term.nfe}
+    stats.update(st)
+    return Solution(x=x, ts=torch.as_tensor(g), trajectory=torch.stack(traj) if traj is not None else None,
+                    nfe=term.nfe, stats=stats)

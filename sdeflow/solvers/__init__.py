@@ -1,0 +1,81 @@
+"""Solvers, one per module, found by name.
+
+``get("heun")``, ``get(Heun)`` or ``get(Heun())`` give a solver instance; ``available()`` lists the names
+with what each declares. Modules in this package (and its subpackages) are imported on first use, and
+every :class:`~sdeflow.solvers.base.Solver` subclass with a ``name`` is registered: adding a solver is
+adding a module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from ..errors import SdeflowTypeError, unknown_name
+from .base import ODESolver, SDESolver, Solver
+
+__all__ = ["Solver", "ODESolver", "SDESolver", "get", "available", "registry", "describe"]
+
+_REGISTRY: dict[str, type] = {}
+_LOADED = False
+
+
+def _load():
+    global _LOADED
+    if _LOADED:
+        return
+    for mod in pkgutil.walk_packages(__path__, prefix=__name__ + "."):
+        if not mod.name.rsplit(".", 1)[-1].startswith("_"):
+            importlib.import_module(mod.name)
+    stack = [Solver]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            stack.append(sub)
+            if getattr(sub, "name", "") and sub.__dict__.get("name"):
+                _REGISTRY.setdefault(sub.name, sub)
+    _LOADED = True
+
+
+def registry() -> dict[str, type]:
+    """Name -> solver class, for every registered solver."""
+    _load()
+    return dict(_REGISTRY)
+
+
+def available(*, sde: bool | None = None, needs: str | None = None) -> list[str]:
+    """Registered solver names, optionally only SDE (``sde=True``) or ODE solvers, or by ``needs``."""
+    _load()
+    return sorted(n for n, c in _REGISTRY.items()
+                  if (sde is None or c.sde == sde) and (needs is None or c.needs == needs))
+
+
+def describe(name: str) -> dict:
+    """The declarations of a solver: orders, evaluations per step, what it needs."""
+    cls = type(get(name))
+    keys = ("name", "order", "strong_order", "weak_order", "strong_order_additive", "weak_order_additive",
+            "evals_per_step", "sde", "sde_type", "needs", "adaptive")
+    return {k: getattr(cls, k) for k in keys}
+
+
+def get(solver, **options) -> Solver:
+    """A solver instance from a name, a class or an instance (``options`` go to the constructor)."""
+    if isinstance(solver, Solver):
+        if options:
+            raise SdeflowTypeError("solver options can only be given with a solver name or class")
+        return solver
+    if isinstance(solver, type) and issubclass(solver, Solver):
+        return solver(**options)
+    if isinstance(solver, str):
+        _load()
+        if ":" in solver:  # backend methods, e.g. "torchdiffeq:dopri5"
+            backend, method = solver.split(":", 1)
+            key = backend + ":"
+            if key in _REGISTRY:
+                return _REGISTRY[key](method, **options)
+            raise unknown_name("solver backend", backend, [k[:-1] for k in _REGISTRY if k.endswith(":")])
+        if solver not in _REGISTRY:
+            raise unknown_name("solver", solver, [k for k in _REGISTRY if not k.endswith(":")])
+        return _REGISTRY[solver](**options)
+    raise SdeflowTypeError(f"solver must be a name (e.g. 'heun'), a Solver class or instance; got "
+                           f"{type(solver).__name__}")

@@ -1,0 +1,114 @@
+"""What every solver declares, and the fixed-step loop they share.
+
+A solver is a small class with class-level declarations (as in diffrax):
+
+* ``name`` — the registry name (``sdeflow.solvers.get(name)``);
+* ``order`` — convergence order of the deterministic (ODE) error;
+* ``strong_order`` / ``weak_order`` — for SDE solvers, for general noise, and ``strong_order_additive`` /
+  ``weak_order_additive`` for additive noise (the reverse-time dynamics of a Gaussian path);
+* ``evals_per_step`` — field evaluations per step (NFE = steps x evals_per_step, plus start-up costs a
+  solver declares in :meth:`Solver.nfe_for_steps`);
+* ``sde`` — whether it integrates noise; ``sde_type`` — ``"ito"``, ``"stratonovich"`` or
+  ``"additive"`` (the two agree);
+* ``needs`` — ``"drift"`` (any ``dx = f dt + g dW``), or ``"prediction"`` (data/noise predictions of a field
+  on a Gaussian path: exponential integrators, DDPM; usable from :func:`sdeflow.sample` only).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, ClassVar
+
+import numpy as np
+import torch
+
+Tensor = torch.Tensor
+
+__all__ = ["Solver", "ODESolver", "SDESolver", "add_noise"]
+
+
+class Solver:
+    name: ClassVar[str] = ""
+    order: ClassVar[float] = 1.0
+    strong_order: ClassVar[float | None] = None
+    weak_order: ClassVar[float | None] = None
+    strong_order_additive: ClassVar[float | None] = None
+    weak_order_additive: ClassVar[float | None] = None
+    evals_per_step: ClassVar[int] = 1
+    sde: ClassVar[bool] = False
+    sde_type: ClassVar[str] = "ito"
+    needs: ClassVar[str] = "drift"
+    adaptive: ClassVar[bool] = False
+
+    # ---- budgets ------------------------------------------------------------------------------
+    def nfe_for_steps(self, steps: int) -> int:
+        """Field evaluations used by ``steps`` steps."""
+        return steps * self.evals_per_step
+
+    def max_steps(self, nfe: int) -> int:
+        """The most steps whose cost fits in ``nfe`` evaluations (0 if none)."""
+        steps = max(nfe // self.evals_per_step, 0)
+        while steps > 0 and self.nfe_for_steps(steps) > nfe:
+            steps -= 1
+        return steps
+
+    @property
+    def min_nfe(self) -> int:
+        return self.nfe_for_steps(1)
+
+    # ---- the plan -----------------------------------------------------------------------------
+    def eval_times(self, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Times of every field evaluation, in call order, and the step each belongs to."""
+        t0, h = grid[:-1], np.diff(grid)
+        c = np.asarray(self.nodes(), dtype=np.float64)
+        times = (t0[:, None] + h[:, None] * c[None, :]).reshape(-1)
+        step_of = np.repeat(np.arange(len(h)), len(c))
+        return times, step_of
+
+    def nodes(self) -> list[float]:
+        """Evaluation points of a step as fractions of it (Butcher ``c``)."""
+        return [0.0]
+
+    # ---- the loop -----------------------------------------------------------------------------
+    def init_state(self, term, x: Tensor, grid: list[float]) -> dict:
+        return {}
+
+    def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise, state: dict) -> Tensor:
+        raise NotImplementedError
+
+    def integrate(self, term, x: Tensor, grid: list[float], noise=None,
+                  callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict]:
+        """Run every step of ``grid`` (a list of floats); ``callback(k, x)`` after step ``k``.
+
+        Returns the final state and the solver's state dict (read by :meth:`stats`)."""
+        state = self.init_state(term, x, grid)
+        step = self.step
+        for k in range(len(grid) - 1):
+            x = step(term, k, x, grid[k], grid[k + 1], noise, state)
+            if callback is not None:
+                callback(k, x)
+        return x, state
+
+    def stats(self, state: dict) -> dict:
+        """Solver-specific statistics from the state returned by :meth:`integrate`."""
+        return {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}()"
+
+
+class ODESolver(Solver):
+    sde = False
+
+
+class SDESolver(Solver):
+    sde = True
+
+
+def add_noise(x: Tensor, g, z: Tensor, scale: float) -> Tensor:
+    """``x + g * scale * z`` in place on ``x`` (a fresh tensor): ``g`` a float (additive) or a tensor."""
+    if isinstance(g, float):
+        if g != 0.0:
+            x.add_(z, alpha=g * scale)
+        return x
+    return x.addcmul_(g, z, value=scale)

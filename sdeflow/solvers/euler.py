@@ -1,0 +1,15 @@
+"""Euler's method, x' = x + h f(x, t) (order 1)."""
+
+from .explicit_rk import ExplicitRK
+from .tableau import EULER
+
+__all__ = ["Euler"]
+
+
+class Euler(ExplicitRK):
+    """Euler's method, x' = x + h f(x, t) (order 1)."""
+
+    name = "euler"
+    tableau = EULER
+    order = 1
+    evals_per_step = EULER.stages

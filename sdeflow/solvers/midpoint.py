@@ -1,0 +1,15 @@
+"""Explicit midpoint, x' = x + h f(x + h/2 f(x, t), t + h/2) (order 2)."""
+
+from .explicit_rk import ExplicitRK
+from .tableau import MIDPOINT
+
+__all__ = ["Midpoint"]
+
+
+class Midpoint(ExplicitRK):
+    """Explicit midpoint, x' = x + h f(x + h/2 f(x, t), t + h/2) (order 2)."""
+
+    name = "midpoint"
+    tableau = MIDPOINT
+    order = 2
+    evals_per_step = MIDPOINT.stages

@@ -1,0 +1,310 @@
+r"""Terms: what a solver integrates, with every per-evaluation coefficient computed before the first step.
+
+A solver sees ``dx = drift(x, t) dt + diffusion(x, t) dW`` through a term, evaluated either at the
+``j``-th time of a plan fixed in advance (``drift(j, x)``; fixed-step solvers) or at any time
+(``drift_at(t, x)``; adaptive solvers).
+
+:class:`FieldTerm` is the sampler's term. Every kind of prediction, and the reverse-family drift
+:math:`v - \tfrac{\gamma^2}{2}s`, is affine in ``x`` and the network output ``n``
+(:mod:`sdeflow.conversions`), so the drift at evaluation ``j`` is ``A_j x + B_j n`` with ``A_j``,
+``B_j`` Python floats tabulated in float64 up front: the inner loop runs the network and at most two
+fused tensor operations, with no host synchronisation. The same tables serve data/noise predictions
+for exponential integrators (``predict(j, x, kind)``), and path transfer (integrating in another
+path's coordinates, where the network sees ``c_j x`` at the training time of equal log-SNR).
+
+:class:`CallableTerm` wraps a user's ``drift(x, t)`` and ``diffusion(x, t)`` for :func:`sdeflow.solve`.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .conversions import conversion
+from .errors import NonFiniteError, SdeflowTypeError, SdeflowValueError
+from .paths import GaussianPath
+
+__all__ = ["Term", "FieldTerm", "CallableTerm", "map_times"]
+
+Tensor = torch.Tensor
+
+
+def _time_tensors(times: np.ndarray, like: Tensor) -> list[Tensor]:
+    """One ``(batch,)`` view per time (stride-0 expansions of a single small tensor)."""
+    tt = torch.as_tensor(times, dtype=torch.float64).to(dtype=like.dtype, device=like.device)
+    return list(tt.reshape(-1, 1).expand(-1, like.shape[0]).unbind(0))
+
+
+def map_times(from_path: GaussianPath, to_path: GaussianPath, t: np.ndarray) -> np.ndarray:
+    """Times of ``to_path`` with the same log-SNR as times ``t`` of ``from_path``."""
+    if to_path is from_path:
+        return np.asarray(t, dtype=np.float64)
+    tt = torch.as_tensor(np.asarray(t, dtype=np.float64))
+    lam = from_path.log_snr(tt)
+    out = to_path.t_from_log_snr(lam).numpy()
+    exact = np.isclose(lam.numpy(), to_path.log_snr(torch.as_tensor(out)).numpy(), rtol=1e-6, atol=1e-6)
+    if not (np.all(np.isfinite(out)) and np.all((out >= -1e-12) & (out <= 1 + 1e-12)) and exact.all()):
+        bad = float(tt[~torch.as_tensor(exact)][0]) if not exact.all() else float(tt[0])
+        raise SdeflowValueError(
+            f"{to_path!r} has no time with the log-SNR {float(from_path.log_snr(bad)):g} of {from_path!r} at "
+            f"t={bad:g}; narrow [t_min, t_max] to log-SNRs both paths reach")
+    return np.clip(out, 0.0, 1.0)
+
+
+class Term:
+    """Interface: drift/diffusion at planned evaluation ``j`` or at any time ``t``."""
+
+    nfe: int = 0
+    additive: bool = True
+    is_sde: bool = False
+    check: bool = False  # per-evaluation finiteness checks (diagnostic re-runs only)
+    step_of: np.ndarray | None = None  # solver step of each planned evaluation
+    times: np.ndarray | None = None
+
+    def drift(self, j: int, x: Tensor) -> Tensor: ...
+
+    def diffusion(self, j: int, x: Tensor): ...
+
+    def drift_at(self, t: float, x: Tensor) -> Tensor: ...
+
+    def diffusion_at(self, t: float, x: Tensor): ...
+
+    def noise_like(self, x: Tensor) -> Tensor:
+        return x
+
+    # shared output checks --------------------------------------------------------------------
+    def _checked(self, n, x: Tensor, j: int | None, t: float) -> Tensor:
+        """Count the evaluation; check the output's type/shape/device (cheap metadata) and, in checked
+        replays only, its finiteness."""
+        self.nfe += 1
+        if type(n) is not Tensor or n.shape != x.shape or n.dtype != x.dtype or n.device != x.device:
+            n = self._fix_output(n, x, f"evaluation {j}" if j is not None else "an adaptive step", t)
+        if self.check and not bool(torch.isfinite(n).all()):
+            if j is None:
+                raise NonFiniteError(f"the {self._what} returned NaN or Inf at t={t:.6g}", t=t,
+                                     kind=getattr(self, "kind", None))
+            self._nonfinite(j, t)
+        return n
+
+    def _fix_output(self, n, x: Tensor, where: str, t: float) -> Tensor:
+        if not isinstance(n, Tensor):
+            raise SdeflowTypeError(f"the {self._what} returned {type(n).__name__} at {where} (t={t:.6g}); it "
+                                   f"must return a tensor shaped like x {tuple(x.shape)}")
+        if n.shape != x.shape:
+            raise SdeflowValueError(f"the {self._what} returned shape {tuple(n.shape)} at {where} (t={t:.6g}) "
+                                    f"but x has shape {tuple(x.shape)}; it must return one value per entry "
+                                    f"of x (for an energy, wrap the network in EnergyField)")
+        if n.device != x.device:
+            raise SdeflowValueError(f"the {self._what} returned a tensor on {n.device} at {where} but x is "
+                                    f"on {x.device}; move the network to {x.device} (sdeflow never moves "
+                                    f"tensors between devices)")
+        if not n.is_floating_point():
+            raise SdeflowTypeError(f"the {self._what} returned dtype {n.dtype} at {where}; it must return "
+                                   f"floating values")
+        return n.to(x.dtype)
+
+    def _nonfinite(self, j: int, t: float):
+        step = int(self.step_of[j]) if self.step_of is not None and j < len(self.step_of) else None
+        where = f"step {step}" if step is not None else "the final denoising step"
+        raise NonFiniteError(f"the {self._what} returned NaN or Inf at {where}, t={t:.6g}; check the network "
+                             f"at this time (or its time input convention and t_min)", step=step, t=t,
+                             kind=getattr(self, "kind", None))
+
+
+class FieldTerm(Term):
+    """The reverse-family dynamics of ``field`` on ``path``, integrated in ``integration_path``'s
+    coordinates (default: ``path``) at the planned times ``times`` of the integration path.
+
+    ``gamma2`` is :math:`\\gamma^2` at each planned time (array), or a function of a float64 time tensor
+    for unplanned evaluations.
+    """
+
+    _what = "field"
+
+    def __init__(self, path: GaussianPath, field, times: np.ndarray, like: Tensor, *,
+                 integration_path: GaussianPath | None = None, gamma2=None, gamma2_fn=None,
+                 step_of: np.ndarray | None = None):
+        self.path = path
+        self.ipath = integration_path if integration_path is not None else path
+        self.field = field
+        self.kind = field.kind
+        self.fn = field.bind(path)
+        self.transfer = self.ipath is not path
+        self.times = np.asarray(times, dtype=np.float64)
+        self.step_of = step_of
+        self.train_times = map_times(self.ipath, path, self.times)
+        self.gamma2 = np.zeros_like(self.times) if gamma2 is None else np.asarray(gamma2, dtype=np.float64)
+        self.gamma2_fn = gamma2_fn
+        self.is_sde = bool(np.any(self.gamma2 > 0)) or gamma2_fn is not None
+        self._g = np.sqrt(self.gamma2).tolist()
+        self._tb = _time_tensors(self.train_times, like)
+        self._batch = like.shape[0]
+        tt = torch.as_tensor(self.times)
+        self._icoef = self.ipath.coefficients(tt)
+        self._fcoef = path.coefficients(torch.as_tensor(self.train_times)) if self.transfer else None
+        if self.transfer:
+            c = (path.scale(torch.as_tensor(self.train_times)) / self.ipath.scale(tt)).tolist()
+            self._cin = [None if v == 1.0 else v for v in c]
+        else:
+            self._cin = None
+        self._tables: dict = {}
+        self.nfe = 0
+        A, B = self.coeffs("drift")
+        self._A, self._B = A, B
+
+    # ---- tables -------------------------------------------------------------------------------
+    def coeffs(self, kind: str) -> tuple[list, list]:
+        """Per-evaluation floats ``(P, Q)`` with ``kind = P x + Q n`` (``kind="drift"``: the dynamics)."""
+        if kind not in self._tables:
+            g2 = torch.as_tensor(self.gamma2) if kind == "drift" else None
+            P, Q = conversion(self.kind, kind, *self._icoef, frm_coeffs=self._fcoef, gamma2=g2)
+            self._tables[kind] = (P.tolist(), Q.tolist())
+        return self._tables[kind]
+
+    def scale_to_train(self, j: int) -> float:
+        """Factor from integration to training coordinates at planned evaluation ``j``."""
+        if self._cin is None or self._cin[j] is None:
+            return 1.0
+        return self._cin[j]
+
+    # ---- evaluations at planned times ---------------------------------------------------------
+    def net(self, j: int, x: Tensor) -> Tensor:
+        """The field's native prediction at planned evaluation ``j``."""
+        tb = self._tb[j]
+        if x.shape[0] != self._batch:
+            tb = tb.new_full((x.shape[0],), float(self.train_times[j]))
+        if self._cin is not None and self._cin[j] is not None:
+            n = self.fn(x * self._cin[j], tb)
+        else:
+            n = self.fn(x, tb)
+        return self._checked(n, x, j, self.times[j])
+
+    def drift(self, j: int, x: Tensor) -> Tensor:
+        n = self.net(j, x)
+        A, B = self._A[j], self._B[j]
+        if A == 0.0:
+            return n if B == 1.0 else n * B
+        return torch.add(x * A, n, alpha=B)
+
+    def predict(self, j: int, x: Tensor, kind: str, n: Tensor | None = None) -> Tensor:
+        """Prediction of ``kind`` at planned evaluation ``j`` (reusing ``n`` if the network already ran)."""
+        if n is None:
+            n = self.net(j, x)
+        P, Q = self.coeffs(kind)
+        p, q = P[j], Q[j]
+        if p == 0.0:
+            return n if q == 1.0 else n * q
+        return torch.add(x * p, n, alpha=q)
+
+    def diffusion(self, j: int, x: Tensor) -> float:
+        return self._g[j]
+
+    # ---- evaluations at any time (adaptive solvers) -------------------------------------------
+    def _coeffs_at(self, t: float, kind: str, gamma2: float | None):
+        tt = torch.tensor([t], dtype=torch.float64)
+        fco = None
+        ttrain = t
+        if self.transfer:
+            ttrain = float(map_times(self.ipath, self.path, np.array([t]))[0])
+            fco = self.path.coefficients(torch.tensor([ttrain], dtype=torch.float64))
+        P, Q = conversion(self.kind, kind, *self.ipath.coefficients(tt), frm_coeffs=fco,
+                          gamma2=None if gamma2 is None else torch.tensor([gamma2], dtype=torch.float64))
+        c = 1.0
+        if self.transfer:
+            c = float(self.path.scale(ttrain) / self.ipath.scale(t))
+        return float(P[0]), float(Q[0]), ttrain, c
+
+    def _gamma2_at(self, t: float) -> float:
+        if self.gamma2_fn is None:
+            return 0.0
+        return float(self.gamma2_fn(torch.tensor([t], dtype=torch.float64))[0])
+
+    def predict_at(self, t: float, x: Tensor, kind: str) -> Tensor:
+        g2 = self._gamma2_at(t) if kind == "drift" else None
+        p, q, ttrain, c = self._coeffs_at(t, kind, g2)
+        tb = torch.full((x.shape[0],), ttrain, dtype=x.dtype, device=x.device)
+        n = self._checked(self.fn(x * c if c != 1.0 else x, tb), x, None, t)
+        return torch.add(x * p, n, alpha=q) if p != 0.0 else n * q
+
+    def drift_at(self, t: float, x: Tensor) -> Tensor:
+        return self.predict_at(t, x, "drift")
+
+    def diffusion_at(self, t: float, x: Tensor) -> float:
+        return float(np.sqrt(self._gamma2_at(t)))
+
+
+class CallableTerm(Term):
+    """A user's ``drift(x, t)`` and ``diffusion`` (None, a number, or ``g(x, t)`` broadcastable to ``x``).
+
+    ``noise_type``: ``"diagonal"`` (independent noise per entry, ``g`` elementwise), ``"scalar"`` (one
+    Brownian motion per sample, shared by all entries) or ``"additive"`` (``g`` does not depend on ``x``;
+    declared by the user, required by additive-noise methods such as SRA1).
+    """
+
+    _what = "drift"
+
+    def __init__(self, drift: Callable, diffusion, times: np.ndarray, like: Tensor, *,
+                 noise_type: str = "diagonal", step_of: np.ndarray | None = None):
+        if not callable(drift):
+            raise SdeflowTypeError(f"drift must be callable as drift(x, t), got {type(drift).__name__}")
+        if noise_type not in ("diagonal", "scalar", "additive"):
+            raise SdeflowValueError(f"noise_type must be 'diagonal', 'scalar' or 'additive', got {noise_type!r}")
+        self.fn = drift
+        self.times = np.asarray(times, dtype=np.float64)
+        self.step_of = step_of
+        self._tb = _time_tensors(self.times, like) if len(self.times) else []
+        self.nfe = 0
+        self.noise_type = noise_type
+        if diffusion is None:
+            self.is_sde, self._g_const, self._g_fn = False, 0.0, None
+        elif isinstance(diffusion, (int, float)) and not isinstance(diffusion, bool):
+            if diffusion < 0:
+                raise SdeflowValueError(f"diffusion must be >= 0, got {diffusion}")
+            self.is_sde, self._g_const, self._g_fn = True, float(diffusion), None
+        elif callable(diffusion):
+            self.is_sde, self._g_const, self._g_fn = True, None, diffusion
+        else:
+            raise SdeflowTypeError(f"diffusion must be None (an ODE), a number or a callable g(x, t), got "
+                                   f"{type(diffusion).__name__}")
+        self.additive = self._g_fn is None or noise_type == "additive"
+
+    def _t(self, j, x):
+        tb = self._tb[j]
+        return tb if tb.shape[0] == x.shape[0] else tb.new_full((x.shape[0],), float(self.times[j]))
+
+    def drift(self, j, x):
+        return self._checked(self.fn(x, self._t(j, x)), x, j, self.times[j])
+
+    def _diff(self, g, x, t):
+        if not isinstance(g, Tensor):
+            return float(g)
+        if g.device != x.device:
+            raise SdeflowValueError(f"diffusion returned a tensor on {g.device} but x is on {x.device}")
+        try:
+            torch.broadcast_shapes(g.shape, x.shape)
+        except RuntimeError:
+            raise SdeflowValueError(f"diffusion returned shape {tuple(g.shape)} at t={t:.6g}, not broadcastable "
+                                    f"to x's shape {tuple(x.shape)}") from None
+        return g.to(x.dtype)
+
+    def diffusion(self, j, x):
+        if self._g_fn is None:
+            return self._g_const
+        return self._diff(self._g_fn(x, self._t(j, x)), x, float(self.times[j]))
+
+    def drift_at(self, t, x):
+        tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        return self._checked(self.fn(x, tb), x, None, t)
+
+    def diffusion_at(self, t, x):
+        if self._g_fn is None:
+            return self._g_const
+        tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        return self._diff(self._g_fn(x, tb), x, t)
+
+    def noise_like(self, x):
+        if self.noise_type == "scalar":
+            return x[(slice(None),) + (slice(0, 1),) * (x.dim() - 1)]
+        return x

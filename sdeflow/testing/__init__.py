@@ -1,0 +1,6 @@
+"""Tools to test solvers and fields against exact answers (used by sdeflow's own tests)."""
+
+from .convergence import OrderFit, fit_order
+from .moments import affine_output_moments
+
+__all__ = ["OrderFit", "fit_order", "affine_output_moments"]

@@ -1,0 +1,68 @@
+"""Every kind converts to every other on every path, exactly (round trips and the exact oracle)."""
+
+import itertools
+
+import pytest
+import torch
+
+import sdeflow as sf
+from paths_catalogue import PATHS
+
+D = torch.float64
+KINDS = ("score", "noise", "data", "velocity")
+
+
+def _point(gen, n=64, d=3):
+    x = torch.randn(n, d, generator=gen, dtype=D)
+    t = 0.05 + 0.9 * torch.rand(n, generator=gen, dtype=D)
+    return x, t
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+@pytest.mark.parametrize("a,b", list(itertools.permutations(KINDS, 2)))
+def test_round_trip(name, a, b, gen):
+    path = PATHS[name]()
+    x, t = _point(gen)
+    n_a = torch.randn(x.shape, generator=gen, dtype=D)
+    fa = sf.fields.NetField(lambda x_, t_: n_a, a)
+    n_b = fa.as_kind(b, x, t, path)
+    back = sf.fields.NetField(lambda x_, t_: n_b, b).as_kind(a, x, t, path)
+    torch.testing.assert_close(back, n_a, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+@pytest.mark.parametrize("a,b", list(itertools.product(KINDS, KINDS)))
+def test_converted_oracle_equals_oracle(name, a, b, gen):
+    """The exact field of kind a, converted to b, equals the exact field of kind b (derived directly)."""
+    path = PATHS[name]()
+    target = sf.two_blobs()
+    x, t = _point(gen, d=2)
+    got = target.field(a).as_kind(b, x, t, path)
+    want = target.predict(x, t, path, b)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_design_formulas(name, gen):
+    """The DESIGN table, written out: x0 from v, eps from v, v = f x - g^2 s / 2."""
+    path = PATHS[name]()
+    target = sf.eight_gaussians()
+    x, t = _point(gen, d=2)
+    a, s, da, ds = (c[:, None] for c in path.coefficients(t))
+    v = target.velocity(x, t, path)
+    score = target.score(x, t, path)
+    den = ds * a - s * da
+    torch.testing.assert_close(target.data(x, t, path), (ds * x - s * v) / den, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(target.noise(x, t, path), (a * v - da * x) / den, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(v, path.f(t)[:, None] * x - 0.5 * path.g2(t)[:, None] * score,
+                               rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(score, -target.noise(x, t, path) / s, rtol=1e-10, atol=1e-10)
+
+
+def test_velocity_converts_to_data_where_alpha_vanishes():
+    """At t = 1 on the linear flow alpha = 0: x0 = x - v is still defined and the formula gives it."""
+    path = sf.LinearFlow()
+    x = torch.randn(8, 2, dtype=D)
+    v = torch.randn(8, 2, dtype=D)
+    x0 = sf.VelocityField(lambda x_, t_: v).data(x, 1.0, path)
+    torch.testing.assert_close(x0, x - v)
