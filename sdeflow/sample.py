@@ -180,7 +180,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if not (0.0 <= t_min < t_max <= 1.0):
             raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
-        if solver.adaptive and steps is None and nfe is None:
+        if solver.adaptive and steps is None:  # steps on its own; nfe caps it
             grid_tau = np.array([tau_max, tau_min])
         else:
             n_steps = resolve_steps(solver, steps, nfe, extra)
@@ -204,10 +204,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     grid_list = [float(v) for v in grid_tau]
 
     # ---- the evaluation plan and gamma table ---------------------------------------------------
-    if solver.adaptive:
+    if not solver.planned:
         times, step_of = np.zeros(0), np.zeros(0, dtype=np.int64)
     else:
-        times, step_of = solver.eval_times(np.asarray(grid_tau, dtype=np.float64))
+        times, step_of = solver.eval_times(np.asarray(grid_tau, dtype=np.float64), ipath)
     if final_denoise:
         times = np.append(times, grid_tau[-1])
     gamma2 = None if gamma2_fn is None else gamma2_fn(torch.as_tensor(times)).numpy()
@@ -237,6 +237,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if term is None or term._batch != rows:
             term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
                              gamma2_fn=gamma2_fn, step_of=step_of)
+            if not solver.planned and nfe is not None:
+                term.max_nfe = int(nfe) - extra
             if start == 0:
                 field.validate_times(term.train_times)
         term.nfe = 0

@@ -56,7 +56,7 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
         raise SdeflowValueError(f"diffusion is given but solver {solver.name!r} is an ODE solver; use an SDE "
                                 f"solver ({', '.join(_solvers.available(sde=True, needs='drift'))}) or "
                                 f"diffusion=None")
-    times, step_of = (np.zeros(0), np.zeros(0, dtype=np.int64)) if solver.adaptive else solver.eval_times(g)
+    times, step_of = (np.zeros(0), np.zeros(0, dtype=np.int64)) if not solver.planned else solver.eval_times(g)
     term = CallableTerm(drift, diffusion, times, x0, noise_type=noise_type, step_of=step_of)
     if term.is_sde and not term.additive and solver.sde_type not in (sde_type, "both"):
         raise SdeflowValueError(f"solver {solver.name!r} converges to the {solver.sde_type} solution, but "

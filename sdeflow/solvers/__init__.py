@@ -52,10 +52,10 @@ def available(*, sde: bool | None = None, needs: str | None = None) -> list[str]
 
 def describe(name: str) -> dict:
     """The declarations of a solver: orders, evaluations per step, what it needs."""
-    cls = type(get(name))
+    solver = get(name)
     keys = ("name", "order", "strong_order", "weak_order", "strong_order_additive", "weak_order_additive",
             "evals_per_step", "sde", "sde_type", "needs", "adaptive")
-    return {k: getattr(cls, k) for k in keys}
+    return {k: getattr(solver, k) for k in keys}
 
 
 def get(solver, **options) -> Solver:

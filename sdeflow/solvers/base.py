@@ -11,7 +11,9 @@ A solver is a small class with class-level declarations (as in diffrax):
 * ``sde`` — whether it integrates noise; ``sde_type`` — ``"ito"``, ``"stratonovich"`` or
   ``"additive"`` (the two agree);
 * ``needs`` — ``"drift"`` (any ``dx = f dt + g dW``), or ``"prediction"`` (data/noise predictions of a field
-  on a Gaussian path: exponential integrators, DDPM; usable from :func:`sdeflow.sample` only).
+  on a Gaussian path: exponential integrators, DDPM; usable from :func:`sdeflow.sample` only);
+* ``adaptive`` — chooses its own steps; ``planned`` — evaluates only at times known before the solve (fixed
+  steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class Solver:
     sde: ClassVar[bool] = False
     sde_type: ClassVar[str] = "ito"
     needs: ClassVar[str] = "drift"
-    adaptive: ClassVar[bool] = False
+    adaptive: ClassVar[bool] = False  # chooses its own steps
+    planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))
 
     # ---- budgets ------------------------------------------------------------------------------
     def nfe_for_steps(self, steps: int) -> int:
@@ -57,8 +60,9 @@ class Solver:
         return self.nfe_for_steps(1)
 
     # ---- the plan -----------------------------------------------------------------------------
-    def eval_times(self, grid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Times of every field evaluation, in call order, and the step each belongs to."""
+    def eval_times(self, grid: np.ndarray, path=None) -> tuple[np.ndarray, np.ndarray]:
+        """Times of every field evaluation, in call order, and the step each belongs to (``path``: the
+        integration path, for solvers whose nodes are placed in log-SNR)."""
         t0, h = grid[:-1], np.diff(grid)
         c = np.asarray(self.nodes(), dtype=np.float64)
         times = (t0[:, None] + h[:, None] * c[None, :]).reshape(-1)

@@ -1,0 +1,125 @@
+"""torchdiffeq and torchsde methods as sdeflow solvers: ``"torchdiffeq:<method>"``, ``"torchsde:<method>"``.
+
+They integrate the same term as sdeflow's own solvers (``term.drift_at``), so every field kind, path,
+path transfer and ``gamma`` works, and NFE is counted the same way (one per drift evaluation). torchdiffeq
+fixed-grid methods step on the sampler's grid; adaptive ones take ``rtol``/``atol`` and stop at every grid
+time. torchsde solves one sdeint per grid interval (``dt`` = the interval, or ``dt=`` for finer steps),
+on a ``BrownianInterval`` seeded from the sampler's generator, in reversed time when the grid decreases.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..errors import SdeflowValueError, unknown_name
+from .adaptive_sde import brownian_interval
+from .base import ODESolver, SDESolver
+
+__all__ = ["TorchdiffeqSolver", "TorchsdeSolver"]
+
+# (order, evaluations per step) of torchdiffeq's fixed-grid methods; adaptive ones: (order, None)
+_TORCHDIFFEQ = {"euler": (1, 1), "midpoint": (2, 2), "heun3": (3, 3), "rk4": (4, 4), "explicit_adams": (4, 1),
+                "implicit_adams": (4, None), "fixed_adams": (4, 1), "dopri5": (5, None), "dopri8": (8, None),
+                "bosh3": (3, None), "fehlberg2": (2, None), "adaptive_heun": (2, None), "tsit5": (5, None)}
+# (strong order for additive noise, sde_type)
+_TORCHSDE = {"euler": (1.0, "ito"), "milstein": (1.0, "ito"), "srk": (1.5, "ito"), "heun": (1.0, "stratonovich"),
+             "midpoint": (1.0, "stratonovich"), "euler_heun": (1.0, "stratonovich"),
+             "reversible_heun": (1.0, "stratonovich"), "log_ode": (1.0, "stratonovich")}
+
+
+class TorchdiffeqSolver(ODESolver):
+    """``torchdiffeq.odeint`` with ``method`` (any of torchdiffeq's methods)."""
+
+    name = "torchdiffeq:"
+    planned = False
+
+    def __init__(self, method: str = "dopri5", rtol: float = 1e-7, atol: float = 1e-9, options: dict | None = None):
+        import torchdiffeq  # noqa: F401  (a core dependency)
+
+        if method not in _TORCHDIFFEQ:
+            raise unknown_name("torchdiffeq method", method, _TORCHDIFFEQ)
+        self.method, self.rtol, self.atol, self.options = method, float(rtol), float(atol), options
+        self.order, per = _TORCHDIFFEQ[method]
+        self.adaptive = per is None
+        self.evals_per_step = per if per is not None else 1
+        self.name = f"torchdiffeq:{method}"
+
+    def integrate(self, term, x, grid, noise=None, callback=None):
+        from torchdiffeq import odeint
+
+        from .adaptive import check_budget
+
+        def func(t, y):
+            out = term.drift_at(float(t), y)
+            check_budget(term, self.name)
+            return out
+
+        ts = torch.tensor(grid, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+                          device=x.device)
+        kw = {} if self.adaptive else {"options": {"perturb": False}}
+        if self.options:
+            kw["options"] = dict(kw.get("options", {}), **self.options)
+        ys = odeint(func, x, ts.to(x.dtype), method=self.method, rtol=self.rtol, atol=self.atol, **kw)
+        if callback is not None:
+            for i in range(1, len(grid)):
+                callback(i - 1, ys[i])
+        return ys[-1], {}
+
+    def __repr__(self):
+        return f"TorchdiffeqSolver({self.method!r})"
+
+
+class _TorchsdeSDE(torch.nn.Module):
+    def __init__(self, term, shape, sign, noise_type, sde_type):
+        super().__init__()
+        self.term, self.shape, self.sign = term, shape, sign
+        self.noise_type, self.sde_type = noise_type, sde_type
+
+    def f(self, tau, y):
+        return self.sign * self.term.drift_at(self.sign * float(tau), y.reshape(self.shape)).reshape(y.shape)
+
+    def g(self, tau, y):
+        g = self.term.diffusion_at(self.sign * float(tau), y.reshape(self.shape))
+        if isinstance(g, float):
+            return torch.full_like(y, g)
+        return torch.broadcast_to(g, self.shape).reshape(y.shape)
+
+
+class TorchsdeSolver(SDESolver):
+    """``torchsde.sdeint`` with ``method`` (euler, milstein, srk, heun, midpoint, ...), diagonal noise."""
+
+    name = "torchsde:"
+    planned = False
+
+    def __init__(self, method: str = "euler", dt: float | None = None):
+        import torchsde  # noqa: F401  (a core dependency)
+
+        if method not in _TORCHSDE:
+            raise unknown_name("torchsde method", method, _TORCHSDE)
+        self.method, self.dt = method, dt
+        self.strong_order_additive, self.sde_type = _TORCHSDE[method]
+        self.name = f"torchsde:{method}"
+
+    def integrate(self, term, x, grid, noise=None, callback=None):
+        import torchsde
+
+        if not term.additive or getattr(term, "noise_type", "diagonal") == "scalar":
+            if getattr(term, "noise_type", "diagonal") == "scalar":
+                raise SdeflowValueError("the torchsde backend here supports diagonal or additive noise")
+        shape = x.shape
+        flat = x.reshape(shape[0], -1)
+        sign = -1.0 if grid[-1] < grid[0] else 1.0
+        sde = _TorchsdeSDE(term, shape, sign, "diagonal", self.sde_type)
+        taus = [sign * t for t in grid]
+        bm = brownian_interval(noise, taus, flat) if term.is_sde else None
+        y = flat
+        for i in range(len(grid) - 1):
+            dt = abs(taus[i + 1] - taus[i]) if self.dt is None else float(self.dt)
+            ts = torch.tensor([taus[i], taus[i + 1]], dtype=x.dtype, device=x.device)
+            y = torchsde.sdeint(sde, y, ts, method=self.method, dt=dt, bm=bm)[-1]
+            if callback is not None:
+                callback(i, y.reshape(shape))
+        return y.reshape(shape), {}
+
+    def __repr__(self):
+        return f"TorchsdeSolver({self.method!r})"

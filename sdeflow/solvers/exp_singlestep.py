@@ -1,0 +1,128 @@
+r"""Single-step exponential Runge-Kutta solvers: DPM-Solver-2 and DPM-Solver-3 (Lu et al. 2022a), and with
+data prediction their DPM-Solver++ (2S/3S) counterparts (Lu et al. 2022b).
+
+Stages sit at half log-SNR fractions :math:`c_i` of the step (:math:`\hat\lambda_s + c_i h`). Stage ``i``
+takes the exponential step of length :math:`c_i h` with the polynomial through the predictions of the
+stages it uses (:mod:`sdeflow.solvers.exponential`), and the update uses the final set:
+
+* DPM-Solver-2: :math:`c = (0, \tfrac12)`; stage 1 is a first-order step, the update interpolates stages
+  0 and 1 (second order);
+* DPM-Solver-3: :math:`c = (0, \tfrac13, \tfrac23)`; stage 2 interpolates stages 0 and 1, the update stages
+  0 and 2 (third order, as in Lu et al.'s Algorithm 2).
+
+With exact integration of the interpolants these are Lu et al.'s updates with their :math:`\varphi`
+functions evaluated exactly. ``predict="noise"`` (DPM-Solver, default) or ``"data"`` (DPM-Solver++).
+Every grid time must have a finite log-SNR (start at ``t_max < 1`` on paths with :math:`\alpha_1 = 0`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import torch
+
+from ..errors import SdeflowValueError
+from .exponential import apply_exp, exp_coefficients
+from .prediction import PredictionSolver
+
+__all__ = ["ExpSingleStep", "DPMSolver2", "DPMSolver3"]
+
+
+def stage_times(nodes_c, grid, path) -> np.ndarray:
+    """``(steps, stages)`` times at half log-SNR fractions ``nodes_c`` of each step of ``grid``."""
+    g = torch.as_tensor(np.asarray(grid, dtype=np.float64))
+    lam = 0.5 * path.log_snr(g)
+    if not torch.isfinite(lam).all():
+        raise SdeflowValueError(
+            f"stages placed in log-SNR need a finite log-SNR at every grid time, but {path!r} has log-SNR "
+            f"{float(2 * lam[0]):g} at t={float(g[0]):g} and {float(2 * lam[-1]):g} at t={float(g[-1]):g}; "
+            f"use t_max < 1 / t_min > 0 on this path (multistep solvers step to sigma = 0 at order 1)")
+    h = lam[1:] - lam[:-1]
+    c = torch.as_tensor(nodes_c, dtype=torch.float64)
+    times = path.t_from_log_snr(2.0 * (lam[:-1, None] + h[:, None] * c[None, :])).numpy().copy()
+    times[:, 0] = np.asarray(grid[:-1], dtype=np.float64)  # stage 0 exactly at the grid point
+    return times
+
+
+def stage_predictions(spec, term, j0: int, x, st: dict, k: int, predict: str):
+    """Predictions at the stages of ``spec`` (``nodes_c``, ``uses``) for step ``k``, evaluations ``j0...``.
+
+    Stage ``i`` is the exponential step of length ``c_i h`` with the interpolant through the stages in
+    ``uses[i]``. Returns the predictions and their half log-SNRs."""
+    lam0 = st["half"][k]
+    h = st["half"][k + 1] - lam0
+    a_e, s_e = st["a_eval"], st["s_eval"]
+    preds = [term.predict(j0, x, predict)]
+    for i in range(1, len(spec.nodes_c)):
+        ci = spec.nodes_c[i]
+        used = spec.uses[i]
+        lin, w = exp_coefficients(predict, ci * h, [spec.nodes_c[j] / ci for j in used], a_e[j0], s_e[j0],
+                                  a_e[j0 + i], s_e[j0 + i])
+        preds.append(term.predict(j0 + i, apply_exp(x, lin, w, [preds[j] for j in used]), predict))
+    return preds, [lam0 + c * h for c in spec.nodes_c]
+
+
+def eval_tables(term) -> dict:
+    """``alpha`` and ``sigma`` at every planned evaluation (stage) time."""
+    a, s, _, _ = term.ipath.coefficients(torch.as_tensor(term.times))
+    return {"a_eval": a.tolist(), "s_eval": s.tolist()}
+
+
+class ExpSingleStep(PredictionSolver):
+    """Base: ``nodes_c`` stage fractions in half log-SNR; ``uses[i]`` the earlier stages stage ``i``
+    interpolates (``uses[0]`` unused); ``final`` the stages of the update."""
+
+    nodes_c: ClassVar[tuple] = (0.0,)
+    uses: ClassVar[tuple] = ((),)
+    final: ClassVar[tuple] = (0,)
+
+    def __init__(self, predict: str = "noise"):
+        if predict not in ("data", "noise"):
+            raise SdeflowValueError(f"predict must be 'data' or 'noise', got {predict!r}")
+        self.predict = predict
+
+    def eval_times(self, grid, path=None):
+        if path is None:
+            raise SdeflowValueError(f"{self.name} places its stages in log-SNR: it needs a path (use sample)")
+        times = stage_times(self.nodes_c, grid, path)
+        return times.reshape(-1), np.repeat(np.arange(len(grid) - 1), len(self.nodes_c))
+
+    def init_state(self, term, x, grid):
+        st = super().init_state(term, x, grid)
+        st.update(eval_tables(term))
+        return st
+
+    def step(self, term, k, x, t0, t1, noise, st):
+        preds, lam_nodes = stage_predictions(self, term, k * len(self.nodes_c), x, st, k, self.predict)
+        h = st["half"][k + 1] - st["half"][k]
+        u = [self.nodes_c[j] for j in self.final]
+        lin, w = exp_coefficients(self.predict, h, u, st["alpha"][k], st["sigma"][k], st["alpha"][k + 1],
+                                  st["sigma"][k + 1])
+        return apply_exp(x, lin, w, [preds[j] for j in self.final])
+
+    def __repr__(self):
+        return f"{type(self).__name__}(predict={self.predict!r})"
+
+
+class DPMSolver2(ExpSingleStep):
+    """DPM-Solver-2 (Lu et al. 2022a, Algorithm 1 with r1 = 1/2); DPM-Solver++(2S) with ``predict="data"``."""
+
+    name = "dpm_solver_2"
+    order = 2
+    evals_per_step = 2
+    nodes_c = (0.0, 0.5)
+    uses = ((), (0,))
+    final = (0, 1)
+
+
+class DPMSolver3(ExpSingleStep):
+    """DPM-Solver-3 (Lu et al. 2022a, Algorithm 2 with r1 = 1/3, r2 = 2/3); DPM-Solver++(3S) with data."""
+
+    name = "dpm_solver_3"
+    order = 3
+    evals_per_step = 3
+    nodes_c = (0.0, 1.0 / 3.0, 2.0 / 3.0)
+    uses = ((), (0,), (0, 1))
+    final = (0, 2)
