@@ -9,7 +9,7 @@ from sdeflow.testing import fit_order
 from paths_catalogue import ALPHA_ZERO_AT_1, PATHS
 
 D = torch.float64
-ODE_SOLVERS = sf.solvers.available(sde=False, needs="drift")
+ODE_SOLVERS = sf.solvers.available(sde=False, needs="drift", adaptive=False)
 ORDER_PATHS = ["VP", "SubVP", "CosineVP", "VE", "LinearFlow"]
 STEPS = [32, 64, 128, 256]
 

@@ -43,11 +43,32 @@ def registry() -> dict[str, type]:
     return dict(_REGISTRY)
 
 
-def available(*, sde: bool | None = None, needs: str | None = None) -> list[str]:
-    """Registered solver names, optionally only SDE (``sde=True``) or ODE solvers, or by ``needs``."""
+def available(*, sde: bool | None = None, needs: str | None = None, adaptive: bool | None = None,
+              backends: bool = False) -> list[str]:
+    """Registered solver names, filtered by what they declare.
+
+    ``sde``: only SDE (True) or ODE (False) solvers; ``needs``: ``"drift"`` (usable from :func:`sdeflow.solve`)
+    or ``"prediction"`` (exponential integrators, DDIM, DDPM: :func:`sdeflow.sample` only); ``adaptive``:
+    only adaptive (True) or fixed-step (False) solvers. ``backends=True`` adds every torchdiffeq and torchsde
+    method as ``"torchdiffeq:<method>"`` / ``"torchsde:<method>"``.
+    """
     _load()
-    return sorted(n for n, c in _REGISTRY.items()
-                  if (sde is None or c.sde == sde) and (needs is None or c.needs == needs))
+    out = []
+    for n, c in _REGISTRY.items():
+        if n.endswith(":"):
+            if backends:
+                out += [n + m for m in c.methods()]
+            continue
+        out.append(n)
+    return sorted(n for n in out if _matches(n, sde, needs, adaptive))
+
+
+def _matches(name: str, sde, needs, adaptive) -> bool:
+    if sde is None and needs is None and adaptive is None:
+        return True
+    s = get(name)
+    return ((sde is None or s.sde == sde) and (needs is None or s.needs == needs)
+            and (adaptive is None or s.adaptive == adaptive))
 
 
 def describe(name: str) -> dict:

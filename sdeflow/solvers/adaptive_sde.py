@@ -37,7 +37,7 @@ def brownian_interval(noise, grid, like):
     seed = int(torch.randint(0, 2 ** 62, (1,), generator=noise.generator))
     lo, hi = min(grid), max(grid)
     return torchsde.BrownianInterval(t0=lo, t1=hi, size=tuple(like.shape), dtype=like.dtype,
-                                     device=like.device, entropy=seed)
+                                     device=like.device, entropy=seed, levy_area_approximation="space-time")
 
 
 class AdaptiveHeunSDE(SDESolver):

@@ -44,6 +44,11 @@ class TorchdiffeqSolver(ODESolver):
         self.evals_per_step = per if per is not None else 1
         self.name = f"torchdiffeq:{method}"
 
+    @staticmethod
+    def methods() -> list[str]:
+        """torchdiffeq methods usable as ``"torchdiffeq:<method>"``."""
+        return sorted(_TORCHDIFFEQ)
+
     def integrate(self, term, x, grid, noise=None, callback=None):
         from torchdiffeq import odeint
 
@@ -99,6 +104,11 @@ class TorchsdeSolver(SDESolver):
         self.method, self.dt = method, dt
         self.strong_order_additive, self.sde_type = _TORCHSDE[method]
         self.name = f"torchsde:{method}"
+
+    @staticmethod
+    def methods() -> list[str]:
+        """torchsde methods usable as ``"torchsde:<method>"``."""
+        return sorted(_TORCHSDE)
 
     def integrate(self, term, x, grid, noise=None, callback=None):
         import torchsde

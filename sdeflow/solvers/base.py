@@ -12,6 +12,8 @@ A solver is a small class with class-level declarations (as in diffrax):
   ``"additive"`` (the two agree);
 * ``needs`` — ``"drift"`` (any ``dx = f dt + g dW``), or ``"prediction"`` (data/noise predictions of a field
   on a Gaussian path: exponential integrators, DDPM; usable from :func:`sdeflow.sample` only);
+* ``normals_per_step`` — standard normals an SDE step draws from its noise source (2 for SRA methods,
+  which also need the time integral of the Brownian increment);
 * ``adaptive`` — chooses its own steps; ``planned`` — evaluates only at times known before the solve (fixed
   steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``.
 """
@@ -40,6 +42,7 @@ class Solver:
     sde: ClassVar[bool] = False
     sde_type: ClassVar[str] = "ito"
     needs: ClassVar[str] = "drift"
+    normals_per_step: ClassVar[int] = 1  # standard normals drawn per step (NoiseSource.draw count)
     adaptive: ClassVar[bool] = False  # chooses its own steps
     planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))
 

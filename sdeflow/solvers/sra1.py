@@ -36,6 +36,7 @@ class SRA1(SDESolver):
     evals_per_step = 2
     sde_type = "additive"
     requires_additive = True
+    normals_per_step = 2
 
     def nodes(self):
         return [0.0, 0.75]
