@@ -50,9 +50,10 @@ def check_options(rtol: float, atol: float, norm: str, max_steps: int) -> None:
         raise SdeflowValueError(f"max_steps must be a positive integer, got {max_steps!r}")
 
 
-def check_budget(term, what: str) -> None:
-    """Raise when an adaptive solve exceeds the sampler's ``nfe`` budget (``term.max_nfe``)."""
+def check_budget(term, what: str, upcoming: int = 1) -> None:
+    """Raise *before* ``upcoming`` more evaluations would exceed the sampler's ``nfe`` budget
+    (``term.max_nfe``): an adaptive solve never spends more than its budget."""
     cap = getattr(term, "max_nfe", None)
-    if cap is not None and term.nfe > cap:
-        raise SdeflowValueError(f"{what} needed more than nfe={cap} evaluations; loosen rtol/atol, raise nfe, "
-                                f"or use a fixed-step solver with steps=")
+    if cap is not None and term.nfe + upcoming > cap:
+        raise SdeflowValueError(f"{what} needs more than nfe={cap} evaluations at this tolerance; loosen "
+                                f"rtol/atol, raise nfe, or use a fixed-step solver with steps=")

@@ -73,6 +73,7 @@ class AdaptiveHeunSDE(SDESolver):
                     raise SdeflowValueError(f"{self.name} took more than max_steps={self.max_steps} steps")
                 last = h >= abs(t_end - t)
                 hs = (t_end - t) if last else direction * h
+                check_budget(term, self.name, 2)
                 f0 = term.drift_at(t, x)
                 em = torch.add(x, f0, alpha=hs)
                 if bm is not None:
@@ -84,7 +85,6 @@ class AdaptiveHeunSDE(SDESolver):
                 if bm is not None:
                     add_noise(heun, 0.5 * (g0 + term.diffusion_at(t + hs, em)), dw, 1.0)
                 ratio = error_ratio(em - heun, x, em, self.rtol, self.atol, self.error_norm)
-                check_budget(term, self.name)
                 if ratio <= 1.0:
                     acc += 1
                     t = t_end if last else t + hs

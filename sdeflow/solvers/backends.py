@@ -20,7 +20,7 @@ __all__ = ["TorchdiffeqSolver", "TorchsdeSolver"]
 # (order, evaluations per step) of torchdiffeq's fixed-grid methods; adaptive ones: (order, None)
 _TORCHDIFFEQ = {"euler": (1, 1), "midpoint": (2, 2), "heun3": (3, 3), "rk4": (4, 4), "explicit_adams": (4, 1),
                 "implicit_adams": (4, None), "fixed_adams": (4, 1), "dopri5": (5, None), "dopri8": (8, None),
-                "bosh3": (3, None), "fehlberg2": (2, None), "adaptive_heun": (2, None), "tsit5": (5, None)}
+                "bosh3": (3, None), "fehlberg2": (2, None), "adaptive_heun": (2, None), "heun2": (2, 2)}
 # (strong order for additive noise, sde_type)
 _TORCHSDE = {"euler": (1.0, "ito"), "milstein": (1.0, "ito"), "srk": (1.5, "ito"), "heun": (1.0, "stratonovich"),
              "midpoint": (1.0, "stratonovich"), "euler_heun": (1.0, "stratonovich"),
@@ -55,9 +55,8 @@ class TorchdiffeqSolver(ODESolver):
         from .adaptive import check_budget
 
         def func(t, y):
-            out = term.drift_at(float(t), y)
             check_budget(term, self.name)
-            return out
+            return term.drift_at(float(t), y)
 
         ts = torch.tensor(grid, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
                           device=x.device)
@@ -81,6 +80,9 @@ class _TorchsdeSDE(torch.nn.Module):
         self.noise_type, self.sde_type = noise_type, sde_type
 
     def f(self, tau, y):
+        from .adaptive import check_budget
+
+        check_budget(self.term, "torchsde")
         return self.sign * self.term.drift_at(self.sign * float(tau), y.reshape(self.shape)).reshape(y.shape)
 
     def g(self, tau, y):

@@ -57,6 +57,7 @@ class Dopri5(ODESolver):
         tab = DOPRI5
         acc = rej = 0
         times = [grid[0]]
+        check_budget(term, "dopri5", 2 if self.first_step is None else 1)
         f0 = term.drift_at(grid[0], x)
         h = self._initial_step(term, x, grid[0], grid[-1], f0)
         for i in range(len(grid) - 1):
@@ -68,13 +69,13 @@ class Dopri5(ODESolver):
                                             f"rtol/atol or raise max_steps")
                 last = abs(h) >= abs(t_end - t)
                 hs = (t_end - t) if last else h
+                check_budget(term, "dopri5", tab.stages - 1)
                 ks = [f0]
                 for s in range(1, tab.stages):
                     ks.append(term.drift_at(t + tab.c[s] * hs, combine(x, ks, tab._rows[s], hs)))
                 x_new = combine(x, ks, tab._brow, hs)  # equals the last stage's input (FSAL)
                 err = combine(torch.zeros_like(x), ks, tuple((j, v) for j, v in enumerate(tab.b_err) if v), hs)
                 ratio = error_ratio(err, x, x_new, self.rtol, self.atol, self.error_norm)
-                check_budget(term, "dopri5")
                 proposal = hs * self.controller.factor(ratio)
                 if ratio <= 1.0:
                     acc += 1
