@@ -20,7 +20,7 @@ CASES = {
     "LinearFlow-gamma0.7": (sf.LinearFlow(), 0.7, 1e-2, "velocity"),
     "VE-reverse": (sf.VE(), "reverse", 0.0, "data"),
 }
-SDE_SOLVERS = sf.solvers.available(sde=True, needs="drift", adaptive=False)
+SDE_SOLVERS = sf.solvers.available(sde=True, adaptive=False)
 
 
 def _moments(case, solver, steps):
@@ -36,7 +36,7 @@ def _moments(case, solver, steps):
 def test_marginals_at_t_min(solver, case):
     """From the exact prior with the exact score, samples at t_min have mean m_t and variance V_t."""
     path, gamma, t_min, kind = CASES[case]
-    steps = 2000 if sf.solvers.get(solver).weak_order_additive < 2 else 200
+    steps = 2000 if (sf.solvers.get(solver).weak_order_additive < 2 or solver in PRE_ASYMPTOTIC) else 200
     mt, Vt = TARGET.moments(path, t_min)
     n = 20000
     se_mean, se_var = torch.sqrt(Vt / n), Vt * math.sqrt(2.0 / (n - 1))
@@ -56,7 +56,15 @@ def test_marginals_at_t_min(solver, case):
 # Euler-Maruyama on the VE reverse SDE is excluded from the rate test on purpose: its leading local
 # variance error is h^2 (g^4/V - (g^2)'/2), which vanishes when sigma >> data std (g^2 = 2 sigma^2 log r,
 # V ~ sigma^2), so it measures order 2 there, above its declared weak order 1.
-WEAK_CASES = [(s, c) for s in SDE_SOLVERS for c in CASES if not (s == "euler_maruyama" and c == "VE-reverse")]
+#
+# SDE-DPM-Solver++(2M) with a constant gamma is far from its asymptotic regime at these step counts: on VP
+# with gamma = 1 (damping gamma^2 / (2 sigma^2) ~ 250 per unit time near t_min) its local weak slopes over
+# 64..1024 steps are 1.42, 1.42, 1.49, 1.64, and 1.37, 1.45, 1.60, 1.81 on the linear flow with gamma = 0.7,
+# rising towards 2; with gamma = g (eta = 1, what it is built for) they are 2.2 and 2.0 from 64 steps. Its
+# rate is tested on the eta = 1 cases, its exact marginals (with 2000 steps) on all.
+PRE_ASYMPTOTIC = {"sde_dpmpp_2m": ("VP-gamma1", "LinearFlow-gamma0.7")}
+WEAK_CASES = [(s, c) for s in SDE_SOLVERS for c in CASES
+              if not (s == "euler_maruyama" and c == "VE-reverse") and c not in PRE_ASYMPTOTIC.get(s, ())]
 
 
 @pytest.mark.parametrize("solver,case", WEAK_CASES)

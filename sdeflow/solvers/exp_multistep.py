@@ -55,7 +55,9 @@ def step_damping(term, grid: list[float], hh: list[float]) -> list[float]:
         g2 = fn(t)
         s = term.ipath.sigma(t)
         val = float(0.5 * (b - a) * torch.sum(torch.as_tensor(w) * g2 / (2 * s * s)))
-        out.append(val if math.isfinite(hh[k]) else math.inf)
+        # into sigma = 0 the damping diverges (the step lands on the data prediction); out of alpha = 0
+        # (h infinite, sigma finite) it stays finite
+        out.append(math.inf if float(term.ipath.sigma(torch.tensor(a, dtype=torch.float64))) == 0.0 else val)
     return out
 
 
@@ -153,9 +155,11 @@ class ExpMultistep(PredictionSolver):
         if not math.isfinite(h):
             # into sigma = 0 or out of alpha = 0: order 1, exact for a constant prediction
             if self.predict == "data":
-                lin = s[k + 1] / s[k] if (s[k + 1] > 0 and math.isfinite(s[k])) else 0.0
+                E = st["E"][k]
+                damp = math.exp(-E) if math.isfinite(E) else 0.0
+                lin = damp * s[k + 1] / s[k] if (s[k + 1] > 0 and math.isfinite(s[k])) else 0.0
                 w = [a[k + 1]]
-                nz = s[k + 1] if self.sde and s[k + 1] > 0 else 0.0
+                nz = s[k + 1] * math.sqrt(-math.expm1(-2.0 * E)) if (self.sde and s[k + 1] > 0 and E > 0) else 0.0
             else:  # x_t = (alpha_t / alpha_s)(x_s - sigma_s eps), finite when sigma_t = 0
                 lin = a[k + 1] / a[k]
                 w = [-lin * s[k]]
