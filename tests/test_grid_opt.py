@@ -54,3 +54,14 @@ def test_optimize_grid_refuses_what_it_cannot_do():
         optimize_grid(sf.VP(), target.field("noise"), "euler_maruyama", 10, shape=(2,))
     with pytest.raises(ValueError, match="nothing to optimise"):
         optimize_grid(sf.VP(), target.field("noise"), "heun", 2, shape=(2,))
+
+
+def test_knot_parametrisation_improves_a_long_grid():
+    """With more steps than knots, the smooth step density is optimised first (few parameters)."""
+    target = sf.two_blobs()
+    res = optimize_grid(sf.VE(0.002, 80.0), target.field("data"), "unipc", 21, shape=(2,), n_pilot=64,
+                        n_validation=64, t_min=0.0, final_denoise=True, integration_path=sf.EDM(80.0),
+                        maxfev=60, knots=5, generator=torch.Generator().manual_seed(1))
+    assert len(res.grid) == 21 and (res.grid[1:] < res.grid[:-1]).all()
+    assert res.objective_evaluations <= 60 + 4  # + the named starting grids
+    assert res.error_optimized < res.error_start and res.validation_optimized < res.validation_start
