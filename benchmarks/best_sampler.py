@@ -25,6 +25,8 @@ def main():
     ap.add_argument("--nfe", default="10,20,50")
     ap.add_argument("--maxfev", type=int, default=800)
     ap.add_argument("--json", default=None)
+    ap.add_argument("--grids-out", default=None, help="write the optimised grids for `sdeflow bench` here "
+                    "(sdeflow/bench/optimized_grids.json)")
     a = ap.parse_args()
     rows = []
     for name in a.problems.split(","):
@@ -51,6 +53,12 @@ def main():
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=1)
+    if a.grids_out:
+        keep = ("problem", "solver", "options", "nfe", "grid", "pilot_network_calls")
+        with open(a.grids_out, "w") as f:
+            json.dump({"generated_by": "python benchmarks/best_sampler.py --problems " + a.problems + " --nfe "
+                       + a.nfe + " --grids-out " + a.grids_out, "grids": [{k: r[k] for k in keep} for r in rows]},
+                      f, indent=0)
 
 
 if __name__ == "__main__":

@@ -27,17 +27,21 @@ def _bench(args) -> int:
     if args.list:
         for name, p in PROBLEMS.items():
             print(f"{name:18} {p.description}")
-        print("solvers:", ", ".join(_solvers.available(needs="drift")))
+        print("solvers:", ", ".join(_solvers.available()))
         return 0
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
     t0 = time.perf_counter()
+    notes: list[str] = []
     rows = run_bench(problems=args.problems, solvers=args.solvers, nfes=args.nfe, sde_nfes=args.sde_nfe,
                      grids=args.grids, n=args.n, seed=args.seed, dtype=dtype, device=args.device,
-                     repeats=args.repeats)
+                     repeats=args.repeats, peers=args.peers, optimized=args.optimized, notes=notes)
     print(format_table(rows))
+    for line in dict.fromkeys(notes):
+        print(line)
     print(f"\n{len(rows)} rows in {time.perf_counter() - t0:.1f} s; pathwise_rms: RMS distance to the float64 "
           f"probability-flow reference from the same noise; strong_rms: to a fine reverse-SDE solve on the same "
-          f"Brownian path.")
+          f"Brownian path. Peers (torchdiffeq:*, diffusers:*) integrate the same problem from the same noise; "
+          f"'optimized' rows use grids bought once by sdeflow.grid_opt.optimize_grid (pilot cost in --json).")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)
@@ -53,7 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--solvers", type=_strs, default=None, help="comma-separated solver names (default: all)")
     b.add_argument("--nfe", type=_ints, default=[10, 20, 50, 100], help="ODE NFE budgets")
     b.add_argument("--sde-nfe", type=_ints, default=[16, 32, 64, 128], help="SDE NFE budgets")
-    b.add_argument("--grids", type=_strs, default=["karras"], help="named grids for ODE solvers")
+    b.add_argument("--grids", type=_strs, default=["karras", "log_snr"],
+                   help="named grids (log_snr only for the exponential integrators)")
+    b.add_argument("--no-peers", dest="peers", action="store_false",
+                   help="skip torchdiffeq / diffusers peers (run in the same process on the same noise)")
+    b.add_argument("--no-optimized", dest="optimized", action="store_false",
+                   help="skip sdeflow's grid-optimised rows (cached grids, see benchmarks/best_sampler.py)")
     b.add_argument("--n", type=int, default=1000, help="samples per problem")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--dtype", choices=["float32", "float64"], default="float64")

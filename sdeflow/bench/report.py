@@ -10,14 +10,14 @@ def _section(rows: list[dict]) -> list[str]:
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["problem"], r["solver"], r["grid"]), {})[r["nfe_budget"]] = r
-    head = f"{'problem':16} {'solver':18} {'grid':10}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
+    head = f"{'problem':16} {'solver':24} {'grid':10}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
     lines = [head, "-" * len(head)]
     for (prob, solver, grid), by in sorted(groups.items()):
         cells = []
         for b in budgets:
             r = by.get(b)
             cells.append(f"{'-':>11}" if r is None or r["error"] is None else f"{r['error']:11.3e}")
-        lines.append(f"{prob:16} {solver:18} {grid:10}" + "".join(cells))
+        lines.append(f"{prob:16} {solver:24} {grid:10}" + "".join(cells))
     return lines
 
 

@@ -1,0 +1,55 @@
+"""Peers in `sdeflow bench` are posed correctly: each converges to the same float64 reference as ours as its
+budget grows, never exceeds its budget, and diffusers' DPM-Solver++(2M) on the Karras grid is the same
+algorithm as ours, so the two agree to rounding (a check of both adapters at once)."""
+
+import importlib.util
+
+import pytest
+
+from sdeflow import sample
+from sdeflow.bench import get_problem, pathwise_rms
+from sdeflow.bench.peers import PEERS, available_peers, run_peer
+from sdeflow.bench.run import run_bench
+
+PROBLEM = get_problem("two_blobs")
+X = PROBLEM.initial(64, 0)
+REF = PROBLEM.reference(X)
+
+
+@pytest.mark.parametrize("name", list(PEERS))
+def test_peer_converges_within_its_budget(name):
+    if importlib.util.find_spec(PEERS[name][0]) is None:
+        pytest.skip(f"{PEERS[name][0]} not installed")
+    errs = []
+    for nfe in (25, 200):
+        out = run_peer(name, PROBLEM, X, nfe)
+        if out is None:
+            errs.append(float("inf"))
+            continue
+        x, used = out
+        assert used <= nfe
+        errs.append(pathwise_rms(x, REF))
+    # every peer is at least first order: 8x the evaluations cut the error at least 4x (Euler: 8x in theory)
+    assert errs[1] < 0.25 * errs[0] or errs[1] < 1e-4, errs
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers not installed")
+def test_diffusers_dpmpp_2m_equals_ours_on_the_same_grid():
+    nfe = 12
+    theirs, used = run_peer("diffusers:edm_dpmpp_2m", PROBLEM, X, nfe)
+    ours = sample(PROBLEM.path, PROBLEM.field(), "dpmpp_2m", nfe=nfe, grid="karras", x_init=X,
+                  **PROBLEM.sample_kwargs())
+    assert used == ours.nfe == nfe
+    # diffusers keeps its sigmas in float32: agreement to float32 rounding of the grid
+    assert pathwise_rms(theirs, ours.x) < 1e-4 * (1 + pathwise_rms(ours.x, 0 * ours.x))
+
+
+def test_bench_rows_hold_peers_and_the_optimised_sampler():
+    notes = []
+    rows = run_bench(problems=["eight_gaussians"], solvers=["unipc"], nfes=[10], n=64, sde=False, notes=notes)
+    names = {r["solver"] for r in rows}
+    assert "unipc" in names and any(r["grid"] == "optimized" and r["pilot_network_calls"] > 0 for r in rows)
+    ok, skipped = available_peers()
+    assert {r["solver"] for r in rows if r.get("peer")} == set(ok)
+    assert all(line in notes for line in skipped)
+    assert all(r["nfe"] is None or r["nfe"] <= r["nfe_budget"] for r in rows)
