@@ -88,6 +88,10 @@ def register_problem(problem: Problem) -> Problem:
 register_problem(_ve_edm("eight_gaussians", analytic.eight_gaussians(),
                          "the seed articles' 8-mode mixture; VE sigma 80 -> 0.002, then a step to sigma = 0"))
 register_problem(_ve_edm("two_blobs", analytic.two_blobs(), "two unequal anisotropic blobs; VE as above"))
+register_problem(_ve_edm("ring20_wide", analytic.ring(20, radius=8.0, std=0.4),
+                         "20 modes on a circle of radius 8, std 0.4 (another scale and mode count); VE as above"))
+register_problem(_ve_edm("eight_gaussians_small", analytic.eight_gaussians(std=0.05, scale=0.5),
+                         "the 8-mode layout at a quarter of the scale, std 0.05 (sharper modes); VE as above"))
 register_problem(_ve_edm("gaussian16", analytic.Gaussian(torch.linspace(-1.0, 1.0, 16),
                                                          torch.logspace(-1.0, 0.5, 16)),
                          "a 16-dimensional Gaussian with variances 0.1..3.2; exact flow"))
