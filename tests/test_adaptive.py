@@ -8,28 +8,14 @@ import pytest
 import torch
 
 import sdeflow as sf
+from sdeflow.testing import CountingField
 from sdeflow.testing import fit_order
 
 D = torch.float64
 TARGET = sf.Gaussian([1.0, -0.5], [0.4, 2.0])
 
 
-class Counting(sf.Field):
-    """A field that counts how often its network is called (wraps an exact oracle field)."""
-
-    def __init__(self, inner):
-        self.inner, self.kind, self.calls = inner, inner.kind, 0
-
-    def bind(self, path):
-        fn = self.inner.bind(path)
-
-        def net(x, t):
-            self.calls += 1
-            return fn(x, t)
-        return net
-
-    def validate_times(self, t):
-        self.inner.validate_times(t)
+Counting = CountingField
 
 
 def _case(name):

@@ -5,23 +5,11 @@ import pytest
 import torch
 
 import sdeflow as sf
+from sdeflow.testing import CountingField
 from sdeflow.grid_opt import optimize_grid
 
 
-class Counting(sf.Field):
-    def __init__(self, inner):
-        self.inner, self.kind, self.calls = inner, inner.kind, 0
-
-    def bind(self, path):
-        fn = self.inner.bind(path)
-
-        def net(x, t):
-            self.calls += 1
-            return fn(x, t)
-        return net
-
-    def validate_times(self, t):
-        self.inner.validate_times(t)
+Counting = CountingField
 
 
 def test_optimized_grid_is_valid_better_and_its_cost_is_counted():

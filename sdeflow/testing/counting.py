@@ -1,0 +1,25 @@
+"""A field wrapper that counts network calls, for checking a solver's NFE accounting."""
+
+from __future__ import annotations
+
+from ..fields import Field
+
+__all__ = ["CountingField"]
+
+
+class CountingField(Field):
+    """Wraps ``inner`` (any :class:`~sdeflow.fields.Field`); ``calls`` counts evaluations of its network."""
+
+    def __init__(self, inner: Field):
+        self.inner, self.kind, self.calls = inner, inner.kind, 0
+
+    def bind(self, path):
+        fn = self.inner.bind(path)
+
+        def net(x, t):
+            self.calls += 1
+            return fn(x, t)
+        return net
+
+    def validate_times(self, t):
+        self.inner.validate_times(t)
