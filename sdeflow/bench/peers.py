@@ -23,7 +23,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["PEERS", "available_peers", "run_peer"]
+__all__ = ["PEERS", "available_peers", "applicable", "run_peer"]
 
 
 class _Counted:
@@ -146,9 +146,14 @@ def available_peers() -> tuple[list[str], list[str]]:
     return ok, notes
 
 
+def applicable(problem) -> bool:
+    """Peers are posed in EDM form: the problem's path must have alpha = 1 (VE)."""
+    return float(problem.path.coefficients(torch.tensor([problem.t_max], dtype=torch.float64))[0]) == 1.0
+
+
 def run_peer(name: str, problem, x: torch.Tensor, nfe: int):
     """``(x_final, nfe_used)`` of peer ``name`` on ``problem`` from ``x`` within ``nfe`` evaluations, or
     None when the budget is below the peer's minimum."""
-    if float(problem.path.coefficients(torch.tensor([problem.t_max], dtype=torch.float64))[0]) != 1.0:
+    if not applicable(problem):
         raise ValueError(f"peers are posed in EDM form and need a VE problem (alpha = 1); {problem.name} is not")
     return PEERS[name][1](problem, x, nfe)

@@ -104,11 +104,11 @@ def _optimized_rows(problem, nfes, x, repeats):
 
 
 def _peer_rows(problem, nfes, x, repeats, notes):
-    from .peers import available_peers, run_peer
+    from .peers import applicable, available_peers, run_peer
 
     names, skipped = available_peers()
     notes.extend(skipped)
-    if float(problem.path.coefficients(torch.tensor([problem.t_max], dtype=torch.float64))[0]) != 1.0:
+    if not applicable(problem):
         notes.append(f"peers skipped on {problem.name}: they are posed on VE problems")
         return []
     ref = problem.reference(x)
