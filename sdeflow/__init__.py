@@ -5,7 +5,7 @@ The layers (data flows down): paths (:mod:`sdeflow.paths`) -> fields (:mod:`sdef
 (:mod:`sdeflow.analytic`) as ground truth. Time runs from 0 (data) to 1 (noise).
 """
 
-from . import analytic, conversions, grids, langevin, losses, noise, paths, solvers, train
+from . import analytic, conversions, grids, io, langevin, losses, noise, paths, solvers, train
 from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
 from .errors import NonFiniteError, SdeflowTypeError, SdeflowValueError
@@ -27,5 +27,5 @@ __all__ = [
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
     "NonFiniteError", "SdeflowValueError", "SdeflowTypeError",
-    "analytic", "conversions", "grids", "langevin", "losses", "noise", "paths", "solvers", "train",
+    "analytic", "conversions", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "train",
 ]
