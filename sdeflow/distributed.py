@@ -20,7 +20,7 @@ Results leave the ranks in one of two ways (both without pickle):
 
 * :func:`gather_rows` — pad each block to ``ceil(N / W)`` rows, ``torch.distributed.gather`` to one rank,
   trim and concatenate (block sizes are known from ``N`` and ``W``, so nothing else is exchanged).
-* :func:`save_shards` — each rank writes ``shard-<rank>-of-<W>.safetensors``; the SHA-256 digests travel
+* :func:`save_shards` — each rank writes ``shard-<rank>-of-<W>.safetensors`` (:mod:`sdeflow.io`); the SHA-256 digests travel
   as uint8 tensors to rank 0, which writes ``manifest.json`` (N, event shape, dtype, world size, the rows
   and digest of every shard). :func:`load_shards` checks every shard against the manifest and
   reassembles the N samples, raising :class:`ShardError` that names a missing or corrupt file and how to
@@ -245,18 +245,19 @@ def _sha256(file: str) -> str:
 
 
 def _write_tensor(file: str, x: Tensor, metadata: dict) -> None:
-    """Write ``x`` as the single tensor ``"x"`` of a safetensors file, atomically (tmp file + rename)."""
-    from safetensors.torch import save_file
+    """Write ``x`` as the tensor ``"x"`` of a safetensors file (:func:`sdeflow.io.save_tensors`, from a
+    CPU copy), atomically: a temporary file renamed into place."""
+    from .io import save_tensors
 
     tmp = file + ".tmp"
-    save_file({"x": x.detach().to("cpu").contiguous()}, tmp, metadata={k: str(v) for k, v in metadata.items()})
+    save_tensors(tmp, {"x": x}, {**metadata, "kind": "shard"})
     os.replace(tmp, file)
 
 
 def _read_tensor(file: str) -> Tensor:
-    from safetensors.torch import load_file
+    from .io import load_tensors
 
-    return load_file(file)["x"]
+    return load_tensors(file)[0]["x"]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

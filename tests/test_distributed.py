@@ -48,7 +48,8 @@ def _reference(name):
 def _worker(out_dir):
     """Run under torchrun: every rank samples its block; rank 0 keeps the gathered samples."""
     import torch.distributed as dist
-    from safetensors.torch import save_file
+
+    from sdeflow.io import save_tensors
 
     dist.init_process_group("gloo")
     rank, world = sd.rank_and_world()
@@ -62,7 +63,7 @@ def _worker(out_dir):
         if rank == 0:
             gathered[name] = out.x
     if rank == 0:
-        save_file(gathered, os.path.join(out_dir, "gathered.safetensors"))
+        save_tensors(os.path.join(out_dir, "gathered.safetensors"), gathered)
     dist.destroy_process_group()
 
 
@@ -81,9 +82,9 @@ def torchrun_out(tmp_path_factory):
 
 @pytest.mark.parametrize("name", list(RUNS))
 def test_two_ranks_gathered_equal_a_single_process_run_bitwise(torchrun_out, name):
-    from safetensors.torch import load_file
+    from sdeflow.io import load_tensors
 
-    x = load_file(os.path.join(torchrun_out, "gathered.safetensors"))[name]
+    x = load_tensors(os.path.join(torchrun_out, "gathered.safetensors"))[0][name]
     ref = _reference(name)
     assert x.dtype == ref.dtype and torch.equal(x, ref)
 
