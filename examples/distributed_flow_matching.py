@@ -12,7 +12,7 @@ On GPUs, ``--nproc_per_node <gpus>`` picks nccl and one device per process.
    noise (generator seeded by rank), ``sdeflow.losses.cfm_loss`` on the linear flow path (t = 0 data,
    t = 1 noise), and DDP averages the gradients, so W ranks take the steps of one process with the
    global batch. ``sdeflow.train.fit`` runs the loop (Adam, cosine schedule, gradient clipping).
-2. Sampling: ``sdeflow.distributed.sample_sharded`` splits the ``--n`` samples into contiguous blocks, one
+2. Sampling: ``sdeflow.distributed.sample_sharded`` splits the ``--samples`` samples into contiguous blocks, one
    per rank, each integrating the probability-flow ODE with ``PerSampleNoise(--seed)``; rank 0 gathers
    them, every rank writes its shard next to a manifest (``--out``), and rank 0 reloads the shards,
    checks them against the gathered samples and prints the sliced W2 distance to fresh data and the
@@ -38,7 +38,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=1500, help="optimiser steps")
     p.add_argument("--batch", type=int, default=512, help="global batch (split across ranks)")
-    p.add_argument("--n", type=int, default=20000, help="samples to draw")
+    p.add_argument("--samples", type=int, default=20000, help="samples to draw")
     p.add_argument("--sample-steps", type=int, default=40, help="Heun steps of the ODE sampler")
     p.add_argument("--seed", type=int, default=0, help="PerSampleNoise seed of the samples")
     p.add_argument("--out", default="distributed_flow_matching_samples", help="shard directory")
@@ -76,7 +76,7 @@ def main() -> None:
     t0 = time.perf_counter()
     with torch.no_grad():
         out = sd.sample_sharded(path, sf.VelocityField(net), "heun", steps=args.sample_steps, t_min=1e-3,
-                                n=args.n, shape=(2,), device=device, noise=args.seed, gather_to=0,
+                                n=args.samples, shape=(2,), device=device, noise=args.seed, gather_to=0,
                                 shard_dir=args.out)
     sample_s = time.perf_counter() - t0
     print(f"[rank {rank}/{world}] trained {args.steps} steps in {train_s:.1f} s (last-100 loss "
@@ -85,11 +85,11 @@ def main() -> None:
     if rank == 0:
         x = out.x.cpu()
         assert torch.equal(sd.load_shards(args.out), x), "shards disagree with the gathered samples"
-        ref = target.sample(args.n, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
+        ref = target.sample(args.samples, generator=torch.Generator().manual_seed(1), dtype=x.dtype)
         w2 = metrics.sliced_w2(x, ref)
-        w2_ref = metrics.sliced_w2(target.sample(args.n, generator=torch.Generator().manual_seed(2)), ref)
+        w2_ref = metrics.sliced_w2(target.sample(args.samples, generator=torch.Generator().manual_seed(2)), ref)
         modes = metrics.mode_weights(x, target.means)
-        print(f"{args.n} samples from {world} process(es); shards + manifest in {out.manifest}")
+        print(f"{args.samples} samples from {world} process(es); shards + manifest in {out.manifest}")
         print(f"sliced W2 to fresh data {w2:.4f} (two data sets of this size: {w2_ref:.4f})")
         print("mode weights (target 0.125 each): " + " ".join(f"{w:.3f}" for w in modes.tolist()))
     if launched:

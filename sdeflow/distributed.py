@@ -20,10 +20,11 @@ Results leave the ranks in one of two ways (both without pickle):
 
 * :func:`gather_rows` — pad each block to ``ceil(N / W)`` rows, ``torch.distributed.gather`` to one rank,
   trim and concatenate (block sizes are known from ``N`` and ``W``, so nothing else is exchanged).
-* :func:`save_shards` — each rank writes ``shard-<rank>-of-<W>.safetensors`` (:mod:`sdeflow.io`); the SHA-256 digests travel
-  as uint8 tensors to rank 0, which writes ``manifest.json`` (N, event shape, dtype, world size, the rows
-  and digest of every shard). :func:`load_shards` checks every shard against the manifest and
-  reassembles the N samples, raising :class:`ShardError` that names a missing or corrupt file and how to
+* :func:`save_shards` — each rank writes ``shard-<rank>-of-<W>.safetensors`` (:mod:`sdeflow.io`); the
+  SHA-256 digests travel as uint8 tensors to rank 0, which writes ``manifest.json`` (N, event shape,
+  dtype, world size, the rows and digest of every shard). :func:`load_shards` checks every shard against
+  the manifest and reassembles the N samples, raising :class:`ShardError` that names a missing or corrupt
+  file and how to
   get it back.
 
 Without an initialised process group every function runs as a single process (rank 0 of 1), so the same
