@@ -17,6 +17,8 @@ __all__ = [
     "SdeflowTypeError",
     "NonFiniteError",
     "check_float_tensor",
+    "check_int",
+    "check_number",
     "unknown_name",
 ]
 
@@ -56,6 +58,38 @@ def check_float_tensor(name: str, x, *, allow_half: bool = True) -> torch.Tensor
         raise SdeflowTypeError(f"{name} has dtype {x.dtype}, too coarse for solver state; "
                                f"integrate in float32 or float64 (networks may still run in half precision)")
     return x
+
+
+def check_int(name: str, v, *, minimum: int = 1) -> int:
+    """``v`` must be an integer (not a bool) ``>= minimum``; return it as ``int``."""
+    import numbers
+
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral):
+        raise SdeflowTypeError(f"{name} must be an integer >= {minimum}, got {v!r} ({type(v).__name__})")
+    if v < minimum:
+        raise SdeflowValueError(f"{name} must be an integer >= {minimum}, got {v}")
+    return int(v)
+
+
+def check_number(name: str, v, *, gt: float | None = None, ge: float | None = None,
+                 lt: float | None = None, le: float | None = None, hint: str = "") -> float:
+    """``v`` must be a finite real number within the given bounds; return it as ``float``."""
+    import math
+    import numbers
+
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and v.is_floating_point():
+        v = float(v)
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise SdeflowTypeError(f"{name} must be a real number, got {v!r} ({type(v).__name__})")
+    f = float(v)
+    bounds = [(gt, lambda a, b: a > b, ">"), (ge, lambda a, b: a >= b, ">="),
+              (lt, lambda a, b: a < b, "<"), (le, lambda a, b: a <= b, "<=")]
+    ok = math.isfinite(f) and all(b is None or op(f, b) for b, op, _ in bounds)
+    if not ok:
+        need = " and ".join(f"{sym} {b:g}" for b, _, sym in bounds if b is not None)
+        need = f"finite and {need}" if need else "finite"
+        raise SdeflowValueError(f"{name} must be {need}, got {v!r}" + (f"; {hint}" if hint else ""))
+    return f
 
 
 def unknown_name(what: str, name: str, known: Iterable[str]) -> SdeflowValueError:

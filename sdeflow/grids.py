@@ -19,7 +19,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError, unknown_name
+from .errors import SdeflowTypeError, SdeflowValueError, check_number, unknown_name
 from .paths import DiscreteVP, GaussianPath
 
 __all__ = ["GRIDS", "make_grid", "uniform", "log_snr", "karras", "quadratic", "discrete", "check_grid"]
@@ -33,7 +33,23 @@ def _check_steps(steps) -> int:
     return int(steps)
 
 
+def _check_ends(t_max, t_min) -> tuple[float, float]:
+    t_max = check_number("t_max", t_max, ge=0.0, le=1.0)
+    t_min = check_number("t_min", t_min, ge=0.0, le=1.0)
+    if not t_min < t_max:
+        raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}; grids run "
+                                f"from t_max (noise) down to t_min (data)")
+    return t_max, t_min
+
+
+def _check_path(path, grid: str) -> None:
+    if not isinstance(path, GaussianPath):
+        raise SdeflowTypeError(f"the {grid!r} grid needs a GaussianPath (it is laid out in log-SNR), got "
+                               f"{type(path).__name__}")
+
+
 def uniform(path: GaussianPath | None, steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
+    t_max, t_min = _check_ends(t_max, t_min)
     return torch.linspace(t_max, t_min, _check_steps(steps) + 1, dtype=torch.float64)
 
 
@@ -53,12 +69,17 @@ def _finite_log_snr(path: GaussianPath, t_max: float, t_min: float, grid: str):
 
 
 def log_snr(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e-3) -> Tensor:
+    _check_path(path, "log_snr")
+    t_max, t_min = _check_ends(t_max, t_min)
     l0, l1 = _finite_log_snr(path, t_max, t_min, "log_snr")
     lam = torch.linspace(l0, l1, _check_steps(steps) + 1, dtype=torch.float64)
     return _from_log_snr(path, lam, t_max, t_min)
 
 
 def karras(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e-3, rho: float = 7.0) -> Tensor:
+    _check_path(path, "karras")
+    t_max, t_min = _check_ends(t_max, t_min)
+    rho = check_number("rho", rho)
     l0, l1 = _finite_log_snr(path, t_max, t_min, "karras")
     if not rho > 0:
         raise SdeflowValueError(f"rho must be > 0, got {rho}")
@@ -69,6 +90,7 @@ def karras(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e
 
 
 def quadratic(path: GaussianPath | None, steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
+    t_max, t_min = _check_ends(t_max, t_min)
     s = torch.linspace(1.0, 0.0, _check_steps(steps) + 1, dtype=torch.float64)
     return t_min + (t_max - t_min) * s * s
 
@@ -78,7 +100,7 @@ def discrete(path: DiscreteVP, steps: int, t_max: float = 1.0, t_min: float | No
     if not isinstance(path, DiscreteVP):
         raise SdeflowTypeError(f"the 'discrete' grid needs a DiscreteVP path, got {path!r}")
     T = path.T
-    t_min = 1.0 / T if t_min is None else t_min
+    t_max, t_min = _check_ends(t_max, 1.0 / T if t_min is None else t_min)
     i_max, i_min = int(round(t_max * T)), int(round(t_min * T))
     steps = _check_steps(steps)
     if steps > i_max - i_min:
@@ -94,6 +116,9 @@ GRIDS = {"uniform": uniform, "log_snr": log_snr, "karras": karras, "quadratic": 
 
 def make_grid(kind: str, path: GaussianPath, steps: int, t_max: float, t_min: float, **kw) -> Tensor:
     """A named grid (see the module docstring) with ``steps`` steps from ``t_max`` to ``t_min``."""
+    if not isinstance(kind, str):
+        raise SdeflowTypeError(f"grid must be a name ({', '.join(GRIDS)}) or a sequence of times, got "
+                               f"{type(kind).__name__}")
     if kind not in GRIDS:
         raise unknown_name("grid", kind, GRIDS)
     g = GRIDS[kind](path, steps, t_max, t_min, **kw)

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .errors import SdeflowValueError
+from .errors import NonFiniteError, SdeflowValueError, check_float_tensor
 
 __all__ = ["ula", "mala", "annealed_langevin", "LangevinResult"]
 
@@ -39,43 +39,82 @@ def _pos(name, v):
         raise SdeflowValueError(f"{name} must be a positive finite number, got {v!r}")
 
 
-def _nsteps(v):
+def _nsteps(v, name="steps"):
     if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise SdeflowValueError(f"steps must be a non-negative integer, got {v!r}")
+        raise SdeflowValueError(f"{name} must be a non-negative integer, got {v!r}")
+
+
+def _check_x(x):
+    check_float_tensor("x", x, allow_half=False)
+    if x.dim() < 1 or x.shape[0] < 1:
+        raise SdeflowValueError(f"x must have shape (batch, *event) with batch >= 1, got {tuple(x.shape)}")
+
+
+def _check_out(name, out, x, what="score"):
+    """The score function's output must be a tensor shaped like ``x`` (metadata only: no host sync)."""
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise SdeflowValueError(f"{name} returned {got} but x has shape {tuple(x.shape)}; it must return the "
+                                f"{what} shaped like x")
+    return out
+
+
+def _guard(x, what, h, check):
+    """One reduction after the chain: NaN/Inf raises instead of being returned."""
+    if check and not bool(torch.isfinite(x).all()):
+        raise NonFiniteError(f"{what} produced NaN or Inf (step_size={h:g}): the score returned NaN/Inf, or the "
+                             f"chain diverged (Langevin steps are unstable for step_size above about 2/L, L the "
+                             f"score's Lipschitz constant); lower step_size or check the score "
+                             f"(check_finite=False returns the values)", kind="score")
 
 
 def ula(score: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps: int, *, generator=None,
-        return_trajectory: bool = False) -> LangevinResult:
-    """``steps`` ULA steps ``x + h score(x) + sqrt(2h) z`` from ``x`` (h = ``step_size``)."""
-    _pos("step_size", step_size), _nsteps(steps)
+        return_trajectory: bool = False, check_finite: bool = True) -> LangevinResult:
+    """``steps`` ULA steps ``x + h score(x) + sqrt(2h) z`` from ``x`` (h = ``step_size``).
+
+    ``check_finite``: a NaN/Inf final state raises :class:`~sdeflow.errors.NonFiniteError` (one reduction
+    after the loop)."""
+    _pos("step_size", step_size), _nsteps(steps), _check_x(x)
     h, c = float(step_size), math.sqrt(2.0 * step_size)
     x = x.detach().clone()
     traj = [x] if return_trajectory else None
     for _ in range(steps):
         z = torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            s = score(x).detach()
+            s = _check_out("score", score(x), x).detach()
         x = x + h * s + c * z
         if traj is not None:
             traj.append(x)
+    _guard(x, "ULA", h, check_finite)
     return LangevinResult(x, torch.stack(traj) if traj else None, {"steps": steps})
 
 
 def _energy_and_score(energy, x):
     with torch.enable_grad():
         xr = x.detach().requires_grad_(True)
-        e = energy(xr).reshape(x.shape[0])
+        e = energy(xr)
+        if not isinstance(e, Tensor) or e.numel() != x.shape[0]:
+            got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+            raise SdeflowValueError(f"energy returned {got}; it must return one energy per sample, shape "
+                                    f"(batch,) or (batch, 1) with batch={x.shape[0]}")
+        e = e.reshape(x.shape[0])
         (g,) = torch.autograd.grad(e.sum(), xr)
     return e.detach(), -g
 
 
 def mala(energy: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps: int, *, generator=None,
-         return_trajectory: bool = False) -> LangevinResult:
-    """``steps`` MALA steps on ``p ∝ exp(-energy)``; ``stats["acceptance_rate"]`` is the mean acceptance."""
-    _pos("step_size", step_size), _nsteps(steps)
+         return_trajectory: bool = False, check_finite: bool = True) -> LangevinResult:
+    """``steps`` MALA steps on ``p ∝ exp(-energy)``; ``stats["acceptance_rate"]`` is the mean acceptance.
+
+    A proposal with NaN/Inf energy is rejected (zero density), so the chain stays finite; ``check_finite``
+    refuses a starting point whose energy or score is not finite (it would never move)."""
+    _pos("step_size", step_size), _nsteps(steps), _check_x(x)
     h, c = float(step_size), math.sqrt(2.0 * step_size)
     x = x.detach().clone()
     e, s = _energy_and_score(energy, x)
+    if check_finite and not bool(torch.isfinite(e).all() & torch.isfinite(s).all()):
+        raise NonFiniteError("MALA's starting point has NaN/Inf energy or score: the chain would never move; "
+                             "start where the energy is finite", kind="energy")
     acc = torch.zeros((), dtype=x.dtype, device=x.device)
     traj = [x] if return_trajectory else None
     red = tuple(range(1, x.dim()))
@@ -99,26 +138,30 @@ def mala(energy: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps:
 
 def annealed_langevin(score: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigmas, *, eps: float = 2e-5,
                       steps_per_level: int = 100, generator=None, final_denoise: bool = False,
-                      return_trajectory: bool = False) -> LangevinResult:
+                      return_trajectory: bool = False, check_finite: bool = True) -> LangevinResult:
     r"""NCSN annealed Langevin: for each ``sigma_i`` (decreasing), K ULA steps with
     ``h_i = eps sigma_i^2 / sigma_L^2`` using ``score(x, sigma_i)``. ``final_denoise``: ``x + sigma_L^2 s``
     (Tweedie)."""
-    sig = [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
-    if not sig or any(not (v > 0) for v in sig) or any(b >= a for a, b in zip(sig, sig[1:])):
+    try:
+        sig = [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
+    except (TypeError, ValueError, RuntimeError):
+        raise SdeflowValueError(f"sigmas must be a sequence of numbers, got {type(sigmas).__name__}") from None
+    if not sig or any(not (0 < v < math.inf) for v in sig) or any(b >= a for a, b in zip(sig, sig[1:])):
         raise SdeflowValueError("sigmas must be a strictly decreasing sequence of positive noise levels")
-    _pos("eps", eps), _nsteps(steps_per_level)
+    _pos("eps", eps), _nsteps(steps_per_level, "steps_per_level"), _check_x(x)
     x = x.detach().clone()
     traj = [x] if return_trajectory else None
     sL = sig[-1]
     for si in sig:
         h = eps * si * si / (sL * sL)
         st = torch.full((x.shape[0],), si, dtype=x.dtype, device=x.device)
-        x = ula(lambda y: score(y, st), x, h, steps_per_level, generator=generator).x
+        x = ula(lambda y: score(y, st), x, h, steps_per_level, generator=generator, check_finite=False).x
         if traj is not None:
             traj.append(x)
     if final_denoise:
         st = torch.full((x.shape[0],), sL, dtype=x.dtype, device=x.device)
         with torch.no_grad():
-            x = x + sL * sL * score(x, st)
+            x = x + sL * sL * _check_out("score", score(x, st), x)
+    _guard(x, "annealed Langevin", eps, check_finite)
     return LangevinResult(x, torch.stack(traj) if traj else None,
                           {"levels": len(sig), "steps_per_level": steps_per_level})

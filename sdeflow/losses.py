@@ -23,7 +23,7 @@ from typing import Callable
 
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor, check_number
 from .paths import DiscreteVP, GaussianPath
 
 __all__ = ["eps_loss", "dsm_loss", "cfm_loss", "ncsn_loss", "cd_loss", "ReplayBuffer", "draw_times"]
@@ -31,11 +31,20 @@ __all__ = ["eps_loss", "dsm_loss", "cfm_loss", "ncsn_loss", "cd_loss", "ReplayBu
 Tensor = torch.Tensor
 
 
-def _check(x0, path):
+def _check(x0, path, field=None, method=None, t_min=None, sigma_positive=False):
     if not isinstance(x0, Tensor) or x0.dim() < 1:
         raise SdeflowTypeError("x0 must be a tensor of shape (batch, *event)")
+    check_float_tensor("x0", x0)
     if path is not None and not isinstance(path, GaussianPath):
         raise SdeflowTypeError(f"path must be a GaussianPath (VP(), LinearFlow(), ...), got {type(path).__name__}")
+    if method is not None and not callable(getattr(field, method, None)):
+        raise SdeflowTypeError(f"field must be a sdeflow Field (with .{method}(x, t, path)), got "
+                               f"{type(field).__name__}; wrap the network: NoiseField(net), ScoreField(net), ...")
+    if t_min is not None and not isinstance(path, DiscreteVP):
+        t_min = check_number("t_min", t_min, ge=0.0, lt=1.0, hint="training times are drawn from [t_min, 1]")
+        if sigma_positive and not float(path.sigma(t_min)) > 0:
+            raise SdeflowValueError(f"t_min={t_min} gives sigma = 0 on {path!r}: the loss divides by sigma; "
+                                    f"use t_min > 0 (e.g. path.t_min = {path.t_min})")
 
 
 def _sq(d: Tensor) -> Tensor:
@@ -64,7 +73,7 @@ def _noised(path, x0, generator, t_min, t=None):
 
 def eps_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=None, reduce=True) -> Tensor:
     """DDPM's simple loss ``|eps - eps_hat|^2`` (Ho et al. 2020, Alg. 1), index uniform on a DiscreteVP."""
-    _check(x0, path)
+    _check(x0, path, field, "noise", t_min)
     t, eps, xt, *_ = _noised(path, x0, generator, t_min)
     l = _sq(field.noise(xt, t, path) - eps)
     return l.mean() if reduce else l
@@ -73,7 +82,7 @@ def eps_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=Non
 def dsm_loss(field, path: GaussianPath, x0: Tensor, *, weight: Callable | None = None, generator=None,
              t_min=None, reduce=True) -> Tensor:
     """DSM ``lambda(t) |s(x_t, t) + eps / sigma_t|^2``; ``weight(t) -> lambda`` (default ``sigma_t^2``)."""
-    _check(x0, path)
+    _check(x0, path, field, "score", path.t_min if t_min is None else t_min, sigma_positive=True)
     t, eps, xt, a, s, *_ = _noised(path, x0, generator, t_min)
     lam = s.pow(2) if weight is None else torch.as_tensor(weight(t), dtype=x0.dtype).reshape(s.shape)
     l = _sq(lam.sqrt() * (field.score(xt, t, path) + eps / s))
@@ -82,7 +91,7 @@ def dsm_loss(field, path: GaussianPath, x0: Tensor, *, weight: Callable | None =
 
 def cfm_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=None, reduce=True) -> Tensor:
     """Conditional flow matching ``|v(x_t, t) - (alpha'_t x0 + sigma'_t eps)|^2`` (Lipman et al. 2023)."""
-    _check(x0, path)
+    _check(x0, path, field, "velocity", t_min)
     t, eps, xt, a, s, da, ds = _noised(path, x0, generator, 0.0 if t_min is None else t_min)
     l = _sq(field.velocity(xt, t, path) - (da * x0 + ds * eps))
     return l.mean() if reduce else l

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_int, check_number
 
 __all__ = ["sliced_w2", "mmd2", "mode_weights", "moment_errors"]
 
@@ -20,8 +20,12 @@ Tensor = torch.Tensor
 
 
 def _flat(x: Tensor, name: str) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() < 2 or x.shape[0] < 2:
-        raise SdeflowValueError(f"{name} must be a tensor of shape (n >= 2, *event)")
+    if not isinstance(x, Tensor):
+        raise SdeflowTypeError(f"{name} must be a torch.Tensor of shape (n >= 2, *event), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise SdeflowTypeError(f"{name} must have a floating dtype, got {x.dtype}; use {name}.float()")
+    if x.dim() < 2 or x.shape[0] < 2:
+        raise SdeflowValueError(f"{name} must be a tensor of shape (n >= 2, *event), got {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1).to(torch.float64)
 
 
@@ -40,6 +44,7 @@ def _quantiles(v: Tensor, m: int) -> Tensor:
 def sliced_w2(x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.Generator | None = None) -> float:
     """Sliced W2 between the empirical distributions of ``x`` and ``y`` (sizes may differ)."""
     a, b = _flat(x, "x"), _flat(y, "y").to(x.device)
+    n_projections = check_int("n_projections", n_projections)
     if a.shape[1] != b.shape[1]:
         raise SdeflowValueError(f"x and y must have the same event size, got {a.shape[1]} and {b.shape[1]}")
     g = generator if generator is not None else torch.Generator().manual_seed(0)
@@ -55,6 +60,10 @@ def sliced_w2(x: Tensor, y: Tensor, n_projections: int = 256, generator: torch.G
 def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
     """Unbiased MMD^2 with kernel exp(-|u - v|^2 / (2 bandwidth^2)); bandwidth: median pairwise distance."""
     a, b = _flat(x, "x"), _flat(y, "y").to(x.device)
+    if a.shape[1] != b.shape[1]:
+        raise SdeflowValueError(f"x and y must have the same event size, got {a.shape[1]} and {b.shape[1]}")
+    if bandwidth is not None:
+        bandwidth = check_number("bandwidth", bandwidth, gt=0.0)
     z = torch.cat([a, b])
     d2 = torch.cdist(z, z).pow(2)
     if bandwidth is None:
@@ -70,7 +79,9 @@ def mmd2(x: Tensor, y: Tensor, bandwidth: float | None = None) -> float:
 def mode_weights(x: Tensor, centres: Tensor) -> Tensor:
     """Fraction of the samples ``x`` (n, d) whose nearest centre (K, d) is each centre; shape (K,)."""
     a = _flat(x, "x")
-    c = torch.as_tensor(centres, dtype=torch.float64, device=a.device).reshape(-1, a.shape[1])
+    c = torch.as_tensor(centres, dtype=torch.float64, device=a.device)
+    if c.dim() != 2 or c.shape[1] != a.shape[1] or c.shape[0] < 1:
+        raise SdeflowValueError(f"centres must have shape (K >= 1, {a.shape[1]}) to match x, got {tuple(c.shape)}")
     idx = torch.cdist(a, c).argmin(dim=1)
     return torch.bincount(idx, minlength=c.shape[0]).to(torch.float64) / a.shape[0]
 
@@ -80,4 +91,8 @@ def moment_errors(x: Tensor, mean: Tensor, cov: Tensor) -> dict:
     a = _flat(x, "x")
     m = torch.as_tensor(mean, dtype=torch.float64, device=a.device)
     c = torch.as_tensor(cov, dtype=torch.float64, device=a.device)
+    d = a.shape[1]
+    if m.shape != (d,) or c.shape != (d, d):
+        raise SdeflowValueError(f"mean must have shape ({d},) and cov ({d}, {d}) to match x, got "
+                                f"{tuple(m.shape)} and {tuple(c.shape)}")
     return {"mean": float((a.mean(0) - m).norm()), "cov": float((torch.cov(a.T).reshape(c.shape) - c).norm())}

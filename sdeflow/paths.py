@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .errors import SdeflowValueError, SdeflowTypeError
+from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor, check_number
 
 __all__ = [
     "GaussianPath",
@@ -46,6 +46,21 @@ def as_time(t) -> Tensor:
     if isinstance(t, Tensor):
         return t if t.is_floating_point() else t.to(torch.float64)
     return torch.as_tensor(t, dtype=torch.float64)
+
+
+def _check_shape(shape) -> tuple[int, ...]:
+    """A shape: a tuple of non-negative integers (an int is a 1-tuple)."""
+    if isinstance(shape, int) and not isinstance(shape, bool):
+        shape = (shape,)
+    try:
+        out = tuple(shape)
+    except TypeError:
+        raise SdeflowTypeError(f"shape must be a tuple of integers, got {shape!r}") from None
+    import numbers
+
+    if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0 for v in out):
+        raise SdeflowValueError(f"shape must be a tuple of non-negative integers, got {shape!r}")
+    return tuple(int(v) for v in out)
 
 
 def _bcast(c: Tensor, x: Tensor) -> Tensor:
@@ -137,7 +152,10 @@ class GaussianPath:
         This neglects the data term :math:`\alpha_t x_0`, exact when :math:`\alpha_t = 0` (linear flow,
         cosine VP) and within :math:`\alpha_1` otherwise (VP: 0.0066 for the default betas).
         """
-        t = self.t_max if t is None else t
+        t = self.t_max if t is None else check_number("t", t, ge=0.0, le=1.0)
+        shape = _check_shape(shape)
+        if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise SdeflowTypeError(f"dtype must be a floating torch.dtype, got {dtype}")
         s = float(self.sigma(t))
         return s * torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
 
@@ -147,6 +165,14 @@ class GaussianPath:
 
         ``t`` is a number or a ``(batch,)`` tensor.
         """
+        check_float_tensor("x0", x0)
+        if x0.dim() < 1:
+            raise SdeflowValueError("x0 must have shape (batch, *event)")
+        if isinstance(t, Tensor) and t.dim() > 0 and t.shape != (x0.shape[0],):
+            raise SdeflowValueError(f"t must be a number or a (batch,) tensor with batch={x0.shape[0]}, got "
+                                    f"shape {tuple(t.shape)}")
+        if eps is not None and (not isinstance(eps, Tensor) or eps.shape != x0.shape):
+            raise SdeflowValueError(f"eps must be a tensor shaped like x0 {tuple(x0.shape)}")
         if eps is None:
             eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         a, s, _, _ = self.coefficients(as_time(t).to(x0.device))
@@ -172,7 +198,8 @@ class VP(GaussianPath):
     t_min = 1e-3
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        beta_min, beta_max = float(beta_min), float(beta_max)
+        beta_min = check_number("beta_min", beta_min)
+        beta_max = check_number("beta_max", beta_max)
         if not (beta_min >= 0.0):
             raise SdeflowValueError(f"beta_min must be >= 0, got {beta_min}")
         if not (beta_max > beta_min):
@@ -258,7 +285,7 @@ class CosineVP(GaussianPath):
     t_min = 1e-3
 
     def __init__(self, s: float = 0.008):
-        s = float(s)
+        s = check_number("s", s)
         if not s > 0:
             raise SdeflowValueError(f"s must be > 0, got {s}")
         self.s = s
@@ -295,7 +322,8 @@ class VE(GaussianPath):
     t_min = 0.0
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
-        sigma_min, sigma_max = float(sigma_min), float(sigma_max)
+        sigma_min = check_number("sigma_min", sigma_min)
+        sigma_max = check_number("sigma_max", sigma_max)
         if not sigma_min > 0:
             raise SdeflowValueError(f"sigma_min must be > 0, got {sigma_min}; the VE path needs a positive "
                                     f"smallest noise level (use a final denoising step to reach sigma = 0)")
@@ -357,7 +385,7 @@ class EDM(GaussianPath):
     ``integration_path`` for fields trained on any other path. Default ``t_min = 0.002/sigma_max``."""
 
     def __init__(self, sigma_max: float = 80.0):
-        sigma_max = float(sigma_max)
+        sigma_max = check_number("sigma_max", sigma_max)
         if not sigma_max > 0:
             raise SdeflowValueError(f"sigma_max must be > 0, got {sigma_max}")
         self.sigma_max = sigma_max
@@ -407,7 +435,7 @@ class AffinePath(GaussianPath):
             if fn is not None and not callable(fn):
                 raise SdeflowTypeError(f"{arg} must be a callable of a tensor t, got {type(fn).__name__}")
         self._alpha, self._sigma, self._dalpha, self._dsigma = alpha, sigma, dalpha, dsigma
-        self.t_min = float(t_min)
+        self.t_min = check_number("t_min", t_min, ge=0.0, lt=1.0, hint="t_min is where sampling stops, in [0, 1)")
         self.name = name
         tt = torch.linspace(0.0, 1.0, 257, dtype=torch.float64)
         a, s, _, _ = self.coefficients(tt)
@@ -450,13 +478,18 @@ class DiscreteVP(GaussianPath):
     def __init__(self, betas: Sequence[float] | Tensor | None = None, *, T: int = 1000,
                  beta_start: float = 1e-4, beta_end: float = 0.02):
         if betas is None:
-            if not (isinstance(T, int) and T >= 1):
+            if isinstance(T, bool) or not (isinstance(T, int) and T >= 1):
                 raise SdeflowValueError(f"T must be a positive integer, got {T!r}")
+            beta_start, beta_end = check_number("beta_start", beta_start), check_number("beta_end", beta_end)
             if not (0 < beta_start < beta_end < 1):
                 raise SdeflowValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, "
                                         f"beta_end={beta_end}")
             betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
-        betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        try:
+            betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise SdeflowTypeError(f"betas must be a sequence or tensor of numbers in (0, 1), got "
+                                   f"{type(betas).__name__}") from e
         if betas.numel() < 1 or not ((betas > 0) & (betas < 1)).all():
             raise SdeflowValueError("betas must be a non-empty table with every entry in (0, 1)")
         self.betas = betas

@@ -22,9 +22,10 @@ from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor
 from .fields import Field
 from .grids import check_grid, make_grid
 from .noise import as_noise_source
-from .paths import GaussianPath
+from .paths import GaussianPath, _check_shape
 from .runner import diagnose, run
 from .solution import Solution
+from .solve import make_solver
 from .terms import FieldTerm, map_times
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
@@ -102,7 +103,7 @@ def _initial_state(x_init, n, shape, dtype, device):
     if shape is None:
         raise SdeflowValueError("shape (the event shape of one sample, e.g. (2,)) is needed with n; or pass "
                                 "x_init")
-    shape = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(s) for s in shape)
+    shape = _check_shape(shape)
     dtype = torch.float32 if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or dtype in (torch.float16,
                                                                                       torch.bfloat16):
@@ -164,7 +165,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     gamma2_fn = resolve_gamma2(gamma, ipath)
     if solver is None:
         solver = "heun" if gamma2_fn is None else "stochastic_heun"
-    solver = _solvers.get(solver, **solver_options)
+    solver = make_solver(solver, solver_options)
     if gamma2_fn is not None and not solver.sde:
         raise SdeflowValueError(f"gamma={gamma!r} makes the dynamics an SDE, but solver {solver.name!r} is an ODE "
                                 f"solver; use an SDE solver ({', '.join(_solvers.available(sde=True))}) "
@@ -212,6 +213,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         times = np.append(times, grid_tau[-1])
     gamma2 = None if gamma2_fn is None else gamma2_fn(torch.as_tensor(times)).numpy()
 
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SdeflowTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}; for an "
+                               f"integer seed use noise=seed (PerSampleNoise)")
     noise_src = as_noise_source(noise, generator, device)
     transfer = ipath is not path
     c_in = float(ipath.scale(grid_list[0]) / path.scale(t_max)) if transfer else 1.0
@@ -242,6 +246,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             if start == 0:
                 field.validate_times(term.train_times)
         term.nfe = 0
+        term.check = bool(check_finite) and not solver.planned  # adaptive: syncs every step anyway
         state0 = src.get_state() if check_finite else None
 
         def finish(x, term=term):

@@ -9,22 +9,53 @@ Brownian motion per sample; ``"additive"``: declares that ``g`` ignores ``x``).
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from . import solvers as _solvers
-from .errors import SdeflowValueError, check_float_tensor
+from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor
 from .grids import check_grid
 from .noise import as_noise_source
 from .runner import diagnose, run
 from .solution import Solution
 from .terms import CallableTerm
 
-__all__ = ["solve"]
+__all__ = ["solve", "make_solver"]
 
 Tensor = torch.Tensor
+
+
+def make_solver(solver, options: dict):
+    """``solvers.get(solver, **options)`` with option names checked against the solver's constructor:
+    an unknown option, or a value its constructor cannot take, raises an sdeflow error naming it."""
+    try:
+        base = _solvers.get(solver)
+    except TypeError as e:  # a backend needs its method argument, etc.
+        if isinstance(e, SdeflowTypeError):
+            raise
+        base = None
+    if not options:
+        if base is None:
+            return _solvers.get(solver)
+        return base
+    if base is not None and not isinstance(solver, _solvers.Solver):
+        params = inspect.signature(type(base).__init__).parameters
+        if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+            known = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_POSITIONAL]
+            unknown = sorted(set(options) - set(known))
+            if unknown:
+                raise SdeflowTypeError(f"solver {base.name!r} has no option(s) {', '.join(unknown)}; its options "
+                                       f"are: {', '.join(known) or 'none'} (sampler arguments such as steps/nfe/"
+                                       f"grid are not solver options for solve())")
+    try:
+        return _solvers.get(solver, **options)
+    except (SdeflowValueError, SdeflowTypeError):
+        raise
+    except (TypeError, ValueError) as e:
+        raise SdeflowValueError(f"solver options {options!r} were refused by {solver!r}: {e}") from None
 
 
 def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid: Sequence[float] | Tensor,
@@ -37,6 +68,10 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
     ``"euler_maruyama"`` otherwise. ``sde_type`` (``"ito"`` or ``"stratonovich"``) says how to read a
     multiplicative-noise SDE; a solver converging to the other interpretation is refused. Returns a
     :class:`~sdeflow.solution.Solution` with the final state, optional trajectory and NFE.
+
+    ``check_finite`` (default True): a NaN/Inf output raises :class:`~sdeflow.errors.NonFiniteError` naming
+    the step and time (fixed-step solvers: one reduction after the solve, then a checked replay; adaptive
+    solvers check each drift evaluation, as they synchronise every step anyway). False turns it off.
     """
     x0 = check_float_tensor("x0", x0, allow_half=False)
     if x0.dim() < 1:
@@ -47,7 +82,7 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
     additive_hint = diffusion is None or isinstance(diffusion, (int, float)) or noise_type == "additive"
     if solver is None:
         solver = "heun" if diffusion is None else ("stochastic_heun" if additive_hint else "euler_maruyama")
-    solver = _solvers.get(solver, **solver_options)
+    solver = make_solver(solver, solver_options)
     if solver.needs != "drift":
         raise SdeflowValueError(f"solver {solver.name!r} needs a Gaussian path and a field (it steps with data or "
                                 f"noise predictions); use sdeflow.sample, or a drift solver: "
@@ -68,6 +103,8 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
                                 f"diffusion ignores x, or use euler_maruyama")
     src = as_noise_source(noise, generator, x0.device) if term.is_sde else None
     state0 = src.get_state() if (check_finite and src is not None) else None
+    if not solver.planned:  # adaptive: already one host sync per step, so check every evaluation
+        term.check = bool(check_finite)
     grid_list = [float(v) for v in g]
     x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
     if check_finite and not bool(torch.isfinite(x).all()):
