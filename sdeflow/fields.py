@@ -209,6 +209,11 @@ class EnergyField(Field):
         with torch.enable_grad():
             xr = x if (self.create_graph and x.requires_grad) else x.detach().requires_grad_(True)
             e = self.net(xr, t) if self.time else self.net(xr)
+            if not isinstance(e, Tensor) or e.shape not in ((x.shape[0],), (x.shape[0], 1)):
+                got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+                raise SdeflowValueError(f"the energy network returned {got}; EnergyField needs one energy per "
+                                        f"sample, shape ({x.shape[0]},) or ({x.shape[0]}, 1) (for a network "
+                                        f"returning the score itself use ScoreField)")
             (g,) = torch.autograd.grad(e.sum(), xr, create_graph=self.create_graph)
         return -g
 
