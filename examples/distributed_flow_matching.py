@@ -15,8 +15,10 @@ On GPUs, ``--nproc_per_node <gpus>`` picks nccl and one device per process.
 2. Sampling: ``sdeflow.distributed.sample_sharded`` splits the ``--samples`` samples into contiguous blocks, one
    per rank, each integrating the probability-flow ODE with ``PerSampleNoise(--seed)``; rank 0 gathers
    them, every rank writes its shard next to a manifest (``--out``), and rank 0 reloads the shards,
-   checks them against the gathered samples and prints the sliced W2 distance to fresh data and the
-   weights of the 8 modes (each 1/8 for the target).
+   checks them against the gathered samples and prints the sliced W2 distance to fresh data, the
+   weights of the 8 modes (each 1/8 for the target), and whether one process drawing all the samples in
+   one batch gives the same bits (it does when the network's kernels do not depend on the batch size;
+   see docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -89,9 +91,15 @@ def main() -> None:
         w2 = metrics.sliced_w2(x, ref)
         w2_ref = metrics.sliced_w2(target.sample(args.samples, generator=torch.Generator().manual_seed(2)), ref)
         modes = metrics.mode_weights(x, target.means)
+        with torch.no_grad():  # the same N samples on this one process, in one batch
+            single = sf.sample(path, sf.VelocityField(net), "heun", steps=args.sample_steps, t_min=1e-3,
+                               n=args.samples, shape=(2,), device=device, noise=sf.PerSampleNoise(args.seed)).x.cpu()
+        same = "bitwise identical" if torch.equal(single, x) else \
+            f"NOT bitwise identical (max |diff| {float((single - x).abs().max()):.1e}: batch-size dependent kernels)"
         print(f"{args.samples} samples from {world} process(es); shards + manifest in {out.manifest}")
         print(f"sliced W2 to fresh data {w2:.4f} (two data sets of this size: {w2_ref:.4f})")
         print("mode weights (target 0.125 each): " + " ".join(f"{w:.3f}" for w in modes.tolist()))
+        print(f"single-process sample(..., noise=PerSampleNoise({args.seed})) of all {args.samples}: {same}")
     if launched:
         dist.destroy_process_group()
 

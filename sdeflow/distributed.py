@@ -24,8 +24,7 @@ Results leave the ranks in one of two ways (both without pickle):
   SHA-256 digests travel as uint8 tensors to rank 0, which writes ``manifest.json`` (N, event shape,
   dtype, world size, the rows and digest of every shard). :func:`load_shards` checks every shard against
   the manifest and reassembles the N samples, raising :class:`ShardError` that names a missing or corrupt
-  file and how to
-  get it back.
+  file and how to get it back.
 
 Without an initialised process group every function runs as a single process (rank 0 of 1), so the same
 script works under ``python`` and under ``torchrun``.
