@@ -1,0 +1,149 @@
+"""The documentation site: it builds with ``mkdocs build --strict``, and its tables agree with the code.
+
+``docs/concepts/conversions.md`` tabulates every conversion between field kinds and every path's
+``(alpha, sigma, t_min)``; each cell is written out here and checked, on every path, against an exact oracle
+and against ``Field.as_kind``.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import math
+import pathlib
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import sdeflow as sf
+from sdeflow.fields import NetField
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+PATHS = {
+    "VP": sf.VP(), "SubVP": sf.SubVP(), "CosineVP": sf.CosineVP(), "VE": sf.VE(), "EDM": sf.EDM(),
+    "LinearFlow": sf.LinearFlow(), "AffinePath": sf.AffinePath(lambda t: 1 - t, lambda t: t.sqrt()),
+    "DiscreteVP": sf.DiscreteVP(),
+}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
+                    reason="mkdocs/mkdocstrings not installed (pip install -e '.[dev]' installs them)")
+def test_mkdocs_build_strict(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f",
+                          str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert out.returncode == 0, f"mkdocs build --strict failed:\n{out.stdout}\n{out.stderr}"
+    assert (tmp_path / "site" / "index.html").is_file()
+
+
+# ---- docs/concepts/conversions.md: the table, cell by cell ---------------------------------------
+def _table(kind_from, kind_to, x, n, a, s, da, ds):
+    """The cell (row ``kind_from``, column ``kind_to``) of the conversion table, as written in the docs."""
+    f = da / a
+    g2 = 2 * s * ds - 2 * f * s * s
+    det = ds * a - s * da
+    cells = {
+        ("noise", "noise"): lambda: n,
+        ("noise", "data"): lambda: (x - s * n) / a,
+        ("noise", "score"): lambda: -n / s,
+        ("noise", "velocity"): lambda: f * x + (ds - f * s) * n,
+        ("data", "noise"): lambda: (x - a * n) / s,
+        ("data", "data"): lambda: n,
+        ("data", "score"): lambda: -(x - a * n) / s**2,
+        ("data", "velocity"): lambda: ds / s * x + (da - ds / s * a) * n,
+        ("score", "noise"): lambda: -s * n,
+        ("score", "data"): lambda: (x + s * s * n) / a,
+        ("score", "score"): lambda: n,
+        ("score", "velocity"): lambda: f * x - 0.5 * g2 * n,
+        ("velocity", "noise"): lambda: (a * n - da * x) / det,
+        ("velocity", "data"): lambda: (ds * x - s * n) / det,
+        ("velocity", "score"): lambda: -(a * n - da * x) / (s * det),
+        ("velocity", "velocity"): lambda: n,
+    }
+    return cells[(kind_from, kind_to)]()
+
+
+def _energy_row(kind_to, x, gradE, a, s, da, ds):
+    f = da / a
+    g2 = 2 * s * ds - 2 * f * s * s
+    return {"noise": s * gradE, "data": (x - s * s * gradE) / a, "score": -gradE,
+            "velocity": f * x + 0.5 * g2 * gradE}[kind_to]
+
+
+KINDS = ("noise", "data", "score", "velocity")
+
+
+@pytest.mark.parametrize("pname", list(PATHS))
+def test_conversion_table(pname):
+    path = PATHS[pname]
+    g = torch.Generator().manual_seed(1)
+    target = sf.Gaussian(torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 2.0], dtype=torch.float64))
+    t = 0.4  # a DiscreteVP knot (400/1000) and an interior point of every path
+    x = torch.randn(16, 2, generator=g, dtype=torch.float64) * 1.5
+    a, s, da, ds = (c.reshape(()) for c in path.coefficients(torch.tensor(t, dtype=torch.float64)))
+    for frm in KINDS:
+        n = target.predict(x, t, path, frm)
+        field = NetField(lambda x_, t_, k=frm: target.predict(x_, t_, path, k), frm)
+        for to in KINDS:
+            exact = target.predict(x, t, path, to)
+            torch.testing.assert_close(_table(frm, to, x, n, a, s, da, ds), exact, rtol=1e-10, atol=1e-10,
+                                       msg=f"docs table cell {frm} -> {to} on {pname}")
+            torch.testing.assert_close(field.as_kind(to, x, t, path), exact, rtol=1e-10, atol=1e-10)
+    # energy row: E = |x - alpha mu|^2 / (2 V) is the Gaussian's energy at t (score -grad E)
+    m, V = target.moments(path, t)
+    energy = sf.EnergyField(lambda x_, t_: ((x_ - m) ** 2 / (2 * V)).sum(-1))
+    gradE = (x - m) / V
+    for to in KINDS:
+        exact = target.predict(x, t, path, to)
+        torch.testing.assert_close(_energy_row(to, x, gradE, a, s, da, ds), exact, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(energy.as_kind(to, x, t, path), exact, rtol=1e-10, atol=1e-10)
+
+
+def test_path_table():
+    """The (alpha, sigma, default t_min) columns of the path table."""
+    t = torch.tensor([0.1, 0.4, 0.7], dtype=torch.float64)
+
+    def vp_alpha(t, bmin=0.1, bmax=20.0):
+        return torch.exp(-(bmin * t + 0.5 * (bmax - bmin) * t**2) / 2)
+
+    phi = lambda t, s=0.008: math.pi / 2 * (t + s) / (1 + s)  # noqa: E731
+    expected = {
+        "VP": (vp_alpha(t), (1 - vp_alpha(t) ** 2).sqrt(), 1e-3),
+        "SubVP": (vp_alpha(t), 1 - vp_alpha(t) ** 2, 1e-3),
+        "CosineVP": (torch.cos(phi(t)) / math.cos(phi(0.0)), (1 - (torch.cos(phi(t)) / math.cos(phi(0.0))) ** 2).sqrt(), 1e-3),
+        "VE": (torch.ones_like(t), 0.01 * (50 / 0.01) ** t, 0.0),
+        "EDM": (torch.ones_like(t), 80 * t, 0.002 / 80),
+        "LinearFlow": (1 - t, t, 0.0),
+        "AffinePath": (1 - t, t.sqrt(), 1e-3),
+    }
+    for name, (alpha, sigma, t_min) in expected.items():
+        a, s, _, _ = PATHS[name].coefficients(t)
+        torch.testing.assert_close(a, alpha, rtol=1e-12, atol=1e-12, msg=name)
+        torch.testing.assert_close(s, sigma, rtol=1e-12, atol=1e-12, msg=name)
+        assert PATHS[name].t_min == pytest.approx(t_min), name
+    dvp = PATHS["DiscreteVP"]
+    abar = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64), 0)
+    knots = torch.tensor([1, 400, 1000], dtype=torch.float64) / 1000
+    a, s, _, _ = dvp.coefficients(knots)
+    torch.testing.assert_close(a, abar[[0, 399, 999]].sqrt(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(s, (1 - abar[[0, 399, 999]]).sqrt(), rtol=1e-12, atol=1e-12)
+    assert dvp.t_min == pytest.approx(1 / 1000)
+
+
+def test_api_reference_covers_every_solver_module():
+    """Each solver module has a docstring and appears on docs/api/solvers.md."""
+    page = (ROOT / "docs" / "api" / "solvers.md").read_text()
+    missing_doc, missing_page = [], []
+    for f in sorted((ROOT / "sdeflow" / "solvers").glob("*.py")):
+        if f.stem == "__init__":
+            continue
+        if not ast.get_docstring(ast.parse(f.read_text())):
+            missing_doc.append(f.name)
+        if f"::: sdeflow.solvers.{f.stem}\n" not in page:
+            missing_page.append(f.stem)
+    assert not missing_doc, f"solver modules without a module docstring: {missing_doc}"
+    assert not missing_page, f"add these modules to docs/api/solvers.md: {missing_page}"
