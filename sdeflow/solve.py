@@ -42,7 +42,8 @@ def make_solver(solver, options: dict):
             return _solvers.get(solver)
         return base
     if base is not None and not isinstance(solver, _solvers.Solver):
-        params = inspect.signature(type(base).__init__).parameters
+        init = type(base).__init__
+        params = {} if init is object.__init__ else inspect.signature(init).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             known = [n for n, p in params.items() if n != "self" and p.kind is not p.VAR_POSITIONAL]
             unknown = sorted(set(options) - set(known))

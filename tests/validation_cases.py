@@ -1,0 +1,247 @@
+"""The validation table: one row per (entry point, argument, bad condition), shared by
+tests/test_validation.py (each row must raise its exception with its message) and docs/errors.md
+(regenerate the table with ``python tests/validation_cases.py``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+import sdeflow as sf
+from sdeflow import grids as G
+from sdeflow import io
+from sdeflow import langevin as L
+from sdeflow import losses as Lo
+from sdeflow import metrics as M
+
+D = torch.float64
+TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
+X = torch.zeros(4, 2, dtype=D)
+VP = sf.VP()
+NOISE = TARGET.field("noise")
+VE_, TE_, NF_ = sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError
+
+
+@dataclass
+class Case:
+    entry: str
+    argument: str
+    condition: str
+    exc: type
+    match: str
+    call: Callable
+
+
+def _s(**kw):
+    args = dict(x_init=X, steps=3)
+    args.update(kw)
+    for k in [k for k, v in args.items() if v is None]:
+        del args[k]
+    return lambda: sf.sample(VP, args.pop("field", NOISE), args.pop("solver", "euler"), **args)
+
+
+def _solve(*a, **kw):
+    return lambda: sf.solve(*a, **kw)
+
+
+_neg = lambda x, t: -x  # noqa: E731
+_nan = lambda x, t: x * float("nan")  # noqa: E731
+
+CASES = [
+    # ---- paths -------------------------------------------------------------------------------
+    Case("VP / SubVP", "beta_min", "< 0", VE_, "beta_min must be >= 0", lambda: sf.VP(-0.1, 20.0)),
+    Case("VP / SubVP", "beta_max", "<= beta_min", VE_, "beta_min must be < beta_max", lambda: sf.SubVP(20.0, 1.0)),
+    Case("VP / SubVP", "beta_min, beta_max", "NaN, Inf", VE_, "beta_max must be finite", lambda: sf.VP(0.1, float("inf"))),
+    Case("VP / SubVP", "beta_min, beta_max", "not a number", TE_, "beta_min must be a real number", lambda: sf.VP("a", 2.0)),
+    Case("VE", "sigma_min", "<= 0", VE_, "sigma_min must be > 0", lambda: sf.VE(0.0, 1.0)),
+    Case("VE", "sigma_max", "<= sigma_min", VE_, "sigma_max must be > sigma_min", lambda: sf.VE(2.0, 1.0)),
+    Case("VE", "sigma_max", "Inf", VE_, "sigma_max must be finite", lambda: sf.VE(0.01, float("inf"))),
+    Case("EDM", "sigma_max", "<= 0", VE_, "sigma_max must be > 0", lambda: sf.EDM(0.0)),
+    Case("CosineVP", "s", "<= 0", VE_, "s must be > 0", lambda: sf.CosineVP(0.0)),
+    Case("DiscreteVP", "T", "< 1 or not an int", VE_, "T must be a positive integer", lambda: sf.DiscreteVP(T=0)),
+    Case("DiscreteVP", "betas", "an entry outside (0, 1)", VE_, r"every entry in \(0, 1\)", lambda: sf.DiscreteVP([0.5, 1.0])),
+    Case("DiscreteVP", "beta_start, beta_end", "not 0 < start < end < 1", VE_, "need 0 < beta_start < beta_end < 1",
+         lambda: sf.DiscreteVP(beta_start=0.02, beta_end=1e-4)),
+    Case("AffinePath", "t_min", "outside [0, 1)", VE_, r"t_min must be finite and >= 0 and < 1",
+         lambda: sf.AffinePath(lambda t: 1 - t, lambda t: t, t_min=1.5)),
+    Case("AffinePath", "alpha, sigma", "log-SNR not decreasing", VE_, "must decrease strictly",
+         lambda: sf.AffinePath(lambda t: t, lambda t: 1 - t)),
+    Case("AffinePath", "alpha", "not callable", TE_, "alpha must be a callable", lambda: sf.AffinePath(1.0, lambda t: t)),
+    Case("path.q_sample", "x0", "not a floating tensor", TE_, "x0 must be a torch.Tensor", lambda: VP.q_sample([1.0], 0.5)),
+    Case("path.q_sample", "t", "tensor not (batch,)", VE_, r"t must be a number or a \(batch,\) tensor",
+         lambda: VP.q_sample(X, torch.ones(3, dtype=D))),
+    Case("path.prior_sample", "shape", "negative entries", VE_, "shape must be a tuple of non-negative integers",
+         lambda: VP.prior_sample((2, -1))),
+    Case("path.prior_sample", "dtype", "not floating", TE_, "dtype must be a floating", lambda: VP.prior_sample((2,), dtype=torch.long)),
+    # ---- sample: state, sizes --------------------------------------------------------------------
+    Case("sample", "path", "not a GaussianPath", TE_, "path must be a GaussianPath", lambda: sf.sample("VP", NOISE, steps=2, x_init=X)),
+    Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",
+         lambda: sf.sample(VP, _neg, steps=2, x_init=X)),
+    Case("sample", "x_init", "integer dtype", TE_, "x_init must have a floating dtype", _s(x_init=torch.zeros(3, 2, dtype=torch.long))),
+    Case("sample", "x_init", "float16/bfloat16", TE_, "too coarse for solver state", _s(x_init=X.half())),
+    Case("sample", "x_init", "not a tensor", TE_, "x_init must be a torch.Tensor", _s(x_init=[[0.0, 1.0]])),
+    Case("sample", "n, shape, dtype, device", "disagree with x_init", VE_, "n=3 disagrees with x_init's batch size 4", _s(n=3)),
+    Case("sample", "dtype", "disagrees with x_init", TE_, "dtype=torch.float32 disagrees", _s(dtype=torch.float32)),
+    Case("sample", "device", "disagrees with x_init", VE_, "device=meta disagrees", _s(device="meta")),
+    Case("sample", "n", "missing, < 1 or not an int", VE_, "give x_init, or n", _s(x_init=None, n=2.5, shape=2)),
+    Case("sample", "shape", "missing with n", VE_, "shape .* is needed with n", _s(x_init=None, n=3)),
+    Case("sample", "shape", "negative entries", VE_, "shape must be a tuple of non-negative integers",
+         _s(x_init=None, n=2, shape=(-1,))),
+    Case("sample", "dtype", "half or not floating", TE_, "dtype must be torch.float32 or torch.float64",
+         _s(x_init=None, n=2, shape=2, dtype=torch.bfloat16)),
+    Case("sample", "chunk_size", "< 1", VE_, "chunk_size must be a positive integer", _s(chunk_size=0)),
+    # ---- sample: steps, budgets, grids ------------------------------------------------------------
+    Case("sample", "steps", "< 1 or not an int", VE_, "steps must be a positive integer", _s(steps=0)),
+    Case("sample", "steps, nfe", "both or neither", VE_, "either steps= or nfe=", _s(nfe=3)),
+    Case("sample", "nfe", "below the solver's minimum", VE_, "nfe=1 is below the minimum of 2 for solver 'heun'",
+         _s(steps=None, nfe=1, solver="heun")),
+    Case("sample", "nfe", "below the minimum with final_denoise", VE_, r"minimum of 3 \(including 1 for final_denoise\)",
+         _s(steps=None, nfe=2, solver="heun", final_denoise=True)),
+    Case("sample", "nfe", "an explicit grid needs more", VE_, "the grid needs 4 evaluations",
+         _s(steps=None, nfe=3, solver="heun", grid=[1.0, 0.5, 0.1])),
+    Case("sample", "t_min, t_max", "not 0 <= t_min < t_max <= 1", VE_, "need 0 <= t_min < t_max <= 1", _s(t_min=0.5, t_max=0.2)),
+    Case("sample", "grid", "unknown name", VE_, "unknown grid 'cosine'", _s(grid="cosine")),
+    Case("sample", "grid", "not strictly decreasing", VE_, "strictly decreasing", _s(steps=None, grid=[1.0, 0.5, 0.5, 0.1])),
+    Case("sample", "grid", "outside [0, 1]", VE_, r"leaves \[0, 1\]", _s(steps=None, grid=[1.5, 0.5])),
+    Case("sample", "grid", "fewer than 2 points", VE_, "at least 2 times", _s(steps=None, grid=[1.0])),
+    Case("sample", "grid", "NaN/Inf", VE_, "NaN or Inf", _s(steps=None, grid=[1.0, float("nan")])),
+    Case("sample", "grid", "integer tensor", TE_, "floating tensor of times", _s(steps=None, grid=torch.tensor([1, 0]))),
+    Case("sample", "steps", "given with an explicit grid", VE_, "steps is set by the explicit grid", _s(grid=[1.0, 0.5])),
+    Case("sample", "t_min, t_max", "disagree with an explicit grid", VE_, "t_min=0.1 disagrees",
+         _s(steps=None, grid=[1.0, 0.5], t_min=0.1)),
+    Case("sample", "rho", "<= 0", VE_, "rho must be > 0", _s(grid="karras", rho=-1.0)),
+    Case("sample", "grid='log_snr'/'karras'", "infinite log-SNR at an end", VE_, "needs a finite log-SNR",
+         _s(grid="log_snr", t_min=0.0)),
+    # ---- sample: solvers, gamma, noise -------------------------------------------------------------
+    Case("sample / solve", "solver", "unknown name", VE_, r"unknown solver 'hune'. Did you mean 'heun'\?", _s(solver="hune")),
+    Case("sample / solve", "solver", "not a name/class/instance", TE_, "solver must be a name", _s(solver=3)),
+    Case("sample / solve", "solver options", "unknown option name", TE_, "solver 'heun' has no option.*foo", _s(solver="heun", foo=1)),
+    Case("sample", "eta (ddim)", "outside [0, 1]", VE_, r"eta must be in \[0, 1\]", _s(solver="ddim", eta=2.0)),
+    Case("sample / solve", "rtol, atol (adaptive)", "< 0 or both 0", VE_, "rtol and atol must be >= 0",
+         _s(steps=None, solver="dopri5", rtol=-1.0)),
+    Case("sample", "gamma", "negative or NaN", VE_, "gamma must be >= 0", _s(solver="euler_maruyama", gamma=-1.0)),
+    Case("sample", "gamma", "unknown string", VE_, "gamma must be a number >= 0, 'reverse'", _s(solver="euler_maruyama", gamma="fwd")),
+    Case("sample", "gamma", "> 0 with an ODE solver", VE_, "makes the dynamics an SDE", _s(solver="heun", gamma="reverse")),
+    Case("sample / solve", "generator", "not a torch.Generator", TE_, "generator must be a torch.Generator",
+         _s(solver="euler_maruyama", gamma=1.0, generator=3)),
+    Case("sample / solve", "generator", "on another device than x", VE_, "generator is on cpu but x is on meta",
+         lambda: sf.noise.as_noise_source(None, torch.Generator(), torch.device("meta"))),
+    Case("sample / solve", "noise", "not a NoiseSource or int", TE_, "noise must be a NoiseSource",
+         _s(solver="euler_maruyama", gamma=1.0, noise="a")),
+    Case("sample / solve", "noise, generator", "both given", VE_, "either noise=", _s(solver="euler_maruyama", gamma=1.0, noise=1,
+                                                                                       generator=torch.Generator())),
+    Case("PerSampleNoise", "seed", "not an integer", TE_, "seed must be an integer", lambda: sf.PerSampleNoise(1.5)),
+    # ---- field outputs -------------------------------------------------------------------------
+    Case("sample (field output)", "field", "output of the wrong shape", VE_, r"returned shape \(4, 1\).*x has shape \(4, 2\)",
+         _s(field=sf.NoiseField(lambda x, t: x[:, :1]))),
+    Case("sample (field output)", "field", "output on another device", VE_, "on meta.*move the network",
+         _s(field=sf.NoiseField(lambda x, t: torch.empty(x.shape, device="meta", dtype=x.dtype)))),
+    Case("sample (field output)", "field", "integer output", TE_, "dtype torch.int64.*floating",
+         _s(field=sf.NoiseField(lambda x, t: torch.zeros(x.shape, dtype=torch.int64)))),
+    Case("sample (field output)", "EnergyField net", "not one energy per sample", VE_, "EnergyField needs one energy per sample",
+         _s(field=sf.EnergyField(lambda x, t: x))),
+    Case("sample (field output)", "field", "NaN/Inf output", NF_, "field returned NaN or Inf at step 0, t=1",
+         _s(field=sf.NoiseField(_nan))),
+    # ---- solve -----------------------------------------------------------------------------------
+    Case("solve", "x0", "float16/bfloat16", TE_, "x0 has dtype torch.float16, too coarse", _solve(_neg, None, X.half(), [0.0, 1.0])),
+    Case("solve", "x0", "0-d", VE_, r"x0 must have shape \(batch, \*event\)", _solve(_neg, None, torch.tensor(1.0), [0.0, 1.0])),
+    Case("solve", "grid", "not strictly monotone", VE_, "strictly monotone", _solve(_neg, None, X, [0.0, 1.0, 0.5])),
+    Case("solve", "drift", "not callable", TE_, "drift must be callable", _solve(3, None, X, [0.0, 1.0])),
+    Case("solve", "diffusion", "negative number", VE_, "diffusion must be >= 0", _solve(_neg, -1.0, X, [0.0, 1.0], "euler_maruyama")),
+    Case("solve", "diffusion", "given to an ODE solver", VE_, "diffusion is given but solver 'rk4' is an ODE solver",
+         _solve(_neg, 1.0, X, [0.0, 1.0], "rk4")),
+    Case("solve", "noise_type", "unknown", VE_, "noise_type must be 'diagonal', 'scalar' or 'additive'",
+         _solve(_neg, 1.0, X, [0.0, 1.0], "euler_maruyama", noise_type="x")),
+    Case("solve", "sde_type", "unknown", VE_, "sde_type must be 'ito' or 'stratonovich'", _solve(_neg, None, X, [0.0, 1.0], sde_type="x")),
+    Case("solve", "solver", "needs a path (DDIM, DPM-Solver)", VE_, "needs a Gaussian path and a field",
+         _solve(_neg, None, X, [1.0, 0.5], "ddim")),
+    Case("solve", "nfe", "given (not a solve() argument)", TE_, "has no option.*nfe", _solve(_neg, None, X, [0.0, 1.0], "heun", nfe=2)),
+    Case("solve", "drift", "NaN/Inf output", NF_, "drift returned NaN or Inf at step 0", _solve(_nan, None, X, [0.0, 1.0], "euler")),
+    Case("solve (adaptive)", "drift", "NaN/Inf output", NF_, "drift returned NaN or Inf at t=0", _solve(_nan, None, X, [0.0, 1.0], "dopri5")),
+    # ---- grids -----------------------------------------------------------------------------------
+    Case("grids.*", "steps", "< 1 or not an int", VE_, "steps must be a positive integer", lambda: G.uniform(None, 0)),
+    Case("grids.*", "t_max, t_min", "not 0 <= t_min < t_max <= 1", VE_, "need 0 <= t_min < t_max <= 1", lambda: G.uniform(None, 3, 0.0, 1.0)),
+    Case("grids.log_snr / karras", "path", "not a GaussianPath", TE_, "needs a GaussianPath", lambda: G.log_snr(None, 3)),
+    Case("grids.discrete", "path", "not a DiscreteVP", TE_, "needs a DiscreteVP", lambda: G.discrete(VP, 3)),
+    Case("grids.discrete", "steps", "more than the knots", VE_, "exceeds the", lambda: G.discrete(sf.DiscreteVP(T=10), 20)),
+    Case("grids.make_grid", "grid name", "unknown name", VE_, "unknown grid 'foo'", lambda: G.make_grid("foo", VP, 3, 1.0, 0.0)),
+    # ---- Langevin --------------------------------------------------------------------------------
+    Case("ula / mala / annealed_langevin", "x", "not a floating tensor", TE_, "x must be a torch.Tensor",
+         lambda: L.ula(lambda x: -x, [1.0], 0.1, 3)),
+    Case("ula / mala / annealed_langevin", "x", "integer dtype", TE_, "x must have a floating dtype",
+         lambda: L.ula(lambda x: -x, torch.zeros(3, 2, dtype=torch.long), 0.1, 3)),
+    Case("ula / mala", "step_size", "<= 0, NaN or Inf", VE_, "step_size must be a positive finite number", lambda: L.ula(lambda x: -x, X, 0.0, 3)),
+    Case("ula / mala", "steps", "< 0 or not an int", VE_, "steps must be a non-negative integer", lambda: L.ula(lambda x: -x, X, 0.1, -1)),
+    Case("ula", "score", "output not shaped like x", VE_, r"score returned \(4, 1\) but x has shape \(4, 2\)",
+         lambda: L.ula(lambda x: x[:, :1], X, 0.1, 3)),
+    Case("ula / annealed_langevin", "score", "NaN/Inf (or divergence)", NF_, "ULA produced NaN or Inf",
+         lambda: L.ula(lambda x: x * float("nan"), X, 0.1, 3)),
+    Case("mala", "energy", "not one value per sample", VE_, "energy returned .*one energy per sample",
+         lambda: L.mala(lambda x: x, X, 0.1, 3)),
+    Case("mala", "x", "NaN/Inf energy at the start", NF_, "starting point has NaN/Inf energy",
+         lambda: L.mala(lambda x: x.sum(1) * float("nan"), X, 0.1, 3)),
+    Case("annealed_langevin", "sigmas", "not strictly decreasing and positive", VE_, "sigmas must be a strictly decreasing",
+         lambda: L.annealed_langevin(lambda x, s: -x, X, [1.0, 2.0])),
+    Case("annealed_langevin", "eps", "<= 0", VE_, "eps must be a positive finite number",
+         lambda: L.annealed_langevin(lambda x, s: -x, X, [2.0, 1.0], eps=0.0)),
+    # ---- losses ----------------------------------------------------------------------------------
+    Case("eps_loss / dsm_loss / cfm_loss", "x0", "integer dtype", TE_, "x0 must have a floating dtype",
+         lambda: Lo.eps_loss(NOISE, VP, torch.zeros(3, 2, dtype=torch.long))),
+    Case("eps_loss / dsm_loss / cfm_loss", "path", "not a GaussianPath", TE_, "path must be a GaussianPath",
+         lambda: Lo.cfm_loss(NOISE, "VP", X)),
+    Case("eps_loss / dsm_loss / cfm_loss", "field", "a bare network", TE_, r"field must be a sdeflow Field \(with .score",
+         lambda: Lo.dsm_loss(_neg, VP, X)),
+    Case("eps_loss / dsm_loss / cfm_loss", "t_min", "outside [0, 1)", VE_, "t_min must be finite and >= 0 and < 1",
+         lambda: Lo.eps_loss(NOISE, VP, X, t_min=2.0)),
+    Case("dsm_loss", "t_min", "sigma(t_min) = 0", VE_, "gives sigma = 0", lambda: Lo.dsm_loss(NOISE, VP, X, t_min=0.0)),
+    Case("ncsn_loss", "sigmas", "empty or not positive", VE_, "sigmas must be a non-empty sequence", lambda: Lo.ncsn_loss(_neg, [], X)),
+    Case("cd_loss", "x_neg_init, buffer", "neither given", VE_, "give x_neg_init", lambda: Lo.cd_loss(lambda x: x.sum(1), X)),
+    Case("ReplayBuffer", "reinit", "outside [0, 1]", VE_, r"reinit must be a probability in \[0, 1\]",
+         lambda: Lo.ReplayBuffer(lambda n: torch.zeros(n, 2), reinit=2.0)),
+    # ---- metrics ---------------------------------------------------------------------------------
+    Case("metrics.*", "x, y", "fewer than 2 samples or 1-D", VE_, r"x must be a tensor of shape \(n >= 2, \*event\)",
+         lambda: M.sliced_w2(torch.randn(5), torch.randn(5))),
+    Case("metrics.*", "x, y", "integer dtype", TE_, "x must have a floating dtype", lambda: M.mmd2(torch.zeros(3, 2, dtype=torch.long), X)),
+    Case("sliced_w2 / mmd2", "x, y", "different event sizes", VE_, "same event size", lambda: M.mmd2(X, torch.zeros(3, 3, dtype=D))),
+    Case("sliced_w2", "n_projections", "< 1", VE_, "n_projections must be an integer >= 1", lambda: M.sliced_w2(X, X, n_projections=0)),
+    Case("mmd2", "bandwidth", "<= 0", VE_, "bandwidth must be finite and > 0", lambda: M.mmd2(X, X, bandwidth=-1.0)),
+    Case("mode_weights", "centres", "not (K, d)", VE_, r"centres must have shape \(K >= 1, 2\)", lambda: M.mode_weights(X, torch.randn(3, 3))),
+    Case("moment_errors", "mean, cov", "shapes not (d,), (d, d)", VE_, r"mean must have shape \(2,\)",
+         lambda: M.moment_errors(X, torch.zeros(3), torch.eye(2))),
+    # ---- io --------------------------------------------------------------------------------------
+    Case("io.load_*", "file", "not a safetensors file (e.g. a pickle)", VE_, "not a safetensors file",
+         lambda: io.load_tensors(__file__)),
+    Case("io.save_tensors", "metadata", "not JSON-serialisable", TE_, "not JSON-serialisable",
+         lambda: io.save_tensors("/nonexistent/x.safetensors", {}, {"a": object()})),
+]
+
+
+def markdown_table() -> str:
+    """The table of docs/errors.md, with each row's actual message (first 110 characters)."""
+    rows = ["| entry point | argument | bad condition | exception | message (start) |",
+            "|---|---|---|---|---|"]
+    for c in CASES:
+        try:
+            c.call()
+            msg = "(no error!)"
+        except Exception as e:  # noqa: BLE001
+            msg = str(e).replace("|", "/").replace("\n", " ")
+            msg = msg if len(msg) <= 110 else msg[:107] + "..."
+        rows.append(f"| `{c.entry}` | `{c.argument}` | {c.condition} | `{c.exc.__name__}` | {msg} |")
+    return "\n".join(rows)
+
+
+def row_prefix(c: Case) -> str:
+    return f"| `{c.entry}` | `{c.argument}` | {c.condition} | `{c.exc.__name__}` |"
+
+
+def case_id(c: Case) -> str:
+    return re.sub(r"\W+", "_", f"{c.entry}-{c.argument}-{c.condition}").strip("_")
+
+
+if __name__ == "__main__":
+    print(markdown_table())
