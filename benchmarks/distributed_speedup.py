@@ -42,10 +42,19 @@ def worker(args) -> None:
     net = sf.train.mlp(2, hidden=128)
     path, target = sf.LinearFlow(), sf.eight_gaussians()
 
-    def slowest(seconds: float) -> float:
-        t = torch.tensor([seconds], dtype=torch.float64)
+    def slowest(wall: float, cpu: float) -> tuple[float, float]:
+        t = torch.tensor([wall, cpu], dtype=torch.float64)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return float(t)
+        return float(t[0]), float(t[1])
+
+    def timed(fn):
+        best = (float("inf"), float("inf"))
+        for _ in range(args.repeats):
+            dist.barrier()
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            best = min(best, slowest(time.perf_counter() - t0, time.process_time() - c0))
+        return best
 
     def sample_once():
         with torch.no_grad():
@@ -53,13 +62,7 @@ def worker(args) -> None:
                                      shape=(2,), noise=0, gather_to=0)
 
     sample_once()  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        dist.barrier()
-        t0 = time.perf_counter()
-        sample_once()
-        times.append(slowest(time.perf_counter() - t0))
-    sample_s = min(times)
+    sample_s, sample_cpu = timed(sample_once)
 
     model = DistributedDataParallel(net)
     field = sf.VelocityField(model)
@@ -71,15 +74,11 @@ def worker(args) -> None:
                             batch=args.batch // world)
 
     train(3)  # warm-up
-    times = []
-    for _ in range(args.repeats):
-        dist.barrier()
-        t0 = time.perf_counter()
-        train(args.train_steps)
-        times.append(slowest(time.perf_counter() - t0))
+    train_s, train_cpu = timed(lambda: train(args.train_steps))
     if rank == 0:
         print("RESULT " + json.dumps({"world": world, "threads": torch.get_num_threads(), "sample_s": sample_s,
-                                      "train_s": min(times)}), flush=True)
+                                      "sample_cpu": sample_cpu, "train_s": train_s, "train_cpu": train_cpu}),
+              flush=True)
     dist.destroy_process_group()
 
 
@@ -113,14 +112,20 @@ def main() -> None:
     configs = [(1, 1), (1, 2)] + [(w, 1) for w in args.nproc if w > 1]
     print(f"n={args.samples} samples, heun {args.steps} steps; training {args.train_steps} steps, global batch "
           f"{args.batch}; MLP 3x128; {os.cpu_count()} logical CPUs")
-    print(f"{'processes x threads':>20} {'load':>5} {'sample s':>9} {'speed-up':>9} {'train s':>8} {'speed-up':>9}")
+    print("wall: slowest rank's wall time (best of repeats); cpu: slowest rank's process CPU time; x: speed-up "
+          "over 1 x 1")
+    print(f"{'processes x threads':>20} {'load':>5} | {'sample wall':>11} {'x':>5} {'cpu':>6} {'x':>5} | "
+          f"{'train wall':>10} {'x':>5} {'cpu':>6} {'x':>5}")
     base = None
     for nproc, threads in configs:
         r = launch(args, nproc, threads)
         base = base or r
-        print(f"{f'{nproc} x {threads}':>20} {r['load']:5.2f} {r['sample_s']:9.2f} "
-              f"{base['sample_s'] / r['sample_s']:9.2f} {r['train_s']:8.2f} {base['train_s'] / r['train_s']:9.2f}",
-              flush=True)
+        cols = []
+        for task in ("sample", "train"):
+            w, c = r[f"{task}_s"], r[f"{task}_cpu"]
+            cols.append(f"{w:{11 if task == 'sample' else 10}.2f} {base[f'{task}_s'] / w:5.2f} {c:6.2f} "
+                        f"{base[f'{task}_cpu'] / c:5.2f}")
+        print(f"{f'{nproc} x {threads}':>20} {r['load']:5.2f} | {cols[0]} | {cols[1]}", flush=True)
 
 
 if __name__ == "__main__":
