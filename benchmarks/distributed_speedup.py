@@ -1,7 +1,8 @@
 """Speed-up of sharded sampling and DDP training on W processes over one process (CPU, gloo).
 
-    python benchmarks/distributed_speedup.py            # 1 process (1 thread), 1 process (2 threads), 2 processes
-    python benchmarks/distributed_speedup.py --nproc 4  # also 4 processes (on a machine with the cores)
+    python benchmarks/distributed_speedup.py              # 1 process vs 2 processes, 1 thread each
+    python benchmarks/distributed_speedup.py --threads 2  # also 1 process with 2 intra-op threads
+    python benchmarks/distributed_speedup.py --nproc 2 4  # also 4 processes (on a machine with the cores)
 
 Each configuration is a ``torchrun --standalone`` launch of this file in worker mode; the worker times,
 after a warm-up and a barrier (process start-up and imports are excluded):
@@ -106,10 +107,13 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=4096, help="global training batch")
     p.add_argument("--repeats", type=int, default=3, help="timings per configuration (best is kept)")
     p.add_argument("--nproc", type=int, nargs="*", default=[2], help="process counts to compare with 1")
+    p.add_argument("--threads", type=int, default=0,
+                   help="also time 1 process with this many intra-op threads (e.g. 2; slow on a loaded machine: "
+                        "OpenMP threads spin while waiting for a core)")
     args = p.parse_args()
     if args.worker:
         return worker(args)
-    configs = [(1, 1), (1, 2)] + [(w, 1) for w in args.nproc if w > 1]
+    configs = [(1, 1)] + ([(1, args.threads)] if args.threads > 1 else []) + [(w, 1) for w in args.nproc if w > 1]
     print(f"n={args.samples} samples, heun {args.steps} steps; training {args.train_steps} steps, global batch "
           f"{args.batch}; MLP 3x128; {os.cpu_count()} logical CPUs")
     print("wall: slowest rank's wall time (best of repeats); cpu: slowest rank's process CPU time; x: speed-up "
