@@ -90,3 +90,14 @@ def check_properties(seed, batch, steps, path_name):
 
 check_properties()
 print("ralston: orders, NFE accounting, batch independence and dtype properties hold")
+
+
+# ---- 4. The same checks, ready-made: sdeflow.testing's checkers and property suite ---------------------
+# assert_ode_order measures the pathwise order against the exact flow; check_solver runs every property
+# that applies to the solver (orders, time reversal, batch independence, rotation equivariance,
+# dtype/device, determinism, NFE accounting) and reports what it ran.
+from sdeflow.testing import assert_ode_order, check_solver  # noqa: E402
+
+print(assert_ode_order("ralston", path=sf.VP()))
+for prop, status in check_solver("ralston").items():   # raises AssertionError on the first failure
+    print(f"  {prop}: {status}")
