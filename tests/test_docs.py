@@ -147,3 +147,18 @@ def test_api_reference_covers_every_solver_module():
             missing_page.append(f.stem)
     assert not missing_doc, f"solver modules without a module docstring: {missing_doc}"
     assert not missing_page, f"add these modules to docs/api/solvers.md: {missing_page}"
+
+
+def test_rst_docstrings_extension():
+    """The API reference's griffe extension turns reST math, roles, literals and simple tables into Markdown."""
+    spec = importlib.util.spec_from_file_location("rst_docstrings", ROOT / "docs" / "api" / "rst_docstrings.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    text = ("Step :math:`x' = x + h f` (see :class:`~sdeflow.solvers.heun.Heun`, :func:`sdeflow.sample`);\n"
+            "``steps`` steps, as in::\n\n    run()\n\n.. math:: a = b\n   + c\n\n"
+            "====  =====\nkind  value\n====  =====\ndata  :math:`x_0`\n====  =====\n")
+    out = mod.rst_to_markdown(text)
+    assert "$x' = x + h f$" in out and "`Heun`" in out and "`sdeflow.sample`" in out and "`steps`" in out
+    assert "as in:\n" in out and "$$\na = b + c\n$$" in out
+    assert "| kind | value |" in out and "| data | $x_0$ |" in out
+    assert ":math:" not in out and ":class:" not in out and "``" not in out
