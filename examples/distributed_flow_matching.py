@@ -4,7 +4,8 @@ Run on 2 CPU processes (gloo) with torchrun::
 
     torchrun --standalone --nproc_per_node 2 examples/distributed_flow_matching.py
 
-or on one process with plain ``python examples/distributed_flow_matching.py`` (same code path, world size 1).
+or on one process with plain ``python examples/distributed_flow_matching.py`` (same code path, world size 1;
+on a busy machine prefix ``OMP_NUM_THREADS=1``: waiting intra-op threads spin).
 On GPUs, ``--nproc_per_node <gpus>`` picks nccl and one device per process.
 
 1. Training: every rank holds a replica of a small MLP velocity network wrapped in
@@ -81,8 +82,10 @@ def main() -> None:
                                 n=args.samples, shape=(2,), device=device, noise=args.seed, gather_to=0,
                                 shard_dir=args.out)
     sample_s = time.perf_counter() - t0
-    print(f"[rank {rank}/{world}] trained {args.steps} steps in {train_s:.1f} s (last-100 loss "
-          f"{sum(losses[-100:]) / 100:.3f}); sampled rows {out.start}:{out.stop} in {sample_s:.1f} s", flush=True)
+    tail = losses[-100:]
+    print(f"[rank {rank}/{world}] trained {args.steps} steps in {train_s:.1f} s (mean loss of the last "
+          f"{len(tail)} steps {sum(tail) / len(tail):.3f}); sampled rows {out.start}:{out.stop} in {sample_s:.1f} s",
+          flush=True)
 
     if rank == 0:
         x = out.x.cpu()
