@@ -28,6 +28,7 @@ RUNS = {  # name -> sample() arguments shared by the worker and the single-proce
     "sde": dict(solver="stochastic_heun", steps=10, shape=(2,), dtype=torch.float32, gamma="reverse",
                 field="noise", path="vp", final_denoise=True, chunk_size=5),
     "sra": dict(solver="sra1", steps=6, shape=(2,), dtype=D, gamma=0.7, field="score", path="vp"),
+    "x_init": dict(solver="euler", steps=5, dtype=D, field="noise", path="vp", x_init=True),
 }
 SEED = 11
 
@@ -36,13 +37,16 @@ def _args(name):
     kw = dict(RUNS[name])
     path = {"vp": sf.VP(), "linear": sf.LinearFlow()}[kw.pop("path")]
     field = TARGET.field(kw.pop("field"))
+    if kw.pop("x_init", False):  # the same given initial states on every rank
+        kw["x_init"] = torch.randn(N, 2, generator=torch.Generator().manual_seed(5), dtype=kw["dtype"])
     return path, field, kw.pop("solver"), kw
 
 
 def _reference(name):
     path, field, solver, kw = _args(name)
     kw.pop("chunk_size", None)  # the single-process reference integrates all N rows in one batch
-    return sf.sample(path, field, solver, n=N, noise=sf.PerSampleNoise(SEED), **kw).x
+    return sf.sample(path, field, solver, n=N if "x_init" not in kw else None, noise=sf.PerSampleNoise(SEED),
+                     **kw).x
 
 
 def _worker(out_dir):
