@@ -1,14 +1,18 @@
 """Peers in `sdeflow bench` are posed correctly: each converges to the same float64 reference as ours as its
 budget grows, never exceeds its budget, and diffusers' DPM-Solver++(2M) on the Karras grid is the same
-algorithm as ours, so the two agree to rounding (a check of both adapters at once)."""
+algorithm as ours, so the two agree to rounding (a check of both adapters at once); torchsde's Euler and SRK
+(SRA1 for additive noise) on sdeflow's Brownian path equal our Euler-Maruyama and SRA1 on it."""
 
 import importlib.util
 
+import numpy as np
 import pytest
+import torch
 
 from sdeflow import sample
 from sdeflow.bench import get_problem, pathwise_rms
-from sdeflow.bench.peers import PEERS, available_peers, run_peer
+from sdeflow.bench.peers import PEERS, available_peers, run_peer, run_sde_peer
+from sdeflow.noise import BrownianPath
 from sdeflow.bench.run import run_bench
 
 PROBLEM = get_problem("two_blobs")
@@ -53,3 +57,17 @@ def test_bench_rows_hold_peers_and_the_optimised_sampler():
     assert {r["solver"] for r in rows if r.get("peer")} == set(ok)
     assert all(line in notes for line in skipped)
     assert all(r["nfe"] is None or r["nfe"] <= r["nfe_budget"] for r in rows)
+
+
+@pytest.mark.parametrize("peer, ours, per_step", [("torchsde:euler", "euler_maruyama", 1), ("torchsde:srk", "sra1", 3)])
+def test_torchsde_on_our_brownian_path_equals_our_solver(peer, ours, per_step):
+    fine = np.linspace(PROBLEM.t_max, PROBLEM.t_min, 65)
+    bm = BrownianPath(fine, generator=torch.Generator().manual_seed(1))
+    grid = fine[::2]  # 32 steps, a sub-grid of the Brownian path's
+    mine = sample(PROBLEM.path, PROBLEM.field(), ours, grid=grid, x_init=X, gamma="reverse", noise=bm,
+                  final_denoise=True)
+    theirs, used = run_sde_peer(peer, PROBLEM, X, grid, bm, per_step * 32 + 1)
+    assert used == per_step * 32 + 1
+    assert run_sde_peer(peer, PROBLEM, X, grid, bm, per_step * 32) is None  # over budget: refused
+    # the same update on the same increments: equal to float64 rounding, accumulated over 32 steps
+    assert pathwise_rms(theirs, mine.x) < 1e-7 * pathwise_rms(mine.x, 0 * mine.x)

@@ -14,6 +14,14 @@ library would. Every call of :math:`D` counts as one NFE and a budget is never e
 
 Only problems on a path with :math:`\\alpha = 1` (VE) are posed this way; a missing library is skipped
 with a note (``available_peers()`` says which ran).
+
+SDE peers (``SDE_PEERS``): ``torchsde:euler`` / ``milstein`` / ``srk`` integrate the same reverse SDE as
+sdeflow's SDE rows, :math:`dx = [f_t x - g_t^2 \\nabla\\log p_t(x)]\\,dt + g_t\\,d\\bar W` from ``t_max`` to
+``t_min`` in the problem path's time, written for ``torchsde.sdeint`` in reversed time :math:`\\tau = -t`
+(additive noise, ``g`` a diagonal matrix) on the same uniform grid, and are driven by **the same Brownian
+path** as sdeflow's solvers and the fine reference: :class:`BrownianPathForTorchsde` hands torchsde the
+increments :math:`\\Delta W` and space-time integrals :math:`\\int(W_s - W_{t_0})ds` (torchsde's ``U``) summed
+from one :class:`~sdeflow.noise.BrownianPath`. Any problem with an exact or reference score qualifies.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["PEERS", "available_peers", "applicable", "run_peer"]
+__all__ = ["PEERS", "SDE_PEERS", "available_peers", "applicable", "run_peer", "run_sde_peer",
+           "BrownianPathForTorchsde"]
 
 
 class _Counted:
@@ -38,7 +47,7 @@ class _Counted:
         self.calls += 1
         p = self.problem
         t = float(p.path.t_from_log_snr(torch.tensor(-2.0 * math.log(sigma), dtype=torch.float64)))
-        return p.target.predict(x, t, p.path, "data").to(x.dtype)
+        return p.field().data(x, t, p.path).to(x.dtype)
 
 
 def _sigmas(problem) -> tuple[float, float]:
@@ -131,17 +140,17 @@ PEERS = {
 }
 
 
-def available_peers() -> tuple[list[str], list[str]]:
-    """``(names that can run, notes on the skipped ones)``."""
+def available_peers(sde: bool = False) -> tuple[list[str], list[str]]:
+    """``(names that can run, notes on the skipped ones)`` among the ODE peers, or the SDE peers."""
     import importlib.util
 
     ok, notes = [], []
-    for name, (lib, _) in PEERS.items():
+    for name, (lib, _) in (SDE_PEERS if sde else PEERS).items():
         if importlib.util.find_spec(lib) is None:
             notes.append(f"skipped peer {name}: {lib} is not installed (pip install 'sdeflow[bench]')")
         else:
             ok.append(name)
-    if importlib.util.find_spec("k_diffusion") is None:
+    if not sde and importlib.util.find_spec("k_diffusion") is None:
         notes.append("skipped peer k-diffusion: not installed (its package needs torchvision)")
     return ok, notes
 
@@ -157,3 +166,117 @@ def run_peer(name: str, problem, x: torch.Tensor, nfe: int):
     if not applicable(problem):
         raise ValueError(f"peers are posed in EDM form and need a VE problem (alpha = 1); {problem.name} is not")
     return PEERS[name][1](problem, x, nfe)
+
+
+# ---- torchsde, on sdeflow's Brownian path ------------------------------------------------------------
+class BrownianPathForTorchsde:
+    """A :class:`~sdeflow.noise.BrownianPath` (fine grid in decreasing ``t``) as a torchsde Brownian motion
+    in :math:`\\tau = -t`: ``bm(ta, tb)`` is the summed increment over the fine steps between ``-ta`` and
+    ``-tb`` (times snap to the nearest fine-grid point, within a quarter of its spacing), ``return_U=True``
+    adds :math:`U = \\int_{t_a}^{t_b}(W_s - W_{t_a})\\,ds`; shape ``(batch, d)`` like ``like``."""
+
+    levy_area_approximation = "space-time"
+
+    def __init__(self, path, like: torch.Tensor):
+        self.path, self.like = path, like
+        self._times = path.times.numpy()
+        self._tol = 0.25 * float(np.min(np.abs(np.diff(self._times))))
+
+    def _snap(self, tau) -> float:
+        t = -float(tau)
+        j = int(np.argmin(np.abs(self._times - t)))
+        if abs(self._times[j] - t) > self._tol:
+            raise ValueError(f"torchsde asked for the Brownian path at t={t}, not on the fine grid")
+        return float(self._times[j])
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        if tb is None or return_A:
+            raise ValueError("BrownianPathForTorchsde answers increments bm(ta, tb) (optionally with U) only")
+        dw, dz = self.path.increments(self._snap(ta), self._snap(tb), self.like)
+        cast = dict(dtype=self.like.dtype, device=self.like.device)
+        return (dw.to(**cast), dz.to(**cast)) if return_U else dw.to(**cast)
+
+    @property
+    def shape(self):
+        return tuple(self.like.shape)
+
+    @property
+    def dtype(self):
+        return self.like.dtype
+
+    @property
+    def device(self):
+        return self.like.device
+
+    def size(self):
+        return self.shape
+
+    def __repr__(self):
+        return f"BrownianPathForTorchsde(shape={self.shape})"
+
+
+_TS_EVALS = {"euler": 1, "milstein": 1, "srk": 3}  # drift evaluations per step (srk: SRA1 for additive
+# noise, two stages, but torchsde re-evaluates the first stage's drift inside the second: 3 per step)
+
+
+class _ReverseSDE(torch.nn.Module):
+    """The problem's reverse SDE in tau = -t for torchsde: f = g^2 score - f_t x, g = diag(g_t)."""
+
+    noise_type, sde_type = "additive", "ito"
+
+    def __init__(self, problem, cap: int):
+        super().__init__()
+        self.problem, self.field, self.cap, self.calls = problem, problem.field(), cap, 0
+
+    def f(self, tau, y):
+        if self.calls >= self.cap:
+            raise RuntimeError("peer exceeded its NFE budget")  # a bug in the adapter, never silent
+        self.calls += 1
+        t = -float(tau)
+        p = self.problem
+        tt = torch.tensor([t], dtype=torch.float64)
+        g2, ft = float(p.path.g2(tt)[0]), float(p.path.f(tt)[0])
+        return g2 * self.field.score(y, t, p.path).to(y.dtype) - ft * y
+
+    def g(self, tau, y):
+        g = float(self.problem.path.g(torch.tensor([-float(tau)], dtype=torch.float64))[0])
+        return torch.diag_embed(torch.full_like(y, g))
+
+
+def _torchsde(method: str):
+    def run(problem, x, grid, path, nfe):
+        import torchsde
+
+        extra = 1 if problem.final_denoise else 0
+        steps = len(grid) - 1
+        if _TS_EVALS[method] * steps + extra > nfe:
+            return None
+        # + 1: sdeint checks the shapes of f and g once before integrating (in the wall time, not in the NFE)
+        sde = _ReverseSDE(problem, nfe - extra + 1)
+        ts = torch.tensor([-grid[0], -grid[-1]], dtype=x.dtype, device=x.device)
+        # dt a hair above the grid step: torchsde accumulates t += dt, and a rounding shortfall at the end
+        # would cost one more (tiny) step; its last step is clamped to the end time
+        dt = abs(float(grid[1] - grid[0])) * (1 + 1e-9)
+        y = torchsde.sdeint(sde, x, ts, method=method, dt=dt, bm=BrownianPathForTorchsde(path, x))[-1]
+        if problem.final_denoise:
+            y = problem.field().data(y, float(grid[-1]), problem.path).to(x.dtype)
+        return y, sde.calls - 1 + extra
+    return run
+
+
+SDE_PEERS = {f"torchsde:{m}": ("torchsde", _torchsde(m)) for m in _TS_EVALS}
+
+
+def sde_peer_steps(name: str, nfe: int, final_denoise: bool) -> int:
+    """Steps an SDE peer takes within ``nfe`` evaluations."""
+    return (nfe - (1 if final_denoise else 0)) // _TS_EVALS[name.split(":", 1)[1]]
+
+
+def run_sde_peer(name: str, problem, x: torch.Tensor, grid, path, nfe: int):
+    """``(x_final, nfe_used)`` of SDE peer ``name`` on ``problem``'s reverse SDE from ``x`` over the uniform
+    ``grid`` (decreasing, a sub-grid of the :class:`~sdeflow.noise.BrownianPath` ``path``), or None when
+    the grid needs more than ``nfe`` evaluations."""
+    g = np.asarray(grid, dtype=np.float64)
+    if len(g) > 2 and np.ptp(np.diff(g)) > 1e-9 * abs(g[0] - g[-1]):
+        raise ValueError("SDE peers step torchsde with a fixed dt: pass a uniform grid")
+    return SDE_PEERS[name][1](problem, x, g, path, nfe)

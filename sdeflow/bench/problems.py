@@ -1,18 +1,32 @@
-"""Benchmark problems: a target with an exact field, a path, the sampling window, and the exact or
+"""Benchmark problems: a path, an exact or reference field, a target, the sampling window, and the exact or
 float64 reference answer from the same initial noise.
 
-``register_problem(Problem(...))`` adds a user problem to ``sdeflow bench``.
+Built in: the 2-D mixtures ``eight_gaussians``, ``two_blobs``, ``ring20_wide``, ``eight_gaussians_small``
+and the Gaussians ``gaussian2``, ``gaussian16``, ``gaussian64`` (exact probability-flow map), all on the VE
+path sigma 80 -> 0.002 with a final step to sigma = 0, integrated in EDM coordinates.
+
+A user problem (any path, any field, samples of the target) is added with :func:`register_problem`::
+
+    from sdeflow.bench import Problem, register_problem
+    register_problem(Problem("mine", path=sf.VP(), exact_field=sf.NoiseField(my_net),
+                             target_sampler=lambda n, g: my_data(n, g), dim=2))
+
+Without an analytic ``target`` the pathwise reference is a float64 solve of the same field with
+``reference_solver`` (default RK4 on 1024 log-SNR steps), and the weak metrics compare to
+``target_sampler``'s samples (skipped, with a note, when there is none).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dc_field
+from typing import Callable
 
 import torch
 
 from .. import analytic
 from ..analytic import GaussianMixture
-from ..errors import SdeflowValueError, unknown_name
+from ..errors import SdeflowTypeError, SdeflowValueError, unknown_name
+from ..fields import Field
 from ..paths import EDM, VE, GaussianPath
 
 __all__ = ["Problem", "PROBLEMS", "register_problem", "get_problem"]
@@ -20,34 +34,67 @@ __all__ = ["Problem", "PROBLEMS", "register_problem", "get_problem"]
 
 @dataclass
 class Problem:
-    """A sampling problem with a known answer.
+    """A sampling problem with a known (exact or reference) answer.
 
-    ``target`` provides the exact field (of ``kind``) and the reference flow; ``path`` is the path the field
-    is posed on; samplers integrate from ``t_max`` to ``t_min`` (then a final denoising step if
-    ``final_denoise``), in ``integration_path`` coordinates if given.
+    Args:
+        name: registry key (``sdeflow bench --problems name``).
+        target: a :class:`~sdeflow.analytic.GaussianMixture` / :class:`~sdeflow.analytic.Gaussian` (exact
+            field, exact or float64 reference flow, exact samples); or None with ``exact_field`` given.
+        path: the path the field is posed on.
+        kind: what ``target``'s exact field predicts (``"data"``, ``"score"``, ...).
+        t_max, t_min, final_denoise, integration_path: the sampling window, as in :func:`sdeflow.sample`.
+        exact_field: a user field (exact, or a trusted reference network); overrides ``target``'s.
+        target_sampler: ``f(n, generator) -> (n, dim)`` exact samples of the distribution an exact sampler
+            returns (for the weak metrics) when ``target`` is None.
+        dim: event size when ``target`` is None.
+        reference_solver: ``(solver, steps, grid)`` of the float64 reference solve when ``target`` is None.
     """
 
     name: str
-    target: GaussianMixture
-    path: GaussianPath
+    target: GaussianMixture | None = None
+    path: GaussianPath | None = None
     kind: str = "data"
     t_max: float = 1.0
     t_min: float | None = None
     final_denoise: bool = True
     integration_path: GaussianPath | None = None
     description: str = ""
+    exact_field: Field | None = None
+    target_sampler: Callable | None = None
+    dim: int | None = None
+    reference_solver: tuple = ("rk4", 1024, "log_snr")
     _ref_cache: dict = dc_field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise SdeflowValueError("Problem name must be a non-empty string")
+        if not isinstance(self.path, GaussianPath):
+            raise SdeflowTypeError(f"Problem {self.name!r}: path must be a GaussianPath (VE(), VP(), ...), got "
+                                   f"{type(self.path).__name__}")
+        if self.target is None and self.exact_field is None:
+            raise SdeflowValueError(f"Problem {self.name!r}: give target= (an analytic GaussianMixture) or "
+                                    f"exact_field= (an exact or reference sdeflow Field)")
+        if self.target is not None and not isinstance(self.target, GaussianMixture):
+            raise SdeflowTypeError(f"Problem {self.name!r}: target must be a sdeflow GaussianMixture/Gaussian; "
+                                   f"for another target pass exact_field= and target_sampler=")
+        if self.exact_field is not None and not isinstance(self.exact_field, Field):
+            raise SdeflowTypeError(f"Problem {self.name!r}: exact_field must be a sdeflow Field (wrap a network: "
+                                   f"NoiseField(net), DataField(net), ...), got {type(self.exact_field).__name__}")
+        if self.target is None and not (isinstance(self.dim, int) and self.dim >= 1):
+            raise SdeflowValueError(f"Problem {self.name!r}: without target=, give dim= (the event size)")
+        if self.target is not None:
+            self.dim = self.target.dim
         if self.t_min is None:
             self.t_min = self.path.t_min
 
     @property
-    def dim(self) -> int:
-        return self.target.dim
+    def exact(self) -> bool:
+        """True when the reference flow and target samples come from an analytic target."""
+        return self.target is not None
 
-    def field(self):
-        return self.target.field(self.kind)
+    def field(self) -> Field:
+        """The field the samplers integrate: ``exact_field``, else the target's exact field of ``kind``."""
+        return self.exact_field if self.exact_field is not None else self.target.field(self.kind)
 
     def initial(self, n: int, seed: int, dtype=torch.float64, device="cpu") -> torch.Tensor:
         """``n`` draws of the prior at ``t_max``, reproducible from ``seed``."""
@@ -56,13 +103,33 @@ class Problem:
         return x.to(dtype=dtype, device=device)
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The exact (Gaussian) or float64 high-accuracy (mixture) probability-flow answer for ``x``."""
-        key = (x.data_ptr(), tuple(x.shape))
+        """The probability-flow answer for ``x`` in float64: exact (Gaussian), a DOP853 solve at tolerance
+        1e-10 (mixture), or a fine float64 solve of ``exact_field`` with ``reference_solver`` (user problem)."""
+        key = (x.data_ptr(), tuple(x.shape), x.dtype)
         if key not in self._ref_cache:
             self._ref_cache.clear()
-            self._ref_cache[key] = self.target.reference_flow(x, self.path, self.t_max, self.t_min,
-                                                              final_denoise=self.final_denoise)
+            if self.target is not None and self.exact_field is None:
+                ref = self.target.reference_flow(x, self.path, self.t_max, self.t_min,
+                                                 final_denoise=self.final_denoise)
+            else:
+                from ..sample import sample
+
+                solver, steps, grid = self.reference_solver
+                ref = sample(self.path, self.field(), solver, steps=steps, grid=grid,
+                             x_init=x.to(torch.float64), **self.sample_kwargs()).x
+            self._ref_cache[key] = ref
         return self._ref_cache[key]
+
+    def target_samples(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
+        """``n`` exact samples (float64) of what an exact sampler returns: the marginal at ``t_min``, then
+        the exact denoiser if ``final_denoise`` (for a mixture target), or ``target_sampler``'s; None if
+        neither is known."""
+        if self.target is not None and self.exact_field is None:
+            x = self.target.marginal(self.path, self.t_min).sample(n, generator=generator, dtype=torch.float64)
+            return self.target.predict(x, float(self.t_min), self.path, "data") if self.final_denoise else x
+        if self.target_sampler is not None:
+            return torch.as_tensor(self.target_sampler(n, generator)).to(torch.float64).reshape(n, -1)
+        return None
 
     def sample_kwargs(self) -> dict:
         return dict(t_max=self.t_max, t_min=self.t_min, final_denoise=self.final_denoise,
@@ -78,11 +145,17 @@ PROBLEMS: dict[str, Problem] = {}
 
 
 def register_problem(problem: Problem) -> Problem:
-    """Add ``problem`` to the registry used by ``sdeflow bench --problems``."""
+    """Add ``problem`` to the registry used by :func:`~sdeflow.bench.run_bench` and ``sdeflow bench
+    --problems`` (replacing one of the same name); returns it."""
     if not isinstance(problem, Problem):
-        raise SdeflowValueError("register_problem takes a sdeflow.bench.Problem")
+        raise SdeflowTypeError(f"register_problem takes a sdeflow.bench.Problem, got {type(problem).__name__}")
     PROBLEMS[problem.name] = problem
     return problem
+
+
+def _gaussian(d: int) -> analytic.Gaussian:
+    """Means spread over [-1, 1], variances 0.1 .. 3.2 (a 32x spread of scales: stiff and slow directions)."""
+    return analytic.Gaussian(torch.linspace(-1.0, 1.0, d), torch.logspace(-1.0, 0.5, d))
 
 
 register_problem(_ve_edm("eight_gaussians", analytic.eight_gaussians(),
@@ -92,9 +165,9 @@ register_problem(_ve_edm("ring20_wide", analytic.ring(20, radius=8.0, std=0.4),
                          "20 modes on a circle of radius 8, std 0.4 (another scale and mode count); VE as above"))
 register_problem(_ve_edm("eight_gaussians_small", analytic.eight_gaussians(std=0.05, scale=0.5),
                          "the 8-mode layout at a quarter of the scale, std 0.05 (sharper modes); VE as above"))
-register_problem(_ve_edm("gaussian16", analytic.Gaussian(torch.linspace(-1.0, 1.0, 16),
-                                                         torch.logspace(-1.0, 0.5, 16)),
-                         "a 16-dimensional Gaussian with variances 0.1..3.2; exact flow"))
+for _d in (2, 16, 64):
+    register_problem(_ve_edm(f"gaussian{_d}", _gaussian(_d),
+                             f"a {_d}-dimensional Gaussian with variances 0.1..3.2; exact flow; VE as above"))
 
 
 def get_problem(name: str) -> Problem:

@@ -1,31 +1,53 @@
-"""Plain-text tables of benchmark rows."""
+"""Plain-text tables of benchmark rows: one table per metric, a line per (problem, solver, grid), a column
+per NFE budget. Weak SDE metrics (``row["weak"]``) get a table each, with the Monte Carlo floor
+(``solver="mc_floor"``) as a line of its own."""
 
 from __future__ import annotations
 
-__all__ = ["format_table"]
+from .metrics import WEAK_METRICS
+
+__all__ = ["format_table", "metric_tables", "PRIMARY_METRICS"]
+
+PRIMARY_METRICS = ("pathwise_rms", "strong_rms")
 
 
-def _section(rows: list[dict]) -> list[str]:
+def _section(rows: list[dict], value) -> list[str]:
     budgets = sorted({r["nfe_budget"] for r in rows})
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["problem"], r["solver"], r["grid"]), {})[r["nfe_budget"]] = r
     head = f"{'problem':16} {'solver':24} {'grid':10}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
     lines = [head, "-" * len(head)]
-    for (prob, solver, grid), by in sorted(groups.items()):
+    for (prob, solver, grid), by in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "mc_floor",
+                                                                          kv[0][1], kv[0][2])):
         cells = []
         for b in budgets:
-            r = by.get(b)
-            cells.append(f"{'-':>11}" if r is None or r["error"] is None else f"{r['error']:11.3e}")
+            v = value(by[b]) if b in by else None
+            cells.append(f"{'-':>11}" if v is None else f"{v:11.3e}")
         lines.append(f"{prob:16} {solver:24} {grid:10}" + "".join(cells))
     return lines
 
 
+def metric_tables(rows: list[dict]) -> dict:
+    """``{metric name: (rows, value function)}`` for every metric present in ``rows``."""
+    out = {}
+    for metric in PRIMARY_METRICS + tuple(sorted({r["metric"] for r in rows} - set(PRIMARY_METRICS)
+                                                 - {"mc_floor"})):
+        sel = [r for r in rows if r["metric"] == metric]
+        if sel:
+            out[metric] = (sel, lambda r: r["error"])
+    weak = [r for r in rows if r.get("weak")]
+    for k in WEAK_METRICS:
+        if weak:
+            out[f"weak_{k}"] = (weak, lambda r, k=k: r["weak"][k])
+    return out
+
+
 def format_table(rows: list[dict]) -> str:
-    """One table per metric: a line per (problem, solver, grid), a column per NFE budget."""
+    """One table per metric (see the module doc)."""
     out = []
-    for metric in sorted({r["metric"] for r in rows}):
+    for metric, (sel, value) in metric_tables(rows).items():
         out.append(f"[{metric}]")
-        out += _section([r for r in rows if r["metric"] == metric])
+        out += _section(sel, value)
         out.append("")
     return "\n".join(out).rstrip()

@@ -1,9 +1,17 @@
 """The benchmark loop: every problem x solver x grid x NFE budget, errors against exact references.
 
-ODE solvers: pathwise RMS error against the probability-flow reference from the same initial noise.
-SDE solvers (reverse SDE, ``gamma="reverse"``, in the problem path's own coordinates): strong RMS error
-against a fine stochastic-Heun solve driven by the same Brownian path (grids uniform in the path's time,
-i.e. geometric in sigma for VE, so that they nest in the fine one).
+* ODE solvers: pathwise RMS error against the exact / float64 reference probability-flow solution from the
+  same initial noise (``metric="pathwise_rms"``), on each named grid.
+* SDE solvers, on the reverse SDE (``gamma="reverse"``) in the problem path's own time: the strong error
+  (``metric="strong_rms"``) against a fine stochastic-Heun solve driven by the same Brownian path, and the
+  weak errors (``row["weak"]``: mean, covariance, sliced W2, MMD) against exact samples of the target; rows
+  ``solver="mc_floor"`` give the Monte Carlo floor of the weak metrics (independent exact sets of the same
+  size). Grids are uniform in the path's time (for VE: geometric in sigma, uniform in log-SNR) with a
+  power-of-two number of steps, so they nest in the fine grid of the :class:`~sdeflow.noise.BrownianPath`.
+* Peers (``peer=True``): torchdiffeq and diffusers on the ODE, torchsde on the SDE on the same Brownian
+  path (see :mod:`sdeflow.bench.peers`); cached grid-optimised UniPC rows (``grid="optimized"``).
+* Wall time: median of ``repeats`` timed runs, after one untimed warm-up run of each (solver, grid) at
+  its first budget.
 """
 
 from __future__ import annotations
@@ -18,18 +26,29 @@ import torch
 from .. import solvers as _solvers
 from ..noise import BrownianPath
 from ..sample import sample
-from .metrics import pathwise_rms
+from .metrics import mc_floor, mmd_bandwidth, pathwise_rms, weak_metrics
 from .problems import get_problem
 
-__all__ = ["run_bench", "DEFAULT_NFES", "DEFAULT_SDE_NFES", "DEFAULT_SOLVERS"]
+__all__ = ["run_bench", "QUICK", "FULL", "DEFAULT_NFES", "DEFAULT_SDE_NFES", "DEFAULT_SOLVERS"]
 
 DEFAULT_NFES = (10, 20, 50, 100)
-DEFAULT_SDE_NFES = (16, 32, 64, 128)
-_SDE_FINE = 2048
+# the reverse SDE from sigma = 80 needs steps well below the e-folding of sigma: below ~32 uniform steps
+# every solver is far off (g^2 h > sigma^2), so the budgets start there
+DEFAULT_SDE_NFES = (32, 64, 128)
+DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "dpmpp_2m", "dpmpp_3m", "unipc", "euler_maruyama",
+                   "stochastic_heun", "sra1")
+_SDE_FINE_MIN = 1024  # fine Brownian grid: at least this many steps and 8x the finest coarse grid
+
+QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)
+FULL = dict(problems=("eight_gaussians", "two_blobs", "ring20_wide", "eight_gaussians_small", "gaussian2",
+                      "gaussian16", "gaussian64"),
+            nfes=(5, 10, 20, 50, 100, 200), sde_nfes=(32, 64, 128, 256, 512, 1024), n=4000, repeats=3)
 
 
-def _timed(fn, repeats: int):
-    fn()  # warm-up
+def _timed(fn, repeats: int, warm: bool = True):
+    """``(fn(), median wall time of repeats)``; ``warm``: one untimed run first (first-call costs)."""
+    if warm:
+        fn()
     times, out = [], None
     for _ in range(max(repeats, 1)):
         t0 = time.perf_counter()
@@ -38,46 +57,105 @@ def _timed(fn, repeats: int):
     return out, float(np.median(times))
 
 
+def _row(problem, solver, grid, nfe_budget, nfe, error, metric, wall, **extra):
+    return dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe_budget, nfe=nfe, error=error,
+                metric=metric, wall_s=wall, **extra)
+
+
 def _ode_rows(problem, solver, grids, nfes, x, repeats):
     ref = problem.reference(x)
     rows = []
     for grid in grids:
-        for nfe in nfes:
+        for i, nfe in enumerate(nfes):
             try:
                 sol, wall = _timed(lambda: sample(problem.path, problem.field(), solver, nfe=nfe, grid=grid,
-                                                  x_init=x, **problem.sample_kwargs()), repeats)
+                                                  x_init=x, **problem.sample_kwargs()), repeats, warm=i == 0)
             except ValueError as e:  # budget below the solver's minimum
-                rows.append(dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe, nfe=None,
-                                 error=None, metric="pathwise_rms", wall_s=None, note=str(e)))
+                rows.append(_row(problem, solver, grid, nfe, None, None, "pathwise_rms", None, note=str(e)))
                 continue
-            rows.append(dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe, nfe=sol.nfe,
-                             error=pathwise_rms(sol.x, ref), metric="pathwise_rms", wall_s=wall))
+            rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms", wall))
     return rows
 
 
-def _sde_rows(problem, solver, nfes, x, seed, repeats):
-    s = _solvers.get(solver)
-    train_grid = np.linspace(problem.t_max, problem.t_min, _SDE_FINE + 1)
-    bm = BrownianPath(train_grid, generator=torch.Generator().manual_seed(seed + 1))
-    kw = dict(final_denoise=problem.final_denoise)
-    ref = sample(problem.path, problem.field(), "stochastic_heun", grid=train_grid, x_init=x, gamma="reverse",
-                 noise=bm, **kw).x
-    rows = []
-    for nfe in nfes:
-        steps = s.max_steps(nfe - (1 if problem.final_denoise else 0))
+class _SDESetup:
+    """What every SDE row of a problem shares: the fine grid, the Brownian path, the fine reference solve,
+    exact target samples and the weak-metric floor."""
+
+    def __init__(self, problem, x, sde_nfes, seed, notes):
+        self.problem, self.x = problem, x
+        top = max(sde_nfes)
+        fine = _SDE_FINE_MIN
+        while fine < 8 * top:
+            fine *= 2
+        self.fine = fine
+        self.grid = np.linspace(problem.t_max, problem.t_min, fine + 1)
+        self.bm = BrownianPath(self.grid, generator=torch.Generator().manual_seed(seed + 1))
+        self.ref = sample(problem.path, problem.field(), "stochastic_heun", grid=self.grid, x_init=x,
+                          gamma="reverse", noise=self.bm, final_denoise=problem.final_denoise).x
+        n = x.shape[0]
+        g = torch.Generator().manual_seed(seed + 2)
+        self.exact = problem.target_samples(n, g)
+        if self.exact is None:
+            notes.append(f"weak metrics skipped on {problem.name}: no exact target samples (give the Problem a "
+                         f"target or a target_sampler)")
+            self.floor = None
+        else:
+            self.bandwidth = mmd_bandwidth(self.exact)
+            self.floor = mc_floor(lambda m: problem.target_samples(m, g), n, self.bandwidth)
+
+    def coarse(self, steps: int) -> np.ndarray | None:
+        """The sub-grid with the largest power of two of steps not above ``steps`` (None if < 1)."""
         if steps < 1:
+            return None
+        steps = 1 << (int(steps).bit_length() - 1)
+        return self.grid[:: self.fine // steps]
+
+    def row(self, solver, nfe_budget, y, nfe, wall, **extra):
+        weak = None if self.exact is None else weak_metrics(y, self.exact, self.bandwidth)
+        return _row(self.problem, solver, "uniform", nfe_budget, nfe, pathwise_rms(y, self.ref), "strong_rms",
+                    wall, weak=weak, **extra)
+
+
+def _sde_rows(setup, solver, nfes, repeats):
+    p, s = setup.problem, _solvers.get(solver)
+    rows, warm = [], True
+    for nfe in nfes:
+        grid = setup.coarse(s.max_steps(nfe - (1 if p.final_denoise else 0)))
+        if grid is None:
             continue
-        steps = 1 << (steps.bit_length() - 1)  # a power of two, so the grid nests in the fine one
-        grid = train_grid[:: _SDE_FINE // steps]
-        sol, wall = _timed(lambda: sample(problem.path, problem.field(), solver, grid=grid, x_init=x,
-                                          gamma="reverse", noise=bm, **kw), repeats)
-        rows.append(dict(problem=problem.name, solver=solver, grid="uniform", nfe_budget=nfe,
-                         nfe=sol.nfe, error=pathwise_rms(sol.x, ref), metric="strong_rms", wall_s=wall))
+        sol, wall = _timed(lambda: sample(p.path, p.field(), solver, grid=grid, x_init=setup.x, gamma="reverse",
+                                          noise=setup.bm, final_denoise=p.final_denoise), repeats, warm)
+        warm = False
+        rows.append(setup.row(solver, nfe, sol.x, sol.nfe, wall))
     return rows
 
 
-DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "dpmpp_2m", "dpmpp_3m", "unipc", "euler_maruyama",
-                   "stochastic_heun", "sra1")
+def _floor_rows(setup, nfes):
+    if setup.floor is None:
+        return []
+    return [_row(setup.problem, "mc_floor", "exact", nfe, None, None, "mc_floor", None, weak=setup.floor)
+            for nfe in nfes]
+
+
+def _sde_peer_rows(setup, nfes, repeats, notes):
+    from .peers import available_peers, run_sde_peer, sde_peer_steps
+
+    names, skipped = available_peers(sde=True)
+    notes.extend(skipped)
+    rows = []
+    for name in names:
+        warm = True
+        for nfe in nfes:
+            grid = setup.coarse(sde_peer_steps(name, nfe, setup.problem.final_denoise))
+            if grid is None:
+                continue
+            (y, used), wall = _timed(lambda: run_sde_peer(name, setup.problem, setup.x, grid, setup.bm, nfe),
+                                     repeats, warm)
+            warm = False
+            rows.append(setup.row(name, nfe, y, used, wall, peer=True))
+    return rows
+
+
 _GRIDS_FILE = os.path.join(os.path.dirname(__file__), "optimized_grids.json")
 
 
@@ -89,17 +167,18 @@ def _optimized_rows(problem, nfes, x, repeats):
     with open(_GRIDS_FILE) as f:
         cached = json.load(f)["grids"]
     ref = problem.reference(x)
-    rows = []
+    rows, warmed = [], set()
     for c in cached:
         if c["problem"] != problem.name or c["nfe"] not in nfes:
             continue
         label = c["solver"] + "".join(f"({k}={v})" for k, v in c["options"].items())
         sol, wall = _timed(lambda: sample(problem.path, problem.field(), c["solver"], grid=c["grid"], x_init=x,
                                           final_denoise=problem.final_denoise,
-                                          integration_path=problem.integration_path, **c["options"]), repeats)
-        rows.append(dict(problem=problem.name, solver=label, grid="optimized", nfe_budget=c["nfe"], nfe=sol.nfe,
-                         error=pathwise_rms(sol.x, ref), metric="pathwise_rms", wall_s=wall,
-                         pilot_network_calls=c["pilot_network_calls"]))
+                                          integration_path=problem.integration_path, **c["options"]), repeats,
+                           warm=label not in warmed)
+        warmed.add(label)
+        rows.append(_row(problem, label, "optimized", c["nfe"], sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms",
+                         wall, pilot_network_calls=c["pilot_network_calls"]))
     return rows
 
 
@@ -109,47 +188,52 @@ def _peer_rows(problem, nfes, x, repeats, notes):
     names, skipped = available_peers()
     notes.extend(skipped)
     if not applicable(problem):
-        notes.append(f"peers skipped on {problem.name}: they are posed on VE problems")
+        notes.append(f"ODE peers skipped on {problem.name}: they are posed in EDM form, on VE problems")
         return []
     ref = problem.reference(x)
     rows = []
     for name in names:
-        for nfe in nfes:
-            out, wall = _timed(lambda: run_peer(name, problem, x, nfe), repeats)
-            grid = "adaptive" if "dopri" in name else "karras"
+        grid = "adaptive" if "dopri" in name else "karras"
+        for i, nfe in enumerate(nfes):
+            out, wall = _timed(lambda: run_peer(name, problem, x, nfe), repeats, warm=i == 0)
             if out is None:
-                rows.append(dict(problem=problem.name, solver=name, grid=grid, nfe_budget=nfe, nfe=None,
-                                 error=None, metric="pathwise_rms", wall_s=None, peer=True))
+                rows.append(_row(problem, name, grid, nfe, None, None, "pathwise_rms", None, peer=True))
                 continue
-            rows.append(dict(problem=problem.name, solver=name, grid=grid,
-                             nfe_budget=nfe, nfe=out[1], error=pathwise_rms(out[0], ref), metric="pathwise_rms",
-                             wall_s=wall, peer=True))
+            rows.append(_row(problem, name, grid, nfe, out[1], pathwise_rms(out[0], ref), "pathwise_rms", wall,
+                             peer=True))
     return rows
 
 
-def run_bench(problems=("eight_gaussians",), solvers=None, nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES,
+def run_bench(problems=QUICK["problems"], solvers=None, nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES,
               grids=("karras", "log_snr"), n: int = 1000, seed: int = 0, dtype=torch.float64, device="cpu",
               repeats: int = 1, sde: bool = True, peers: bool = True, optimized: bool = True,
               notes: list | None = None) -> list[dict]:
-    """Rows of ``{problem, solver, grid, nfe_budget, nfe, error, metric, wall_s}`` (peers: ``peer=True``;
-    optimised grids: ``pilot_network_calls``). ``notes`` collects lines on skipped peers."""
-    if solvers is None:
-        solvers = DEFAULT_SOLVERS
+    """Rows of ``{problem, solver, grid, nfe_budget, nfe, error, metric, wall_s}``; SDE rows add
+    ``weak={mean, cov, sliced_w2, mmd}``, peers ``peer=True``, optimised grids ``pilot_network_calls``;
+    ``solver="mc_floor"`` rows hold the weak metrics' Monte Carlo floor. ``notes`` collects lines on skipped
+    peers and metrics. ``solvers=None`` runs ``DEFAULT_SOLVERS``; ``grids`` apply to the ODE solvers
+    (``log_snr`` only to the exponential integrators)."""
+    solvers = DEFAULT_SOLVERS if solvers is None else tuple(solvers)
     notes = [] if notes is None else notes
     rows = []
     for pname in problems:
         problem = get_problem(pname)
         x = problem.initial(n, seed, dtype=dtype, device=device)
+        sde_solvers = [s for s in solvers if _solvers.get(s).sde]
         for solver in solvers:
             s = _solvers.get(solver)
-            if s.sde:
-                if sde:
-                    rows += _sde_rows(problem, solver, sde_nfes, x, seed, repeats)
-            else:
+            if not s.sde:
                 use = grids if s.needs == "prediction" else tuple(g for g in grids if g != "log_snr") or grids
                 rows += _ode_rows(problem, solver, use, nfes, x, repeats)
         if optimized:
             rows += _optimized_rows(problem, nfes, x, repeats)
         if peers:
             rows += _peer_rows(problem, nfes, x, repeats, notes)
+        if sde and sde_solvers:
+            setup = _SDESetup(problem, x, sde_nfes, seed, notes)
+            for solver in sde_solvers:
+                rows += _sde_rows(setup, solver, sde_nfes, repeats)
+            if peers:
+                rows += _sde_peer_rows(setup, sde_nfes, repeats, notes)
+            rows += _floor_rows(setup, sde_nfes)
     return rows

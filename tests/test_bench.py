@@ -1,0 +1,86 @@
+"""`sdeflow bench` internals: weak metrics sit at their Monte Carlo floor for exact samples and see a known
+bias; a user-registered problem (a network field, a sampler, no analytic target) runs, and its fine float64
+reference agrees with the exact flow; SDE rows carry strong and weak errors beside the floor."""
+
+import math
+
+import torch
+
+import sdeflow as sf
+from sdeflow.bench import Problem, get_problem, mc_floor, register_problem, run_bench, weak_metrics
+from sdeflow.bench.metrics import mmd_bandwidth
+
+N = 1000
+
+
+def _exact(seed):
+    p = get_problem("gaussian2")
+    return p.target_samples(N, torch.Generator().manual_seed(seed))
+
+
+def test_weak_metrics_at_the_floor_for_exact_samples_and_see_a_known_bias():
+    p = get_problem("gaussian2")
+    ref = _exact(1)
+    bw = mmd_bandwidth(ref)
+    g = torch.Generator().manual_seed(2)
+    floor = mc_floor(lambda m: p.target_samples(m, g), N, bw, pairs=8)
+    # the mean error of two independent sets is |v|, v ~ N(0, 2C/N): its RMS is sqrt(2 tr C / N) exactly
+    C = torch.cov(ref.T)
+    se_mean = math.sqrt(2 * float(C.trace()) / N)
+    same = weak_metrics(_exact(3), ref, bw)
+    assert same["mean"] < 4 * se_mean  # P(chi2_1 > 16) < 1e-4
+    for k, v in same.items():
+        assert v < 4 * floor[k], (k, v, floor[k])  # at the floor (RMS of 8 exact pairs)
+    # a known bias: mean shifted by delta, spread scaled by 1.5
+    delta = torch.tensor([0.3, -0.4], dtype=torch.float64)
+    x = _exact(3)
+    biased = weak_metrics(x.mean(0) + delta + 1.5 * (x - x.mean(0)), ref, bw)
+    assert abs(biased["mean"] - 0.5) < 4 * se_mean  # |delta| = 0.5, up to sampling error
+    cov_excess = float((1.25 * C).norm())  # (1.5^2 - 1) C
+    assert abs(biased["cov"] - cov_excess) < 0.3 * cov_excess
+    for k in ("sliced_w2", "mmd"):
+        assert biased[k] > 5 * floor[k], (k, biased[k], floor[k])
+
+
+MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
+C2 = torch.tensor([0.05, 2.0], dtype=torch.float64)
+PATH = sf.VP()
+
+
+def _eps_net(x, t):  # the closed-form noise predictor of N(MU, diag(C2)) on VP, as a user network
+    a, s = PATH.alpha(t).to(x.dtype)[:, None], PATH.sigma(t).to(x.dtype)[:, None]
+    return s * (x - a * MU) / (a * a * C2 + s * s)
+
+
+def test_registered_custom_problem_runs_with_its_reference_and_sampler():
+    prob = register_problem(Problem("test_custom_vp", path=PATH, exact_field=sf.NoiseField(_eps_net), dim=2,
+                                    target_sampler=lambda n, g: MU + C2.sqrt() * torch.randn(
+                                        n, 2, generator=g, dtype=torch.float64)))
+    x = prob.initial(64, 0)
+    exact = sf.Gaussian(MU, C2).reference_flow(x, PATH, prob.t_max, prob.t_min, final_denoise=True)
+    assert float((prob.reference(x) - exact).abs().max()) < 1e-8  # RK4, 1024 steps, float64
+    notes = []
+    rows = run_bench(problems=["test_custom_vp"], solvers=["heun", "euler_maruyama"], nfes=[10, 40],
+                     sde_nfes=[32], n=64, optimized=False, notes=notes)
+    heun = [r for r in rows if r["solver"] == "heun"]
+    assert len(heun) == 2 and heun[1]["error"] < heun[0]["error"] / 4  # second order: 4x NFE, ~16x less
+    sde = [r for r in rows if r["metric"] == "strong_rms"]
+    assert {r["solver"] for r in sde} >= {"euler_maruyama", "torchsde:euler"}
+    assert all(set(r["weak"]) == {"mean", "cov", "sliced_w2", "mmd"} for r in sde)
+    assert any(r["solver"] == "mc_floor" for r in rows)
+    assert any("ODE peers skipped on test_custom_vp" in n for n in notes)  # VP: not posed in EDM form
+
+
+def test_problem_rejects_bad_input():
+    import pytest
+
+    from sdeflow.errors import SdeflowTypeError, SdeflowValueError
+
+    with pytest.raises(SdeflowValueError, match="target= .* or"):
+        Problem("bad", path=PATH)
+    with pytest.raises(SdeflowTypeError, match="exact_field must be a sdeflow Field"):
+        Problem("bad", path=PATH, exact_field=_eps_net, dim=2)
+    with pytest.raises(SdeflowValueError, match="dim="):
+        Problem("bad", path=PATH, exact_field=sf.NoiseField(_eps_net))
+    with pytest.raises(SdeflowTypeError, match="register_problem takes"):
+        register_problem("gaussian2")
