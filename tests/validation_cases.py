@@ -146,6 +146,8 @@ CASES = [
          _s(field=sf.EnergyField(lambda x, t: x))),
     Case("sample (field output)", "field", "NaN/Inf output", NF_, "field returned NaN or Inf at step 0, t=1",
          _s(field=sf.NoiseField(_nan))),
+    Case("sample (adaptive)", "field", "NaN/Inf output", NF_, "field returned NaN or Inf at t=1",
+         _s(steps=None, solver="dopri5", field=sf.NoiseField(_nan))),
     # ---- solve -----------------------------------------------------------------------------------
     Case("solve", "x0", "float16/bfloat16", TE_, "x0 has dtype torch.float16, too coarse", _solve(_neg, None, X.half(), [0.0, 1.0])),
     Case("solve", "x0", "0-d", VE_, r"x0 must have shape \(batch, \*event\)", _solve(_neg, None, torch.tensor(1.0), [0.0, 1.0])),
