@@ -162,3 +162,28 @@ def test_rst_docstrings_extension():
     assert "as in:\n" in out and "$$\na = b + c\n$$" in out
     assert "| kind | value |" in out and "| data | $x_0$ |" in out
     assert ":math:" not in out and ":class:" not in out and "``" not in out
+
+
+SNIPPET_PAGES = ["index.md", "concepts/layers.md", "concepts/reverse-dynamics.md", "concepts/choosing-a-solver.md"]
+
+
+@pytest.fixture
+def one_thread():
+    """These examples are tiny: one intra-op thread is fastest (and avoids oversubscribing shared CI cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("page", SNIPPET_PAGES)
+def test_page_code_runs(page, one_thread):
+    """The Python blocks on the home and concept pages run as written (each page in a fresh namespace)."""
+    import re
+
+    text = (ROOT / "docs" / page).read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks, f"no python block on {page}"
+    ns: dict = {}
+    for block in blocks:
+        exec(compile(block, f"docs/{page}", "exec"), ns)  # noqa: S102 - the docs' own examples
