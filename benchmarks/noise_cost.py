@@ -2,6 +2,7 @@
 
     python benchmarks/noise_cost.py                # draws of 10^4..10^6 x 2 float32 normals, and a sampler
     python benchmarks/noise_cost.py --threads 1
+    python benchmarks/noise_cost.py --memory       # also: peak memory of 10^6 samples, chunked or not
 
 Prints, per size, the median time of one draw for each source and the ratio, then the wall time of a
 reverse-SDE sample (euler_maruyama, 50 steps) with a cheap exact field, where the noise is a large part
@@ -13,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 
 import torch
@@ -54,10 +57,30 @@ def measure_sampler(n: int = 100_000, steps: int = 50, repeats: int = 3) -> dict
     return {"generator": tg, "per_sample": tp, "ratio": tp / tg}
 
 
+_MEMORY = """
+import resource, sys, torch, sdeflow as sf
+chunk = None if sys.argv[1] == "None" else int(sys.argv[1])
+field = sf.NoiseField(lambda x, t: 0.5 * x)
+kw = dict(steps=2, n=10**6, shape=(2,), noise=sf.PerSampleNoise(0), gamma="reverse")
+sf.sample(sf.VP(), field, "euler_maruyama", **{**kw, "n": 1000})
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+sf.sample(sf.VP(), field, "euler_maruyama", chunk_size=chunk, **kw)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+"""
+
+
+def measure_chunk_memory(chunk: int | None) -> float:
+    """Peak RSS growth (MB, Linux ru_maxrss) of 10^6 2-D float32 reverse-SDE samples (2 steps, near-free
+    field, PerSampleNoise) with ``chunk_size=chunk``, in a fresh process. The output itself is 7.6 MB."""
+    out = subprocess.run([sys.executable, "-c", _MEMORY, str(chunk)], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--memory", action="store_true")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -69,6 +92,9 @@ def main():
     r = measure_sampler()
     print(f"sample(n=100000, euler_maruyama, 50 steps, exact field): randn {r['generator']:.2f} s, "
           f"per-sample {r['per_sample']:.2f} s, ratio {r['ratio']:.2f}")
+    if args.memory:
+        for chunk in (None, 2 ** 16, 2 ** 14):
+            print(f"10^6 samples, chunk_size={chunk}: peak memory +{measure_chunk_memory(chunk):.0f} MB")
 
 
 if __name__ == "__main__":
