@@ -29,6 +29,15 @@ PATHS = {
 }
 
 
+@pytest.fixture
+def one_thread():
+    """These checks are tiny: one intra-op thread is fastest (and avoids oversubscribing shared CI cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
                     reason="mkdocs/mkdocstrings not installed (pip install -e '.[dev]' installs them)")
 def test_mkdocs_build_strict(tmp_path):
@@ -78,7 +87,7 @@ KINDS = ("noise", "data", "score", "velocity")
 
 
 @pytest.mark.parametrize("pname", list(PATHS))
-def test_conversion_table(pname):
+def test_conversion_table(pname, one_thread):
     path = PATHS[pname]
     g = torch.Generator().manual_seed(1)
     target = sf.Gaussian(torch.tensor([0.5, -1.0], dtype=torch.float64), torch.tensor([0.3, 2.0], dtype=torch.float64))
@@ -165,15 +174,6 @@ def test_rst_docstrings_extension():
 
 
 SNIPPET_PAGES = ["index.md", "concepts/layers.md", "concepts/reverse-dynamics.md", "concepts/choosing-a-solver.md"]
-
-
-@pytest.fixture
-def one_thread():
-    """These examples are tiny: one intra-op thread is fastest (and avoids oversubscribing shared CI cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("page", SNIPPET_PAGES)
