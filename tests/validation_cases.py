@@ -77,6 +77,18 @@ CASES = [
     Case("path.prior_sample", "shape", "negative entries", VE_, "shape must be a tuple of non-negative integers",
          lambda: VP.prior_sample((2, -1))),
     Case("path.prior_sample", "dtype", "not floating", TE_, "dtype must be a floating", lambda: VP.prior_sample((2,), dtype=torch.long)),
+    # ---- oracles, fields, adapters, noise sources ---------------------------------------------------------
+    Case("Gaussian", "var", "not positive or wrong shape", VE_, "var must be positive", lambda: sf.Gaussian([0.0], [-1.0])),
+    Case("GaussianMixture", "weights", "negative or zero sum", VE_, "weights must be 2 non-negative numbers",
+         lambda: sf.GaussianMixture(torch.zeros(2, 2), torch.ones(2, 2), [0.5, -0.5])),
+    Case("oracle.field / Field.as_kind", "kind", "unknown", VE_, "unknown field kind 'bogus'", lambda: TARGET.field("bogus")),
+    Case("Field.score/noise/data/velocity", "t", "tensor not (batch,)", VE_, r"t must be a number or a \(batch,\) tensor",
+         lambda: NOISE.score(X, torch.ones(3), VP)),
+    Case("NoiseField / ScoreField / ...", "net", "not callable", TE_, "net must be callable", lambda: sf.NoiseField(3)),
+    Case("SumField", "terms", "not Fields", TE_, "SumField terms must be Fields", lambda: sf.SumField([(1.0, 3)])),
+    Case("IndexTime", "T", "< 1", VE_, "T must be a positive integer", lambda: sf.IndexTime(_neg, T=0)),
+    Case("BrownianPath", "times", "fewer than 2 points", VE_, "times must be a 1-D grid", lambda: sf.BrownianPath([0.5])),
+    Case("solvers.get / describe", "solver", "unknown name", VE_, "unknown solver 'hune'", lambda: sf.solvers.describe("hune")),
     # ---- sample: state, sizes --------------------------------------------------------------------
     Case("sample", "path", "not a GaussianPath", TE_, "path must be a GaussianPath", lambda: sf.sample("VP", NOISE, steps=2, x_init=X)),
     Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",
