@@ -60,6 +60,11 @@ class Term:
     additive: bool = True
     is_sde: bool = False
     check: bool = False  # per-evaluation finiteness checks (diagnostic re-runs only)
+    # (A, B, g): drift A[j] x + B[j] net(j, x) and diffusion g[j] (floats) at planned evaluation j, for
+    # solvers that fold them into their update (sdeflow.solvers.base.lincomb); None: use drift/diffusion
+    affine: tuple | None = None
+    _dtype = None  # the solve's dtype and device (metadata checks of every evaluation)
+    _device = None
     step_of: np.ndarray | None = None  # solver step of each planned evaluation
     times: np.ndarray | None = None
 
@@ -75,13 +80,18 @@ class Term:
         return x
 
     # shared output checks --------------------------------------------------------------------
-    def _checked(self, n, x: Tensor, j: int | None, t: float) -> Tensor:
-        """Count the evaluation; check the output's type/shape/device (cheap metadata) and, in checked
-        replays only, its finiteness."""
+    def _checked(self, n, x: Tensor, j: int | None, t: float | None = None) -> Tensor:
+        """Count the evaluation; check the output's type/shape/dtype/device (cheap metadata: the dtype and
+        device against the solve's, cached on the term) and, in checked replays only, its finiteness.
+        ``t`` defaults to the planned time of evaluation ``j`` (looked up only to report an error)."""
         self.nfe += 1
-        if type(n) is not Tensor or n.shape != x.shape or n.dtype != x.dtype or n.device != x.device:
-            n = self._fix_output(n, x, f"evaluation {j}" if j is not None else "an adaptive step", t)
+        if (type(n) is not Tensor or n.shape != x.shape or n.dtype is not self._dtype
+                or n.device != self._device):
+            n = self._fix_output(n, x, f"evaluation {j}" if j is not None else "an adaptive step",
+                                 self.times[j] if t is None else t)
         if self.check and not bool(torch.isfinite(n).all()):
+            if t is None:
+                t = float(self.times[j])
             if j is None:
                 raise NonFiniteError(f"the {self._what} returned NaN or Inf at t={t:.6g}", t=t,
                                      kind=getattr(self, "kind", None))
@@ -103,7 +113,7 @@ class Term:
         if not n.is_floating_point():
             raise SdeflowTypeError(f"the {self._what} returned dtype {n.dtype} at {where}; it must return "
                                    f"floating values")
-        return n.to(x.dtype)
+        return n if n.dtype == x.dtype else n.to(x.dtype)
 
     def _nonfinite(self, j: int, t: float):
         step = int(self.step_of[j]) if self.step_of is not None and j < len(self.step_of) else None
@@ -141,6 +151,7 @@ class FieldTerm(Term):
         self._g = np.sqrt(self.gamma2).tolist()
         self._tb = _time_tensors(self.train_times, like)
         self._batch = like.shape[0]
+        self._dtype, self._device = like.dtype, like.device
         tt = torch.as_tensor(self.times)
         self._icoef = self.ipath.coefficients(tt)
         self._fcoef = path.coefficients(torch.as_tensor(self.train_times)) if self.transfer else None
@@ -153,6 +164,7 @@ class FieldTerm(Term):
         self.nfe = 0
         A, B = self.coeffs("drift")
         self._A, self._B = A, B
+        self.affine = (A, B, self._g)
 
     # ---- tables -------------------------------------------------------------------------------
     def coeffs(self, kind: str) -> tuple[list, list]:
@@ -172,6 +184,8 @@ class FieldTerm(Term):
     # ---- evaluations at planned times ---------------------------------------------------------
     def net(self, j: int, x: Tensor) -> Tensor:
         """The field's native prediction at planned evaluation ``j``."""
+        if self._cin is None and x.shape[0] == self._batch:  # the common case, first
+            return self._checked(self.fn(x, self._tb[j]), x, j)
         tb = self._tb[j]
         if x.shape[0] != self._batch:
             tb = tb.new_full((x.shape[0],), float(self.train_times[j]))
@@ -179,7 +193,7 @@ class FieldTerm(Term):
             n = self.fn(x * self._cin[j], tb)
         else:
             n = self.fn(x, tb)
-        return self._checked(n, x, j, self.times[j])
+        return self._checked(n, x, j)
 
     def drift(self, j: int, x: Tensor) -> Tensor:
         n = self.net(j, x)
@@ -255,6 +269,7 @@ class CallableTerm(Term):
         self.times = np.asarray(times, dtype=np.float64)
         self.step_of = step_of
         self._tb = _time_tensors(self.times, like) if len(self.times) else []
+        self._dtype, self._device = like.dtype, like.device
         self.nfe = 0
         self.noise_type = noise_type
         if diffusion is None:
@@ -275,7 +290,7 @@ class CallableTerm(Term):
         return tb if tb.shape[0] == x.shape[0] else tb.new_full((x.shape[0],), float(self.times[j]))
 
     def drift(self, j, x):
-        return self._checked(self.fn(x, self._t(j, x)), x, j, self.times[j])
+        return self._checked(self.fn(x, self._t(j, x)), x, j)
 
     def _diff(self, g, x, t):
         if not isinstance(g, Tensor):

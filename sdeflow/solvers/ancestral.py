@@ -16,13 +16,13 @@ As in Ho et al., no noise is added on a step that ends at :math:`\sigma_t = 0`. 
 from __future__ import annotations
 
 from ..errors import SdeflowValueError
-from .ddim import posterior_step
-from .prediction import PredictionSolver, expm1_neg
+from .ddim import PosteriorSolver
+from .prediction import expm1_neg
 
 __all__ = ["Ancestral"]
 
 
-class Ancestral(PredictionSolver):
+class Ancestral(PosteriorSolver):
     __doc__ = __doc__
     name = "ancestral"
     order = 1
@@ -34,7 +34,7 @@ class Ancestral(PredictionSolver):
             raise SdeflowValueError(f"variance must be 'posterior' (beta tilde) or 'beta', got {variance!r}")
         self.variance = variance
 
-    def step(self, term, k, x, t0, t1, noise, tab):
+    def variances(self, tab, k):
         h = tab["lam"][k + 1] - tab["lam"][k]
         s0, s1 = tab["sigma"][k], tab["sigma"][k + 1]
         posterior = s1 * s1 * expm1_neg(h)
@@ -42,7 +42,7 @@ class Ancestral(PredictionSolver):
             v = 0.0
         else:
             v = posterior if self.variance == "posterior" else s0 * s0 * expm1_neg(h)
-        return posterior_step(term, k, x, tab, posterior, v, t0, t1, noise)
+        return posterior, v
 
     def __repr__(self):
         return f"Ancestral(variance={self.variance!r})"

@@ -20,9 +20,10 @@ import math
 import torch
 
 from ..errors import SdeflowValueError
+from .base import Row, lincomb
 from .prediction import PredictionSolver, expm1_neg
 
-__all__ = ["DDIM", "posterior_step"]
+__all__ = ["DDIM", "posterior_step", "posterior_rows", "PosteriorSolver"]
 
 
 def posterior_step(term, k: int, x, tab: dict, mean_var: float, noise_var: float, t0: float, t1: float,
@@ -45,7 +46,41 @@ def posterior_step(term, k: int, x, tab: dict, mean_var: float, noise_var: float
     return out
 
 
-class DDIM(PredictionSolver):
+def posterior_rows(term, tab: dict, variances) -> list[tuple[Row, bool]]:
+    """Per step ``k``, the update of :func:`posterior_step` with ``variances(k) = (mean_var, noise_var)`` as a
+    :class:`~sdeflow.solvers.base.Row` over ``(x, n, z)``, tabulated once per solve, and whether it draws."""
+    Pd, Qd = term.coeffs("data")
+    Pe, Qe = term.coeffs("noise")
+    rows = []
+    for k in range(len(tab["alpha"]) - 1):
+        mean_var, noise_var = variances(k)
+        a1, s1 = tab["alpha"][k + 1], tab["sigma"][k + 1]
+        c = math.sqrt(max(s1 * s1 - mean_var, 0.0))
+        A = a1 * Pd[k] + c * Pe[k]
+        B = a1 * Qd[k] + c * Qe[k]
+        sd = math.sqrt(noise_var) if noise_var > 0.0 else 0.0
+        rows.append((Row(A, ((B, 1), (sd, 2))), sd > 0.0))
+    return rows
+
+
+class PosteriorSolver(PredictionSolver):
+    """One network evaluation and one tabulated posterior update per step (DDIM, DDPM ancestral);
+    subclasses give ``variances(tab, k) -> (mean_var, noise_var)``."""
+
+    def variances(self, tab: dict, k: int) -> tuple[float, float]:
+        raise NotImplementedError
+
+    def init_state(self, term, x, grid):
+        tab = super().init_state(term, x, grid)
+        tab["rows"] = posterior_rows(term, tab, lambda k: self.variances(tab, k))
+        return tab
+
+    def step(self, term, k, x, t0, t1, noise, tab):
+        row, noisy = tab["rows"][k]
+        return lincomb(x, row, [x, term.net(k, x), noise.draw(k, t0, t1, x) if noisy else None])
+
+
+class DDIM(PosteriorSolver):
     __doc__ = __doc__
     name = "ddim"
     order = 1
@@ -58,11 +93,11 @@ class DDIM(PredictionSolver):
         self.eta = eta
         self.stochastic = eta > 0
 
-    def step(self, term, k, x, t0, t1, noise, tab):
+    def variances(self, tab, k):
         h = tab["lam"][k + 1] - tab["lam"][k]
         s1 = tab["sigma"][k + 1]
         v = (self.eta * s1) ** 2 * expm1_neg(h) if self.eta > 0 else 0.0
-        return posterior_step(term, k, x, tab, v, v, t0, t1, noise)
+        return v, v
 
     def __repr__(self):
         return f"DDIM(eta={self.eta})"
