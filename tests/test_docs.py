@@ -168,7 +168,7 @@ def test_rst_docstrings_extension():
             "====  =====\nkind  value\n====  =====\ndata  :math:`x_0`\n====  =====\n")
     out = mod.rst_to_markdown(text)
     assert "$x' = x + h f$" in out and "`Heun`" in out and "`sdeflow.sample`" in out and "`steps`" in out
-    assert "as in:\n" in out and "$$\na = b + c\n$$" in out
+    assert "as in:\n" in out and "\n\n$$\na = b + c\n$$\n\n" in out
     assert "| kind | value |" in out and "| data | $x_0$ |" in out
     assert ":math:" not in out and ":class:" not in out and "``" not in out
 

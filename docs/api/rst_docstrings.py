@@ -73,7 +73,7 @@ def rst_to_markdown(text: str) -> str:
                 body.append(lines[i].strip())
                 i += 1
             math = " ".join(b for b in body if b)
-            out += [indent + "$$", indent + math, indent + "$$"]
+            out += ["", "$$", math, "$$", ""]   # flush left: arithmatex blocks do not nest in reST-indented lists
             continue
         if line.endswith("::") and not stripped.startswith(".."):   # "text::" introduces a literal block
             line = line[:-1]
