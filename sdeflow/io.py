@@ -1,6 +1,6 @@
 r"""Safe persistence: grids, solutions and field checkpoints as safetensors files with JSON metadata.
 
-Nothing here ever unpickles: tensors are stored with `safetensors <https://huggingface.co/docs/safetensors>`_
+Nothing here ever unpickles: tensors are stored with safetensors (https://huggingface.co/docs/safetensors)
 (a flat table of raw buffers plus a JSON header), and metadata is JSON. A file that is not a safetensors
 file (a pickle, a ``torch.save`` archive, a truncated download) is refused with
 :class:`~sdeflow.errors.SdeflowValueError` before any of its content is interpreted. The one exception,
