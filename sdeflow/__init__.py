@@ -9,8 +9,8 @@ from . import analytic, conversions, grids, io, langevin, losses, noise, paths, 
 from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
 from .errors import NonFiniteError, SdeflowTypeError, SdeflowValueError
-from .fields import (DataField, EnergyField, Field, NoiseField, ScoreField, SumField, VelocityField,
-                     classifier_free_guidance)
+from .fields import (DataField, EnergyField, Field, FlowScoreField, NoiseField, ScoreField, SumField,
+                     VelocityField, classifier_free_guidance)
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
 from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
 from .sample import sample
@@ -22,7 +22,7 @@ __version__ = "0.1.0"
 __all__ = [
     "sample", "solve", "Solution",
     "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
-    "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "EnergyField", "SumField",
+    "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "EnergyField", "SumField", "FlowScoreField",
     "classifier_free_guidance", "FlipTime", "ColumnTime", "IndexTime", "SigmaTime",
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",

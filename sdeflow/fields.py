@@ -41,6 +41,7 @@ __all__ = [
     "EnergyField",
     "SumField",
     "classifier_free_guidance",
+    "FlowScoreField",
     "batch_time",
 ]
 
@@ -278,3 +279,61 @@ def classifier_free_guidance(cond: Field, uncond: Field, scale: float) -> SumFie
     The weights sum to 1, so the guided field is the same whichever kind the two fields predict.
     """
     return SumField([(1.0 + float(scale), cond), (-float(scale), uncond)])
+
+
+class FlowScoreField(Field):
+    r"""A velocity network and a score network driving the SDE with constant :math:`\gamma`,
+
+    .. math:: dx = \big[v_\theta(x, t) - \tfrac{\gamma^2}{2} s_\phi(x, t)\big]\,dt + \gamma\, d\bar W
+              \quad (t: 1 \to 0),
+
+    the flow + score SDE of "A Gentle Intro to Diffusion Models" (B. V. Do; Holderrieth et al. 2025, Thm. 15),
+    in sdeflow's time (t = 1 noise). Use it as ``sample(path, FlowScoreField(v, s, gamma), solver,
+    gamma=gamma)`` with the same ``gamma``.
+
+    The field's kind is ``"velocity"``; its prediction is the one velocity :math:`n` that the sampler's affine
+    conversion turns into the pair's drift. A velocity :math:`n` has reverse-family drift
+    :math:`P x + Q n` with :math:`Q = 1 + \gamma^2/g_t^2`, :math:`P = -(\gamma^2/g_t^2) f_t`
+    (:func:`sdeflow.conversions.conversion`), so
+
+    .. math:: n = w_t\, v_\theta + (1 - w_t)\,(f_t x - \tfrac{g_t^2}{2} s_\phi), \qquad
+              w_t = \frac{g_t^2}{g_t^2 + \gamma^2},
+
+    a convex mix, at each time, of the two networks written as velocities (a :class:`SumField` in velocity
+    space whose weights depend on ``t``). It is computed as :math:`n = (v - \tfrac{\gamma^2}{2}s - P x)/Q`
+    from the same conversion tables, so it stays finite where :math:`g_t^2` or :math:`f_t` is infinite
+    (the linear flow at t = 1) and the drift is exact. With ``gamma = 0`` it is the velocity network itself.
+    When the two networks agree (the exact pair of one path), ``n`` is that velocity for every ``gamma``;
+    for two trained networks ``n`` depends on ``gamma``, so a ``FlowScoreField`` is meant for the ``gamma``
+    it was built with (other kinds, e.g. ``final_denoise``'s data prediction, are converted from ``n``).
+    ``gamma`` is in the training path's time: do not combine with ``integration_path``.
+    """
+
+    kind = "velocity"
+
+    def __init__(self, velocity: Field, score: Field, gamma: float):
+        for nm, f in (("velocity", velocity), ("score", score)):
+            if not isinstance(f, Field):
+                raise SdeflowTypeError(f"{nm} must be a sdeflow Field (e.g. {nm.capitalize()}Field(net)), got "
+                                       f"{type(f).__name__}")
+        if isinstance(gamma, bool) or not isinstance(gamma, (int, float)) or not (gamma >= 0 and
+                                                                                   math.isfinite(gamma)):
+            raise SdeflowValueError(f"gamma must be a finite number >= 0 (the constant noise level), got {gamma!r}")
+        self.velocity_field, self.score_field, self.gamma = velocity, score, float(gamma)
+
+    def predict(self, x, t, path):
+        tb = batch_time(t, x)
+        v = self.velocity_field.as_kind("velocity", x, tb, path)
+        if self.gamma == 0.0:
+            return v
+        g2 = self.gamma * self.gamma
+        s = self.score_field.as_kind("score", x, tb, path)
+        P, Q = conversion("velocity", "drift", *path.coefficients(tb), gamma2=g2)
+        return (torch.add(v, s, alpha=-0.5 * g2) - _bcast(P, x) * x) / _bcast(Q, x)
+
+    def validate_times(self, times):
+        self.velocity_field.validate_times(times)
+        self.score_field.validate_times(times)
+
+    def __repr__(self):
+        return f"FlowScoreField({self.velocity_field!r}, {self.score_field!r}, gamma={self.gamma:g})"

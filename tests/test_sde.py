@@ -20,7 +20,10 @@ CASES = {
     "LinearFlow-gamma0.7": (sf.LinearFlow(), 0.7, 1e-2, "velocity"),
     "VE-reverse": (sf.VE(), "reverse", 0.0, "data"),
 }
-SDE_SOLVERS = sf.solvers.available(sde=True, adaptive=False)
+# Solvers that declare no weak order do not converge to the SDE as h -> 0 (predictor-corrector: the corrector's
+# step is set by its SNR, not by h); they are tested against their own theory in their own test files.
+SDE_SOLVERS = [s for s in sf.solvers.available(sde=True, adaptive=False)
+               if sf.solvers.get(s).weak_order_additive is not None]
 
 
 def _moments(case, solver, steps):
