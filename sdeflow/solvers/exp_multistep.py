@@ -135,6 +135,7 @@ class ExpMultistep(PredictionSolver):
         st["E"] = step_damping(term, grid, st["h"]) if self.sde else [0.0] * (len(grid) - 1)
         st["hist"] = []  # (half log-SNR, prediction tensor), oldest first
         st["n_steps"] = len(grid) - 1
+        term.coeffs(self.predict)  # the prediction tables, built in setup (the steps stay traceable)
         if self._extra:
             st.update(eval_tables(term))
         return st

@@ -92,6 +92,7 @@ class ExpSingleStep(PredictionSolver):
     def init_state(self, term, x, grid):
         st = super().init_state(term, x, grid)
         st.update(eval_tables(term))
+        term.coeffs(self.predict)  # the prediction tables, built in setup (the steps stay traceable)
         return st
 
     def step(self, term, k, x, t0, t1, noise, st):
