@@ -187,3 +187,9 @@ def test_page_code_runs(page, one_thread):
     ns: dict = {}
     for block in blocks:
         exec(compile(block, f"docs/{page}", "exec"), ns)  # noqa: S102 - the docs' own examples
+
+
+def test_api_index_lists_every_top_level_name():
+    page = (ROOT / "docs" / "api" / "index.md").read_text()
+    missing = [name for name in sf.__all__ if f"`{name}`" not in page]
+    assert not missing, f"add to docs/api/index.md: {missing}"
