@@ -31,10 +31,48 @@ def _strs(s: str) -> list[str]:
     return [v for v in s.split(",") if v]
 
 
+def _write_json(rows, args, name):
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        p = os.path.join(args.out, name)
+        with open(p, "w") as f:
+            json.dump(rows, f, indent=1)
+        print(f"rows written to {p}")
+
+
+def _overhead_and_scaling(args) -> int:
+    """``--overhead`` / ``--scaling``: sdeflow.bench.overhead and sdeflow.bench.scaling, instead of the
+    error bench."""
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype or "float32"]
+    if args.overhead:
+        from .bench.overhead import format_overhead, run_overhead
+
+        notes: list[str] = []
+        kw = {} if args.repeats is None else {"repeats": args.repeats}
+        if args.n is not None:
+            kw["batches"] = (args.n,)
+        rows = run_overhead(solvers=args.solvers, notes=notes, dtype=dtype, seed=args.seed, peers=args.peers, **kw)
+        print(format_overhead(rows))
+        for line in dict.fromkeys(notes):
+            print(line)
+        _write_json(rows, args, "overhead.json")
+    if args.scaling:
+        from .bench import scaling
+
+        batches = scaling.FULL_BATCHES if args.full else scaling.QUICK_BATCHES
+        kw = {} if args.repeats is None else {"repeats": args.repeats}
+        rows = scaling.run_scaling(batches=batches, **kw)
+        print(scaling.format_scaling(rows))
+        _write_json(rows, args, "scaling.json")
+    return 0
+
+
 def _bench(args) -> int:
     from . import solvers as _solvers
     from .bench import FULL, PROBLEMS, QUICK, format_table, run_bench
 
+    if args.overhead or args.scaling:
+        return _overhead_and_scaling(args)
     if args.list:
         for name, p in PROBLEMS.items():
             print(f"{name:22} d={p.dim:<3} {p.description}")
@@ -42,7 +80,7 @@ def _bench(args) -> int:
         return 0
     preset = FULL if args.full else QUICK
     pick = lambda v, k: preset[k] if v is None else v  # noqa: E731
-    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype]
+    dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype or "float64"]
     t0 = time.perf_counter()
     notes: list[str] = []
     rows = run_bench(problems=pick(args.problems, "problems"), solvers=args.solvers, nfes=pick(args.nfe, "nfes"),
@@ -98,13 +136,19 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--n", "--batch", dest="n", type=int, default=None,
                    help="samples per problem, integrated as one batch (quick: 1000)")
     b.add_argument("--seed", type=int, default=0, help="seed of the initial noise, Brownian path and exact samples")
-    b.add_argument("--dtype", choices=["float32", "float64"], default="float64")
+    b.add_argument("--dtype", choices=["float32", "float64"], default=None,
+                   help="float64 for the error bench, float32 for --overhead (defaults)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=None,
                    help="timed repeats after a warm-up, median reported (quick: 1)")
     b.add_argument("--out", default=None, help="directory for rows.json and the work-precision PNGs")
     b.add_argument("--json", default=None, help="also write the rows to this JSON file")
     b.add_argument("--list", action="store_true", help="list problems and solvers")
+    b.add_argument("--overhead", action="store_true", help="instead: per-step overhead of the fixed-step solvers "
+                   "and peers against a minimal hand-written loop (sdeflow.bench.overhead; --solvers, --dtype, "
+                   "--seed, --repeats, --n (one batch size), --no-peers, --out apply)")
+    b.add_argument("--scaling", action="store_true", help="instead: wall time and peak memory against batch, NFE "
+                   "and dimension (sdeflow.bench.scaling; --full for the larger batches)")
     b.set_defaults(func=_bench)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -33,7 +33,7 @@ def _pyplot():
     return plt
 
 
-def plot_work_precision(rows: list[dict], metric: str, problem: str, path: str, dpi: int = 90) -> str | None:
+def plot_work_precision(rows: list[dict], metric: str, problem: str, path: str, dpi: int = 80) -> str | None:
     """Write the two-panel diagram of ``metric`` on ``problem`` to ``path``; None if there is nothing to plot."""
     tables = metric_tables([r for r in rows if r["problem"] == problem])
     if metric not in tables:
@@ -52,7 +52,7 @@ def plot_work_precision(rows: list[dict], metric: str, problem: str, path: str, 
     if not lines:
         return None
     plt = _pyplot()
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     cmap = plt.get_cmap("tab20")
@@ -73,6 +73,9 @@ def plot_work_precision(rows: list[dict], metric: str, problem: str, path: str, 
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(xl)
         ax.grid(True, which="both", alpha=0.25)
+    budgets = sorted({r["nfe_budget"] for r in sel})
+    axes[0].set_xticks(budgets)  # NFE ticks at the budgets (used NFE may fall below them)
+    axes[0].xaxis.set_major_formatter(ScalarFormatter())
     axes[0].set_ylabel(metric)
     fig.suptitle(f"{problem} - {_TITLES.get(metric, metric)}; dashed: peers", fontsize=11)
     handles, labels = axes[0].get_legend_handles_labels()
