@@ -13,8 +13,9 @@ Each step from :math:`s` to :math:`t < s` is
 
   the signal-to-noise rule: the drift moves :math:`x` by :math:`\sqrt 2\, r` times the noise's length.
 
-``snr`` = :math:`r`: Song et al. use :math:`r = 0.16` for VE SDEs (their CIFAR-10 setting) and a much smaller
-:math:`r` (0.01 in their released VP configurations); the default is 0.16. ``alpha`` = :math:`a`: 1 in their
+``snr`` = :math:`r`: Song et al. use :math:`r = 0.16` for VE SDEs (their CIFAR-10 setting); a much smaller
+:math:`r` such as 0.01 is commonly used with VP SDEs (not checked here against the released configurations);
+the default is 0.16. ``alpha`` = :math:`a`: 1 in their
 VE Algorithm 4; their VP Algorithm 5 uses DDPM's :math:`\alpha_i = 1 - \beta_i` (>= 0.98 at 1000 steps), which
 a user passes as a number.
 
