@@ -83,6 +83,7 @@ def _run(name, seed=0, steps=300):
     return fall, float(l_after.mean() / l_before.mean()), w_after / w_before
 
 
+@pytest.mark.parametrize("name", list(FAMILIES))
 def test_training_lowers_the_loss_and_the_distance_to_the_target(name):
     fall, _, w2_ratio = _run(name)
     assert fall > 4.0, fall
