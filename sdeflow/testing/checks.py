@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from .. import solvers as _solvers
-from ..analytic import Gaussian, GaussianMixture
+from ..analytic import Gaussian
 from ..errors import SdeflowValueError
-from ..noise import BrownianPath, PerSampleNoise
+from ..noise import BrownianPath
 from ..paths import VP, GaussianPath
 from .convergence import OrderFit, fit_order
 from .moments import affine_output_moments

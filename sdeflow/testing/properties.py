@@ -24,14 +24,13 @@ and returns what it measured otherwise. :func:`check_solver` runs all that apply
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
 from .. import solvers as _solvers
-from ..analytic import Gaussian, GaussianMixture
+from ..analytic import GaussianMixture
 from ..errors import SdeflowValueError
 from ..noise import NoiseSource, PerSampleNoise
 from ..paths import VP, GaussianPath
