@@ -71,3 +71,17 @@ def test_torchsde_on_our_brownian_path_equals_our_solver(peer, ours, per_step):
     assert run_sde_peer(peer, PROBLEM, X, grid, bm, per_step * 32) is None  # over budget: refused
     # the same update on the same increments: equal to float64 rounding, accumulated over 32 steps
     assert pathwise_rms(theirs, mine.x) < 1e-7 * pathwise_rms(mine.x, 0 * mine.x)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers not installed")
+def test_diffusers_ddpm_dpmpp_2m_equals_ours_on_the_same_timesteps():
+    from sdeflow.bench.peers import DDPM_PEERS, ddpm_applicable, ddpm_timesteps
+
+    p = get_problem("eight_gaussians_ddpm")
+    assert ddpm_applicable(p) and not ddpm_applicable(PROBLEM)
+    x = p.initial(64, 0)
+    theirs, used = DDPM_PEERS["diffusers:dpmpp_2m"][1](p, x, 12)
+    grid = [(t + 1) / 1000 for t in ddpm_timesteps(12)]  # diffusers' timestep tau is sdeflow's t = (tau + 1) / T
+    ours = sample(p.path, p.field(), "dpmpp_2m", grid=grid, x_init=x, final_denoise=True)
+    assert used == ours.nfe == 12
+    assert pathwise_rms(theirs, ours.x) < 1e-4 * (1 + pathwise_rms(ours.x, 0 * ours.x))  # float32 sigmas

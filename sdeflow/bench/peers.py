@@ -280,3 +280,73 @@ def run_sde_peer(name: str, problem, x: torch.Tensor, grid, path, nfe: int):
     if len(g) > 2 and np.ptp(np.diff(g)) > 1e-9 * abs(g[0] - g[-1]):
         raise ValueError("SDE peers step torchsde with a fixed dt: pass a uniform grid")
     return SDE_PEERS[name][1](problem, x, g, path, nfe)
+
+
+# ---- diffusers' DDPM-schedule schedulers, on a problem posed on DiscreteVP ------------------------------
+class _CountedEps:
+    """The problem's exact noise prediction at diffusers' integer timestep ``tau`` (sdeflow's DiscreteVP
+    time ``(tau + 1) / T``), counting calls and refusing to exceed ``cap``."""
+
+    def __init__(self, problem, cap: int):
+        self.problem, self.field, self.cap, self.calls = problem, problem.field(), cap, 0
+
+    def __call__(self, x, tau):
+        if self.calls >= self.cap:
+            raise RuntimeError("peer exceeded its NFE budget")
+        self.calls += 1
+        t = (float(tau) + 1.0) / self.problem.path.T
+        return self.field.noise(x, t, self.problem.path).to(x.dtype)
+
+
+def ddpm_timesteps(k: int, T: int = 1000) -> list[int]:
+    """``k`` integer timesteps from ``T - 1`` down to 0, evenly spaced (rounded): the grid every DDPM peer
+    and the matching sdeflow row use (sdeflow time ``(tau + 1) / T``)."""
+    return [int(v) for v in np.unique(np.round(np.linspace(T - 1, 0, k)).astype(int))[::-1]]
+
+
+def _diffusers_ddpm(kind: str):
+    def run(problem, x, nfe):
+        import diffusers
+
+        k = (nfe + 1) // 2 if kind == "heun" else nfe  # Heun: 2 calls per step, 1 for the last (to sigma 0)
+        if k < 2:
+            return None
+        taus = ddpm_timesteps(k, problem.path.T)
+        common = dict(num_train_timesteps=problem.path.T, beta_start=float(problem.path.betas[0]),
+                      beta_end=float(problem.path.betas[-1]), beta_schedule="linear", prediction_type="epsilon")
+        if kind in ("dpmpp_2m", "dpmpp_3m"):
+            sch = diffusers.DPMSolverMultistepScheduler(solver_order=int(kind[-2]), algorithm_type="dpmsolver++",
+                                                        final_sigmas_type="zero", **common)
+            sch.set_timesteps(timesteps=taus)
+        elif kind == "euler":
+            sch = diffusers.EulerDiscreteScheduler(final_sigmas_type="zero", **common)
+            sch.set_timesteps(timesteps=taus)
+        else:
+            sch = diffusers.HeunDiscreteScheduler(**common)
+            sch.set_timesteps(timesteps=taus)
+        eps = _CountedEps(problem, nfe)
+        # the sample in the scheduler's own coordinates (VE-scaled for Euler/Heun: x / alpha)
+        y = x * sch.init_noise_sigma / float(problem.path.sigma(problem.t_max)) if kind in ("euler", "heun") \
+            else x.clone()
+        for t in sch.timesteps:
+            inp = sch.scale_model_input(y, t)
+            y = sch.step(eps(inp, t), t, y).prev_sample
+        return y, eps.calls
+    return run
+
+
+DDPM_PEERS = {f"diffusers:{k}": ("diffusers", _diffusers_ddpm(k))
+              for k in ("dpmpp_2m", "dpmpp_3m", "euler", "heun")}
+# not here: UniPCMultistepScheduler takes custom sigmas only with flow sigmas, DDIMScheduler no custom
+# timesteps at all, so neither can be put on the common grid (their own spacings end at other noise levels)
+
+
+def ddpm_applicable(problem) -> bool:
+    """The DDPM-schedule peers need a problem on diffusers' default schedule: ``DiscreteVP()`` (beta linear
+    1e-4..0.02, T = 1000) from t = 1 (timestep 999) to t_min = 1/T (timestep 0), then the final denoising."""
+    from ..paths import DiscreteVP
+
+    p = problem.path
+    return (isinstance(p, DiscreteVP) and p.T == 1000 and problem.final_denoise and problem.t_max == 1.0
+            and abs(problem.t_min - 1.0 / p.T) < 1e-12 and problem.integration_path is None
+            and torch.allclose(p.betas, torch.linspace(1e-4, 0.02, 1000, dtype=torch.float64)))

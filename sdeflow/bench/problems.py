@@ -3,7 +3,8 @@ float64 reference answer from the same initial noise.
 
 Built in: the 2-D mixtures ``eight_gaussians``, ``two_blobs``, ``ring20_wide``, ``eight_gaussians_small``
 and the Gaussians ``gaussian2``, ``gaussian16``, ``gaussian64`` (exact probability-flow map), all on the VE
-path sigma 80 -> 0.002 with a final step to sigma = 0, integrated in EDM coordinates.
+path sigma 80 -> 0.002 with a final step to sigma = 0, integrated in EDM coordinates; and
+``eight_gaussians_ddpm``, the 8-mode mixture on DDPM's discrete schedule (``DiscreteVP()``, eps field).
 
 A user problem (any path, any field, samples of the target) is added with :func:`register_problem`::
 
@@ -27,7 +28,7 @@ from .. import analytic
 from ..analytic import GaussianMixture
 from ..errors import SdeflowTypeError, SdeflowValueError, unknown_name
 from ..fields import Field
-from ..paths import EDM, VE, GaussianPath
+from ..paths import EDM, VE, DiscreteVP, GaussianPath
 
 __all__ = ["Problem", "PROBLEMS", "register_problem", "get_problem"]
 
@@ -168,6 +169,11 @@ register_problem(_ve_edm("eight_gaussians_small", analytic.eight_gaussians(std=0
 for _d in (2, 16, 64):
     register_problem(_ve_edm(f"gaussian{_d}", _gaussian(_d),
                              f"a {_d}-dimensional Gaussian with variances 0.1..3.2; exact flow; VE as above"))
+register_problem(Problem("eight_gaussians_ddpm", analytic.eight_gaussians(), DiscreteVP(), kind="noise",
+                         t_max=1.0, final_denoise=True,
+                         description="the 8-mode mixture behind an exact noise predictor on DDPM's schedule "
+                                     "(beta 1e-4..0.02, T = 1000), timestep 999 -> 0, then the final "
+                                     "denoising; peers: diffusers' DDPM schedulers"))
 
 
 def get_problem(name: str) -> Problem:

@@ -16,7 +16,8 @@ def _section(rows: list[dict], value) -> list[str]:
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["problem"], r["solver"], r["grid"]), {})[r["nfe_budget"]] = r
-    head = f"{'problem':16} {'solver':24} {'grid':10}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
+    w = max([16] + [len(r["problem"]) for r in rows])
+    head = f"{'problem':{w}} {'solver':24} {'grid':13}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
     lines = [head, "-" * len(head)]
     for (prob, solver, grid), by in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "mc_floor",
                                                                           kv[0][1], kv[0][2])):
@@ -24,7 +25,7 @@ def _section(rows: list[dict], value) -> list[str]:
         for b in budgets:
             v = value(by[b]) if b in by else None
             cells.append(f"{'-':>11}" if v is None else f"{v:11.3e}")
-        lines.append(f"{prob:16} {solver:24} {grid:10}" + "".join(cells))
+        lines.append(f"{prob:{w}} {solver:24} {grid:13}" + "".join(cells))
     return lines
 
 

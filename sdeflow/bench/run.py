@@ -8,14 +8,16 @@
   ``solver="mc_floor"`` give the Monte Carlo floor of the weak metrics (independent exact sets of the same
   size). Grids are uniform in the path's time (for VE: geometric in sigma, uniform in log-SNR) with a
   power-of-two number of steps, so they nest in the fine grid of the :class:`~sdeflow.noise.BrownianPath`.
-* Peers (``peer=True``): torchdiffeq and diffusers on the ODE, torchsde on the SDE on the same Brownian
-  path (see :mod:`sdeflow.bench.peers`); cached grid-optimised UniPC rows (``grid="optimized"``).
+* Peers (``peer=True``): torchdiffeq and diffusers' EDM schedulers on the ODE of VE problems, diffusers'
+  DDPM-schedule schedulers on ``eight_gaussians_ddpm``, torchsde on the SDE on the same Brownian path (see
+  :mod:`sdeflow.bench.peers`); cached grid-optimised UniPC rows (``grid="optimized"``).
 * Wall time: median of ``repeats`` timed runs, after one untimed warm-up run of each (solver, grid) at
   its first budget.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import time
@@ -41,7 +43,7 @@ _SDE_FINE_MIN = 1024  # fine Brownian grid: at least this many steps and 8x the 
 
 QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)
 FULL = dict(problems=("eight_gaussians", "two_blobs", "ring20_wide", "eight_gaussians_small", "gaussian2",
-                      "gaussian16", "gaussian64"),
+                      "gaussian16", "gaussian64", "eight_gaussians_ddpm"),
             nfes=(5, 10, 20, 50, 100, 200), sde_nfes=(32, 64, 128, 256, 512, 1024), n=4000, repeats=3)
 
 
@@ -183,19 +185,30 @@ def _optimized_rows(problem, nfes, x, repeats):
 
 
 def _peer_rows(problem, nfes, x, repeats, notes):
-    from .peers import applicable, available_peers, run_peer
+    from .peers import DDPM_PEERS, applicable, available_peers, ddpm_applicable, run_peer
 
-    names, skipped = available_peers()
-    notes.extend(skipped)
-    if not applicable(problem):
-        notes.append(f"ODE peers skipped on {problem.name}: they are posed in EDM form, on VE problems")
+    if ddpm_applicable(problem):
+        names = [n for n, (lib, _) in DDPM_PEERS.items() if importlib.util.find_spec(lib) is not None]
+        if not names:
+            notes.append("skipped diffusers DDPM-schedule peers: diffusers is not installed "
+                         "(pip install 'sdeflow[bench]')")
+        run = lambda name, nfe: DDPM_PEERS[name][1](problem, x, nfe)  # noqa: E731
+        grid_of = lambda name: "ddpm_linspace"  # noqa: E731
+    elif applicable(problem):
+        names, skipped = available_peers()
+        notes.extend(skipped)
+        run = lambda name, nfe: run_peer(name, problem, x, nfe)  # noqa: E731
+        grid_of = lambda name: "adaptive" if "dopri" in name else "karras"  # noqa: E731
+    else:
+        notes.append(f"ODE peers skipped on {problem.name}: they are posed in EDM form on VE problems, or on "
+                     f"DDPM's default schedule (DiscreteVP())")
         return []
     ref = problem.reference(x)
     rows = []
     for name in names:
-        grid = "adaptive" if "dopri" in name else "karras"
+        grid = grid_of(name)
         for i, nfe in enumerate(nfes):
-            out, wall = _timed(lambda: run_peer(name, problem, x, nfe), repeats, warm=i == 0)
+            out, wall = _timed(lambda: run(name, nfe), repeats, warm=i == 0)
             if out is None:
                 rows.append(_row(problem, name, grid, nfe, None, None, "pathwise_rms", None, peer=True))
                 continue
