@@ -61,8 +61,9 @@ def kind_uw(kind: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, dsigma: Ten
         return dalpha + torch.zeros_like(sigma), dsigma + torch.zeros_like(sigma)
     if kind == "drift":
         w = dsigma + torch.zeros_like(sigma)
-        if gamma2 is not None:
-            w = w + 0.5 * gamma2 / sigma
+        if gamma2 is not None:  # gamma = 0 adds nothing, even where sigma = 0 (the data end)
+            g2 = torch.as_tensor(gamma2, dtype=sigma.dtype, device=sigma.device)
+            w = w + torch.where(g2 == 0, torch.zeros_like(w), 0.5 * g2 / sigma)
         return dalpha + torch.zeros_like(sigma), w
     raise unknown_name("field kind", str(kind), KINDS)
 
