@@ -40,6 +40,8 @@ def _check(x0, path, field=None, method=None, t_min=None, sigma_positive=False):
     if method is not None and not callable(getattr(field, method, None)):
         raise SdeflowTypeError(f"field must be a sdeflow Field (with .{method}(x, t, path)), got "
                                f"{type(field).__name__}; wrap the network: NoiseField(net), ScoreField(net), ...")
+    if sigma_positive and t_min is None and path is not None:
+        t_min = path.t_min  # the default the loss will use
     if t_min is not None and not isinstance(path, DiscreteVP):
         t_min = check_number("t_min", t_min, ge=0.0, lt=1.0, hint="training times are drawn from [t_min, 1]")
         if sigma_positive and not float(path.sigma(t_min)) > 0:
@@ -82,7 +84,7 @@ def eps_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=Non
 def dsm_loss(field, path: GaussianPath, x0: Tensor, *, weight: Callable | None = None, generator=None,
              t_min=None, reduce=True) -> Tensor:
     """DSM ``lambda(t) |s(x_t, t) + eps / sigma_t|^2``; ``weight(t) -> lambda`` (default ``sigma_t^2``)."""
-    _check(x0, path, field, "score", path.t_min if t_min is None else t_min, sigma_positive=True)
+    _check(x0, path, field, "score", t_min, sigma_positive=True)
     t, eps, xt, a, s, *_ = _noised(path, x0, generator, t_min)
     lam = s.pow(2) if weight is None else torch.as_tensor(weight(t), dtype=x0.dtype).reshape(s.shape)
     l = _sq(lam.sqrt() * (field.score(xt, t, path) + eps / s))

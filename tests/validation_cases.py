@@ -206,7 +206,7 @@ CASES = [
     Case("eps_loss / dsm_loss / cfm_loss", "x0", "integer dtype", TE_, "x0 must have a floating dtype",
          lambda: Lo.eps_loss(NOISE, VP, torch.zeros(3, 2, dtype=torch.long))),
     Case("eps_loss / dsm_loss / cfm_loss", "path", "not a GaussianPath", TE_, "path must be a GaussianPath",
-         lambda: Lo.cfm_loss(NOISE, "VP", X)),
+         lambda: Lo.dsm_loss(NOISE, "VP", X)),
     Case("eps_loss / dsm_loss / cfm_loss", "field", "a bare network", TE_, r"field must be a sdeflow Field \(with .score",
          lambda: Lo.dsm_loss(_neg, VP, X)),
     Case("eps_loss / dsm_loss / cfm_loss", "t_min", "outside [0, 1)", VE_, "t_min must be finite and >= 0 and < 1",
