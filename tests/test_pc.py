@@ -81,3 +81,13 @@ def test_bad_options_name_the_argument():
                      ({"alpha": float("nan")}, "alpha")):
         with pytest.raises(ValueError, match=word):
             sf.solvers.get("pc", **kw)
+
+
+def test_per_sample_norms_make_pc_batch_independent():
+    """norm="sample" declares (and is) batch independent; the default batch norms declare the coupling."""
+    from sdeflow.solvers.predictor_corrector import PredictorCorrector
+    from sdeflow.testing.properties import assert_batch_independent
+
+    assert PredictorCorrector(norm="sample").batch_independent
+    assert not PredictorCorrector().batch_independent
+    assert_batch_independent(PredictorCorrector(norm="sample"))

@@ -16,8 +16,9 @@ from sdeflow.testing.properties import assert_batch_independent
 
 D = torch.float64
 # "pc" (norm="batch", its default) averages its corrector's step size over the batch by design, like Song
-# et al.'s code; test_properties.py reports it until it declares batch_independent = False.
-BATCH_COUPLED = ("pc",)
+# et al.'s code, and declares batch_independent = False (test_properties.py checks the coupling is real).
+BATCH_COUPLED = tuple(n for n in sf.solvers.available(adaptive=False)
+                      if not getattr(sf.solvers.get(n), "batch_independent", True))
 
 
 def test_import_sdeflow_does_not_import_hypothesis():

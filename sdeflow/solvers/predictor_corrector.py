@@ -85,6 +85,8 @@ class PredictorCorrector(SDESolver):
             raise SdeflowValueError(f"norm must be 'sample' (per-sample norms, the paper's algorithm) or 'batch' "
                                     f"(batch-averaged norms, the released code), got {norm!r}")
         self.snr, self.alpha, self.norm = float(snr), float(alpha), norm
+        # batch-averaged norms couple the samples of a batch (sdeflow.testing checks the declaration)
+        self.batch_independent = norm == "sample"
         self.corrector_steps = corrector_steps
         self.evals_per_step = 1 + corrector_steps
         self.normals_per_step = 1 + corrector_steps
