@@ -39,7 +39,7 @@ DEFAULT_NFES = (10, 20, 50, 100)
 DEFAULT_SDE_NFES = (32, 64, 128)
 DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "dpmpp_2m", "dpmpp_3m", "unipc", "euler_maruyama",
                    "stochastic_heun", "sra1")
-_SDE_FINE_MIN = 1024  # fine Brownian grid: at least this many steps and 8x the finest coarse grid
+_SDE_FINE_MIN = 256  # fine Brownian grid: at least this many steps and 8x the finest coarse grid
 
 QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)
 FULL = dict(problems=("eight_gaussians", "two_blobs", "ring20_wide", "eight_gaussians_small", "gaussian2",
