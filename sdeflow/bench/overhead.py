@@ -27,6 +27,7 @@ reported after one warm-up call each. Ratios are of per-step times measured in t
 
 from __future__ import annotations
 
+import gc
 import math
 import statistics
 import time
@@ -342,14 +343,18 @@ def _peer_runners(x0: torch.Tensor, notes: list) -> dict[str, tuple[str, Callabl
 
 # ---- the measurement --------------------------------------------------------------------------------------
 def _timed(fn, steps) -> float:
-    t0 = time.perf_counter()
-    fn(steps)
-    return time.perf_counter() - t0
+    gc.disable()  # no collection pauses inside a timed call
+    try:
+        t0 = time.perf_counter()
+        fn(steps)
+        return time.perf_counter() - t0
+    finally:
+        gc.enable()
 
 
 def run_overhead(solvers=None, batches=(1, 65536), steps: int = 400, repeats: int = 5, peers: bool = True,
                  notes: list | None = None, dtype: torch.dtype = torch.float32, dim: int = 2,
-                 seed: int = 0, verbose: bool = False) -> list[dict]:
+                 seed: int = 0, stat: str = "median", verbose: bool = False) -> list[dict]:
     """Per-step time of each fixed-step solver (through ``sdeflow.sample``) and of each peer, as a ratio to
     the minimal loop of the same update rule, at each batch size (see the module docstring).
 
@@ -357,8 +362,12 @@ def run_overhead(solvers=None, batches=(1, 65536), steps: int = 400, repeats: in
     name for peers), ``baseline`` (the minimal loop compared with), ``batch``, ``dim``, ``dtype``, ``steps``,
     ``us_per_step``, ``setup_ms`` (per-call cost beyond the steps), ``ratio`` (per-step time / the minimal
     loop's; None without one) and for sdeflow ``max_abs_diff`` to the minimal loop's output (they compute
-    the same update). ``notes`` (a list) receives lines about skipped peers.
+    the same update). ``notes`` (a list) receives lines about skipped peers. ``stat``: ``"median"`` of the
+    interleaved repeats, or ``"min"`` (robust when other processes load the machine).
     """
+    if stat not in ("median", "min"):
+        raise ValueError(f"stat must be 'median' or 'min', got {stat!r}")
+    reduce = statistics.median if stat == "median" else min
     from .. import solvers as _solvers
 
     notes = [] if notes is None else notes
@@ -403,7 +412,7 @@ def run_overhead(solvers=None, batches=(1, 65536), steps: int = 400, repeats: in
                 samples[key][1].append(_timed(fn, small))
         per_step, setup = {}, {}
         for key, (big, sm) in samples.items():
-            tb, ts = statistics.median(big), statistics.median(sm)
+            tb, ts = reduce(big), reduce(sm)
             per_step[key] = (tb - ts) / (steps - small)
             setup[key] = ts - small * per_step[key]
         for key in runners:
@@ -411,7 +420,7 @@ def run_overhead(solvers=None, batches=(1, 65536), steps: int = 400, repeats: in
             base = base_of[key]
             mkey = ("minimal", base) if base is not None else None
             row = {"runner": kind, "solver": name, "baseline": base, "batch": int(batch), "dim": dim,
-                   "dtype": str(dtype).replace("torch.", ""), "steps": steps,
+                   "dtype": str(dtype).replace("torch.", ""), "steps": steps, "stat": stat,
                    "us_per_step": per_step[key] * 1e6, "setup_ms": setup[key] * 1e3,
                    "ratio": per_step[key] / per_step[mkey] if mkey in per_step else None}
             if kind == "sdeflow" and mkey in runners:
