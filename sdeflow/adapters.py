@@ -107,6 +107,11 @@ class SigmaTime(_Adapter):
 
     def __init__(self, net, path):
         super().__init__(net)
+        from .paths import GaussianPath
+
+        if not isinstance(path, GaussianPath):
+            raise SdeflowTypeError(f"path must be the GaussianPath whose sigma(t) the network expects (VE(), "
+                                   f"EDM(), ...), got {type(path).__name__}")
         self.path = path
 
     def __call__(self, x, t):

@@ -278,7 +278,10 @@ def classifier_free_guidance(cond: Field, uncond: Field, scale: float) -> SumFie
 
     The weights sum to 1, so the guided field is the same whichever kind the two fields predict.
     """
-    return SumField([(1.0 + float(scale), cond), (-float(scale), uncond)])
+    from .errors import check_number
+
+    w = check_number("scale", scale, hint="the guidance weight w, 0 for no guidance")
+    return SumField([(1.0 + w, cond), (-w, uncond)])
 
 
 class FlowScoreField(Field):

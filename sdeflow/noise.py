@@ -157,6 +157,9 @@ class TableNoise(NoiseSource):
     """Prescribed normals: ``table[k]`` for step ``k`` (a tensor, or a tuple for ``count > 1``)."""
 
     def __init__(self, table: Sequence):
+        if isinstance(table, (torch.Tensor, str)) or not hasattr(table, "__len__"):
+            raise SdeflowTypeError(f"table must be a sequence with one entry per step (a tensor, or a tuple of "
+                                   f"tensors for count > 1), got {type(table).__name__}")
         self.table = list(table)
 
     def draw(self, k, t0, t1, like, count=1):

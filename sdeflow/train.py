@@ -7,15 +7,23 @@ from __future__ import annotations
 
 import torch
 
-from .errors import SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_int, check_number
 
 __all__ = ["fit", "mlp"]
 
 
 def fit(loss_fn, net, data, steps: int = 1000, lr: float = 1e-3, batch: int = 256, clip: float | None = 1.0):
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise SdeflowValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = check_int("steps", steps)
+    batch = check_int("batch", batch)
+    lr = check_number("lr", lr, gt=0.0, hint="a learning rate such as 1e-3")
+    if clip is not None:
+        clip = check_number("clip", clip, gt=0.0, hint="or None for no gradient clipping")
+    if not callable(loss_fn) or not callable(data):
+        raise SdeflowTypeError("loss_fn (batch -> scalar loss) and data (n -> batch) must be callables")
     params = list(net.parameters()) if hasattr(net, "parameters") else list(net)
+    if not params or not all(isinstance(p, torch.Tensor) and p.requires_grad for p in params):
+        raise SdeflowValueError("net must be a torch.nn.Module with parameters, or a list of tensors with "
+                                "requires_grad=True")
     opt = torch.optim.Adam(params, lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * 0.05)
     losses = []

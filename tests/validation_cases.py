@@ -87,6 +87,10 @@ CASES = [
     Case("NoiseField / ScoreField / ...", "net", "not callable", TE_, "net must be callable", lambda: sf.NoiseField(3)),
     Case("SumField", "terms", "not Fields", TE_, "SumField terms must be Fields", lambda: sf.SumField([(1.0, 3)])),
     Case("IndexTime", "T", "< 1", VE_, "T must be a positive integer", lambda: sf.IndexTime(_neg, T=0)),
+    Case("SigmaTime", "path", "not a GaussianPath", TE_, "path must be the GaussianPath", lambda: sf.SigmaTime(_neg, 80.0)),
+    Case("classifier_free_guidance", "scale", "NaN, Inf", VE_, "scale must be finite",
+         lambda: sf.classifier_free_guidance(NOISE, NOISE, float("nan"))),
+    Case("TableNoise", "table", "not a sequence", TE_, "table must be a sequence", lambda: sf.TableNoise(3)),
     Case("BrownianPath", "times", "fewer than 2 points", VE_, "times must be a 1-D grid", lambda: sf.BrownianPath([0.5])),
     Case("solvers.get / describe", "solver", "unknown name", VE_, "unknown solver 'hune'", lambda: sf.solvers.describe("hune")),
     # ---- sample: state, sizes --------------------------------------------------------------------
@@ -226,6 +230,13 @@ CASES = [
     Case("mode_weights", "centres", "not (K, d)", VE_, r"centres must have shape \(K >= 1, 2\)", lambda: M.mode_weights(X, torch.randn(3, 3))),
     Case("moment_errors", "mean, cov", "shapes not (d,), (d, d)", VE_, r"mean must have shape \(2,\)",
          lambda: M.moment_errors(X, torch.zeros(3), torch.eye(2))),
+    # ---- training ------------------------------------------------------------------------------
+    Case("train.fit", "steps, batch", "< 1", VE_, "steps must be an integer >= 1",
+         lambda: sf.train.fit(lambda b: b.sum(), sf.train.mlp(2), lambda n: X, steps=0)),
+    Case("train.fit", "lr", "<= 0", VE_, "lr must be finite and > 0",
+         lambda: sf.train.fit(lambda b: b.sum(), sf.train.mlp(2), lambda n: X, steps=1, lr=0.0)),
+    Case("train.fit", "net", "no trainable parameters", VE_, "net must be a torch.nn.Module with parameters",
+         lambda: sf.train.fit(lambda b: b.sum(), [], lambda n: X, steps=1)),
     # ---- io --------------------------------------------------------------------------------------
     Case("io.load_*", "file", "not a safetensors file (e.g. a pickle)", VE_, "not a safetensors file",
          lambda: io.load_tensors(__file__)),
