@@ -304,6 +304,12 @@ def ddpm_timesteps(k: int, T: int = 1000) -> list[int]:
     return [int(v) for v in np.unique(np.round(np.linspace(T - 1, 0, k)).astype(int))[::-1]]
 
 
+def _ddpm_config(problem) -> dict:
+    """diffusers' scheduler configuration of the problem's DDPM schedule, noise prediction."""
+    return dict(num_train_timesteps=problem.path.T, beta_start=float(problem.path.betas[0]),
+                beta_end=float(problem.path.betas[-1]), beta_schedule="linear", prediction_type="epsilon")
+
+
 def _diffusers_ddpm(kind: str):
     def run(problem, x, nfe):
         import diffusers
@@ -312,8 +318,7 @@ def _diffusers_ddpm(kind: str):
         if k < 2:
             return None
         taus = ddpm_timesteps(k, problem.path.T)
-        common = dict(num_train_timesteps=problem.path.T, beta_start=float(problem.path.betas[0]),
-                      beta_end=float(problem.path.betas[-1]), beta_schedule="linear", prediction_type="epsilon")
+        common = _ddpm_config(problem)
         if kind in ("dpmpp_2m", "dpmpp_3m"):
             sch = diffusers.DPMSolverMultistepScheduler(solver_order=int(kind[-2]), algorithm_type="dpmsolver++",
                                                         final_sigmas_type="zero", **common)
@@ -337,8 +342,56 @@ def _diffusers_ddpm(kind: str):
 
 DDPM_PEERS = {f"diffusers:{k}": ("diffusers", _diffusers_ddpm(k))
               for k in ("dpmpp_2m", "dpmpp_3m", "euler", "heun")}
-# not here: UniPCMultistepScheduler takes custom sigmas only with flow sigmas, DDIMScheduler no custom
-# timesteps at all, so neither can be put on the common grid (their own spacings end at other noise levels)
+
+
+# ---- diffusers' schedulers on the timesteps they choose themselves --------------------------------------
+def _own_scheduler(kind: str, problem):
+    import diffusers
+
+    if kind == "ddim":  # clip_sample off: the targets are not images in [-1, 1]
+        return diffusers.DDIMScheduler(clip_sample=False, **_ddpm_config(problem))
+    return diffusers.UniPCMultistepScheduler(**_ddpm_config(problem))  # bh2, order 2, lower_order_final
+
+
+def _diffusers_own(kind: str):
+    def run(problem, x, nfe, noise=None):
+        if nfe < 2:
+            return None
+        sch = _own_scheduler(kind, problem)
+        sch.set_timesteps(nfe)  # its default spacing; one evaluation per timestep (the last ends at sigma 0)
+        eps = _CountedEps(problem, nfe)
+        y = x.clone()
+        for i, t in enumerate(sch.timesteps):
+            if noise is None:
+                y = sch.step(eps(y, t), t, y).prev_sample
+            else:  # DDIM with eta = 1 on the given standard-normal draws, one per step
+                y = sch.step(eps(y, t), t, y, eta=1.0, variance_noise=noise[i].to(y)).prev_sample
+        return y, eps.calls, [int(t) for t in sch.timesteps]
+    return run
+
+
+#: Peers on the timesteps their scheduler chooses with ``set_timesteps(nfe)`` (its default spacing), and the
+#: sdeflow solver run beside each on exactly those times: ``name -> (library, run, sdeflow solver, grid label)``.
+#: ``DDIMScheduler``'s "leading" spacing starts at timestep ``T - T/n`` and ends at 0, then steps to
+#: alpha = 1 (the final denoising); ``UniPCMultistepScheduler``'s "linspace" spacing starts at ``T - 1`` and
+#: ends near ``T/n``, then steps to sigma = 0. ``run(problem, x, nfe) -> (x, nfe_used, timesteps)``.
+OWN_GRID_PEERS = {
+    "diffusers:ddim": ("diffusers", _diffusers_own("ddim"), "ddim", "ddim_leading"),
+    "diffusers:unipc": ("diffusers", _diffusers_own("unipc"), "unipc", "unipc_linspace"),
+}
+
+
+def own_grid(problem, timesteps) -> list[float]:
+    """sdeflow's times of diffusers' integer ``timesteps`` (:meth:`~sdeflow.paths.DiscreteVP.index_to_t`:
+    ``(tau + 1) / T``, the same noise level): the explicit grid of the matching sdeflow row; its ends are the
+    window (``t_max = grid[0]``, ``t_min = grid[-1]``, then the final denoising)."""
+    return [float(problem.path.index_to_t(tau)) for tau in timesteps]
+
+
+def ddim_sde_noise(problem, x, nfe, generator):
+    """The standard-normal draws (one ``x``-shaped tensor per step) shared by ``diffusers:ddim(eta=1)`` and
+    sdeflow's ``ddim(eta=1)`` (the latter reads them through :class:`sdeflow.noise.TableNoise`)."""
+    return torch.randn((nfe,) + tuple(x.shape), generator=generator, dtype=torch.float64)
 
 
 def ddpm_applicable(problem) -> bool:

@@ -103,23 +103,29 @@ class Problem:
         x = self.path.prior_sample((n, self.dim), t=self.t_max, generator=g, dtype=torch.float64)
         return x.to(dtype=dtype, device=device)
 
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
+    def reference(self, x: torch.Tensor, t_max: float | None = None, t_min: float | None = None) -> torch.Tensor:
         """The probability-flow answer for ``x`` in float64: exact (Gaussian), a DOP853 solve at tolerance
-        1e-10 (mixture), or a fine float64 solve of ``exact_field`` with ``reference_solver`` (user problem)."""
+        1e-10 (mixture), or a fine float64 solve of ``exact_field`` with ``reference_solver`` (user problem).
+        ``t_max`` / ``t_min`` override the problem's window (a peer that chooses its own timesteps); the
+        answers for one ``x`` are cached per window."""
+        t_max = self.t_max if t_max is None else float(t_max)
+        t_min = self.t_min if t_min is None else float(t_min)
         key = (x.data_ptr(), tuple(x.shape), x.dtype)
-        if key not in self._ref_cache:
+        if self._ref_cache.get("x") != key:
             self._ref_cache.clear()
+            self._ref_cache["x"] = key
+        if (t_max, t_min) not in self._ref_cache:
             if self.target is not None and self.exact_field is None:
-                ref = self.target.reference_flow(x, self.path, self.t_max, self.t_min,
-                                                 final_denoise=self.final_denoise)
+                ref = self.target.reference_flow(x, self.path, t_max, t_min, final_denoise=self.final_denoise)
             else:
                 from ..sample import sample
 
                 solver, steps, grid = self.reference_solver
+                kw = dict(self.sample_kwargs(), t_max=t_max, t_min=t_min)
                 ref = sample(self.path, self.field(), solver, steps=steps, grid=grid,
-                             x_init=x.to(torch.float64), **self.sample_kwargs()).x
-            self._ref_cache[key] = ref
-        return self._ref_cache[key]
+                             x_init=x.to(torch.float64), **kw).x
+            self._ref_cache[(t_max, t_min)] = ref
+        return self._ref_cache[(t_max, t_min)]
 
     def target_samples(self, n: int, generator: torch.Generator) -> torch.Tensor | None:
         """``n`` exact samples (float64) of what an exact sampler returns: the marginal at ``t_min``, then

@@ -17,7 +17,7 @@ def _section(rows: list[dict], value) -> list[str]:
     for r in rows:
         groups.setdefault((r["problem"], r["solver"], r["grid"]), {})[r["nfe_budget"]] = r
     w = max([16] + [len(r["problem"]) for r in rows])
-    head = f"{'problem':{w}} {'solver':24} {'grid':13}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
+    head = f"{'problem':{w}} {'solver':24} {'grid':14}" + "".join(f"{'NFE<=' + str(b):>11}" for b in budgets)
     lines = [head, "-" * len(head)]
     for (prob, solver, grid), by in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] == "mc_floor",
                                                                           kv[0][1], kv[0][2])):
@@ -25,7 +25,7 @@ def _section(rows: list[dict], value) -> list[str]:
         for b in budgets:
             v = value(by[b]) if b in by else None
             cells.append(f"{'-':>11}" if v is None else f"{v:11.3e}")
-        lines.append(f"{prob:{w}} {solver:24} {grid:13}" + "".join(cells))
+        lines.append(f"{prob:{w}} {solver:24} {grid:14}" + "".join(cells))
     return lines
 
 

@@ -9,7 +9,8 @@
   size). Grids are uniform in the path's time (for VE: geometric in sigma, uniform in log-SNR) with a
   power-of-two number of steps, so they nest in the fine grid of the :class:`~sdeflow.noise.BrownianPath`.
 * Peers (``peer=True``): torchdiffeq and diffusers' EDM schedulers on the ODE of VE problems, diffusers'
-  DDPM-schedule schedulers on ``eight_gaussians_ddpm``, torchsde on the SDE on the same Brownian path (see
+  DDPM-schedule schedulers on ``eight_gaussians_ddpm`` (on common timesteps, and DDIM / UniPC on the
+  timesteps they choose, each beside sdeflow's ``ddim`` / ``unipc`` on those times), torchsde on the SDE on the same Brownian path (see
   :mod:`sdeflow.bench.peers`); cached grid-optimised UniPC rows (``grid="optimized"``).
 * Wall time: median of ``repeats`` timed runs, after one untimed warm-up run of each (solver, grid) at
   its first budget.
@@ -158,6 +159,33 @@ def _sde_peer_rows(setup, nfes, repeats, notes):
     return rows
 
 
+def _ddim_sde_rows(setup, nfes, repeats, seed):
+    """DDIM with eta = 1 (DDPM's ancestral sampler) on the timesteps ``DDIMScheduler.set_timesteps(nfe)``
+    chooses: diffusers and sdeflow's ``ddim(eta=1)`` on the same times and the same standard-normal draws
+    (``TableNoise``); weak metrics only (their grid is not a sub-grid of the Brownian path: no strong error)."""
+    from ..noise import TableNoise
+    from .peers import OWN_GRID_PEERS, ddim_sde_noise, own_grid
+
+    p = setup.problem
+    if setup.exact is None:
+        return []
+    _, run, _, label = OWN_GRID_PEERS["diffusers:ddim"]
+    rows = []
+    for i, nfe in enumerate(nfes):
+        z = ddim_sde_noise(p, setup.x, nfe, torch.Generator().manual_seed(seed + 3))
+        (y, used, taus), wall = _timed(lambda: run(p, setup.x, nfe, noise=z), repeats, warm=i == 0)
+        weak = weak_metrics(y, setup.exact, setup.bandwidth)
+        rows.append(_row(p, "diffusers:ddim(eta=1)", label, nfe, used, None, "strong_rms", wall, weak=weak,
+                         peer=True))
+        grid = own_grid(p, taus)
+        sol, wall = _timed(lambda: sample(p.path, p.field(), "ddim", grid=grid, x_init=setup.x, eta=1.0,
+                                          noise=TableNoise(list(z)), final_denoise=p.final_denoise), repeats,
+                           warm=i == 0)
+        rows.append(_row(p, "ddim(eta=1)", label, nfe, sol.nfe, None, "strong_rms", wall,
+                         weak=weak_metrics(sol.x, setup.exact, setup.bandwidth)))
+    return rows
+
+
 _GRIDS_FILE = os.path.join(os.path.dirname(__file__), "optimized_grids.json")
 
 
@@ -214,6 +242,31 @@ def _peer_rows(problem, nfes, x, repeats, notes):
                 continue
             rows.append(_row(problem, name, grid, nfe, out[1], pathwise_rms(out[0], ref), "pathwise_rms", wall,
                              peer=True))
+    if ddpm_applicable(problem) and names:
+        rows += _own_grid_rows(problem, nfes, x, repeats)
+    return rows
+
+
+def _own_grid_rows(problem, nfes, x, repeats):
+    """diffusers' DDIM and UniPC on the timesteps their ``set_timesteps(nfe)`` chooses, each beside sdeflow's
+    matching solver on exactly those times (same window, noise and field); both measured against the exact
+    flow over that window."""
+    from .peers import OWN_GRID_PEERS, own_grid
+
+    rows = []
+    for name, (_, run, ours, label) in OWN_GRID_PEERS.items():
+        for i, nfe in enumerate(nfes):
+            out, wall = _timed(lambda: run(problem, x, nfe), repeats, warm=i == 0)
+            if out is None:
+                rows.append(_row(problem, name, label, nfe, None, None, "pathwise_rms", None, peer=True))
+                continue
+            y, used, taus = out
+            grid = own_grid(problem, taus)
+            ref = problem.reference(x, t_max=grid[0], t_min=grid[-1])
+            rows.append(_row(problem, name, label, nfe, used, pathwise_rms(y, ref), "pathwise_rms", wall, peer=True))
+            sol, wall = _timed(lambda: sample(problem.path, problem.field(), ours, grid=grid, x_init=x,
+                                              final_denoise=problem.final_denoise), repeats, warm=i == 0)
+            rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms", wall))
     return rows
 
 
@@ -248,5 +301,9 @@ def run_bench(problems=QUICK["problems"], solvers=None, nfes=DEFAULT_NFES, sde_n
                 rows += _sde_rows(setup, solver, sde_nfes, repeats)
             if peers:
                 rows += _sde_peer_rows(setup, sde_nfes, repeats, notes)
+                from .peers import ddpm_applicable
+
+                if ddpm_applicable(problem) and importlib.util.find_spec("diffusers") is not None:
+                    rows += _ddim_sde_rows(setup, sde_nfes, repeats, seed)
             rows += _floor_rows(setup, sde_nfes)
     return rows
