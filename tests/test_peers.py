@@ -85,3 +85,61 @@ def test_diffusers_ddpm_dpmpp_2m_equals_ours_on_the_same_timesteps():
     ours = sample(p.path, p.field(), "dpmpp_2m", grid=grid, x_init=x, final_denoise=True)
     assert used == ours.nfe == 12
     assert pathwise_rms(theirs, ours.x) < 1e-4 * (1 + pathwise_rms(ours.x, 0 * ours.x))  # float32 sigmas
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers not installed")
+def test_diffusers_ddim_on_its_own_timesteps_equals_our_ddim():
+    """DDIM (eta = 0) on the timesteps DDIMScheduler.set_timesteps chooses ("leading": 900, 800, .., 0, then
+    alpha = 1) is sdeflow's ddim on those times plus the final denoising: equal to float32 rounding; with
+    eta = 1 on the same standard-normal draws, too."""
+    from sdeflow.bench.peers import OWN_GRID_PEERS, ddim_sde_noise, own_grid
+    from sdeflow.noise import TableNoise
+
+    p = get_problem("eight_gaussians_ddpm")
+    x = p.initial(64, 0)
+    run = OWN_GRID_PEERS["diffusers:ddim"][1]
+    theirs, used, taus = run(p, x, 10)
+    assert taus[0] == 900 and taus[-1] == 0 and used == 10
+    grid = own_grid(p, taus)
+    ours = sample(p.path, p.field(), "ddim", grid=grid, x_init=x, final_denoise=True)
+    assert ours.nfe == used
+    scale = pathwise_rms(ours.x, 0 * ours.x)
+    assert pathwise_rms(theirs, ours.x) < 1e-5 * scale  # diffusers' alphas_cumprod are float32
+    z = ddim_sde_noise(p, x, 10, torch.Generator().manual_seed(3))
+    theirs, _, _ = run(p, x, 10, noise=z)
+    ours = sample(p.path, p.field(), "ddim", grid=grid, x_init=x, final_denoise=True, eta=1.0,
+                  noise=TableNoise(list(z)))
+    assert pathwise_rms(theirs, ours.x) < 1e-5 * scale
+
+
+@pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers not installed")
+def test_diffusers_unipc_predictor_is_dpmpp_2m_and_both_unipc_converge():
+    """diffusers' UniPC (bh2, order 2) on its own timesteps: with the corrector disabled its predictor is
+    DPM-Solver++(2M) (B(h) = e^h - 1, rho = 1/2), equal to sdeflow's dpmpp_2m on those times to float32
+    rounding; with the corrector (trapezoid-like B(h) weights, where sdeflow's unipc integrates the same
+    interpolant exactly) the two differ by less than either's error, and both errors fall with the steps."""
+    import diffusers
+
+    from sdeflow.bench.peers import OWN_GRID_PEERS, _CountedEps, _ddpm_config, own_grid
+
+    p = get_problem("eight_gaussians_ddpm")
+    x = p.initial(64, 0)
+    sch = diffusers.UniPCMultistepScheduler(disable_corrector=list(range(12)), **_ddpm_config(p))
+    sch.set_timesteps(12)
+    eps, y = _CountedEps(p, 12), x.clone()
+    for t in sch.timesteps:
+        y = sch.step(eps(y, t), t, y).prev_sample
+    grid = own_grid(p, sch.timesteps.tolist())
+    ours = sample(p.path, p.field(), "dpmpp_2m", grid=grid, x_init=x, final_denoise=True)
+    assert pathwise_rms(y, ours.x) < 1e-5 * pathwise_rms(ours.x, 0 * ours.x)
+    errs = []
+    for nfe in (10, 40):
+        theirs, used, taus = OWN_GRID_PEERS["diffusers:unipc"][1](p, x, nfe)
+        g = own_grid(p, taus)
+        mine = sample(p.path, p.field(), "unipc", grid=g, x_init=x, final_denoise=True)
+        assert used == mine.nfe == nfe and taus[0] == 999
+        ref = p.target.reference_flow(x, p.path, g[0], g[-1], final_denoise=True)
+        e_theirs, e_mine = pathwise_rms(theirs, ref), pathwise_rms(mine.x, ref)
+        assert pathwise_rms(theirs, mine.x) < min(e_theirs, e_mine)
+        errs.append((e_theirs, e_mine))
+    assert errs[1][0] < 0.25 * errs[0][0] and errs[1][1] < 0.25 * errs[0][1], errs
