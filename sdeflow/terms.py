@@ -61,7 +61,7 @@ class Term:
     is_sde: bool = False
     check: bool = False  # per-evaluation finiteness checks (diagnostic re-runs only)
     # (A, B, g): drift A[j] x + B[j] net(j, x) and diffusion g[j] (floats) at planned evaluation j, for
-    # solvers that fold them into their update (sdeflow.solvers.base.lincomb); None: use drift/diffusion
+    # solvers that fold them into their update (sdeflow.solvers.program); None: use drift/diffusion
     affine: tuple | None = None
     _dtype = None  # the solve's dtype and device (metadata checks of every evaluation)
     _device = None
@@ -194,6 +194,19 @@ class FieldTerm(Term):
         else:
             n = self.fn(x, tb)
         return self._checked(n, x, j)
+
+    def fast_parts(self, x: Tensor):
+        """``(fn, time tensors, fix)`` for a solver's fast loop (:meth:`sdeflow.solvers.program.Program.run`),
+        or None when an evaluation needs more than ``fn(x, t_j)``: per-evaluation finiteness checks
+        (``check``), path transfer (``x`` rescaled), or a batch other than the planned one. ``fix(n, x, j)``
+        is called only when ``n`` fails the loop's O(1) metadata check; it raises the error
+        :meth:`net` would (or casts the dtype)."""
+        if self.check or self._cin is not None or x.shape[0] != self._batch:
+            return None
+        return self.fn, self._tb, self._fix_at
+
+    def _fix_at(self, n, x: Tensor, j: int) -> Tensor:
+        return self._fix_output(n, x, f"evaluation {j}", self.times[j])
 
     def drift(self, j: int, x: Tensor) -> Tensor:
         n = self.net(j, x)

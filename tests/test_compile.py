@@ -46,10 +46,11 @@ def _loop(name: str):
         for k in range(STEPS):
             x = s.step(term, k, x, gl[k], gl[k + 1], noise, state)
         return x
+    run.term = term
     return run, x0, steps
 
 
-@pytest.mark.parametrize("name", ["euler", "heun", "rk4", "euler_maruyama", "stochastic_heun", "ddim"])
+@pytest.mark.parametrize("name", ["euler", "heun", "rk4", "euler_maruyama", "stochastic_heun", "ddim", "dpmpp_2m"])
 def test_no_graph_breaks_in_fixed_step_loop(name):
     """The steps trace into one graph (no host syncs, no Python branches on tensor values)."""
     torch._dynamo.reset()
@@ -57,6 +58,24 @@ def test_no_graph_breaks_in_fixed_step_loop(name):
     ex = torch._dynamo.explain(steps)(x0)
     assert ex.graph_break_count == 0, [str(r.reason)[:200] for r in ex.break_reasons]
     assert ex.graph_count == 1
+
+
+@pytest.mark.parametrize("name", ["euler", "midpoint", "rk4", "euler_maruyama", "stochastic_heun", "ddim",
+                                  "ancestral", "dpmpp_2m", "dpmpp_3m", "sde_dpmpp_2m"])
+def test_generated_loop_equals_stepwise_loop(name):
+    """``integrate`` without a callback runs the generated loop (sdeflow.solvers.program); step by step the
+    same program is interpreted through ``term.net``: both give bitwise the same state and the exact NFE."""
+    run, x0, steps = _loop(name)
+    term = run.term
+    term.nfe = 0
+    fast = run(x0)
+    assert term.nfe == solvers.get(name).nfe_for_steps(STEPS)
+    noise_reset = _loop(name)  # a fresh TableNoise/term: identical tables and normals
+    slow_term = noise_reset[0].term
+    slow_term.nfe = 0
+    slow = noise_reset[2](x0)
+    assert slow_term.nfe == term.nfe
+    assert torch.equal(fast, slow)
 
 
 @pytest.mark.parametrize("name", ["euler", "heun", "euler_maruyama"])

@@ -77,7 +77,9 @@ def _sdeflow_runner(name: str, x0: torch.Tensor, seed: int) -> Callable[[int], t
 
 
 def _term(name: str, x0: torch.Tensor, steps: int):
-    """The coefficient tables sdeflow's sampler uses (the minimal loops read their floats from them)."""
+    """The coefficient tables sdeflow's sampler uses (the SDE and prediction minimal loops read their floats
+    from them, so both compute bitwise the same update): built vectorised, with the time tensors by one
+    ``unbind``."""
     from .. import solvers
     from ..grids import make_grid
     from ..terms import FieldTerm
@@ -85,23 +87,34 @@ def _term(name: str, x0: torch.Tensor, steps: int):
     path, field = _problem()
     solver = solvers.get(name)
     grid = make_grid("uniform", path, steps, T_MAX, T_MIN).numpy()
-    times, step_of = solver.eval_times(grid, path)
+    times, step_of = solver.eval_times(grid, path)  # t_k + c h_k (numpy), vectorised
     sde = bool(solver.sde)
     g2 = np.full(len(times), GAMMA * GAMMA) if sde else None
     fn = (lambda t: torch.full_like(t, GAMMA * GAMMA)) if sde else None
     term = FieldTerm(path, field, times, x0, gamma2=g2, gamma2_fn=fn, step_of=step_of)
-    return term, grid.tolist(), path
+    return term, grid, path
 
 
 # ---- minimal loops: one per update rule ---------------------------------------------------------------
+def _times(grid: torch.Tensor, nodes, x0: torch.Tensor) -> list:
+    """The network's ``(batch,)`` time tensors at ``t_k + c h_k`` for every step and node: one tensor
+    expression and one ``unbind`` (what a user's script builds per call)."""
+    c = torch.tensor(nodes, dtype=torch.float64)
+    t = (grid[:-1, None] + (grid[1:] - grid[:-1])[:, None] * c).reshape(-1, 1).to(x0.dtype)
+    return t.expand(-1, x0.shape[0]).unbind(0)
+
+
+_NODES = {"euler": [0.0], "midpoint": [0.0, 0.5], "heun": [0.0, 1.0], "rk4": [0.0, 0.5, 0.5, 1.0]}
+
+
 def _rk_minimal(stages: str):
-    """Textbook explicit RK loops on ``f = net`` (the drift of this problem)."""
+    """Textbook explicit RK loops on ``f = net`` (the drift of this problem: :math:`v` on the linear-flow
+    path). Built inside the timed call: the uniform grid (``torch.linspace``, as ``grid="uniform"``), the
+    step sizes (one ``diff`` and ``tolist``) and the time tensors (:func:`_times`)."""
     def build(x0, steps, seed):
-        term, grid, _ = _term(stages, x0, steps)
-        A, B, _ = term.affine
-        assert max(abs(a) for a in A) == 0.0 and min(B) == max(B) == 1.0, "the ODE drift must be the network"
-        tb = term._tb
-        hs = [grid[k + 1] - grid[k] for k in range(steps)]
+        grid = torch.linspace(T_MAX, T_MIN, steps + 1, dtype=torch.float64)
+        hs = torch.diff(grid).tolist()
+        tb = _times(grid, _NODES[stages], x0)
         f = near_free_net
 
         if stages == "euler":
@@ -146,10 +159,10 @@ def _rk_minimal(stages: str):
 def _em_minimal(x0, steps, seed):
     """``x' = (1 + hA) x + hB n + g sqrt(h) z``, z from ``torch.randn``."""
     term, grid, _ = _term("euler_maruyama", x0, steps)
-    A, B, g = term.affine
+    A, B, g = (np.asarray(v[:steps]) for v in term.affine)
+    h = np.diff(grid)
+    c = list(zip((1.0 + h * A).tolist(), (h * B).tolist(), (g * np.sqrt(np.abs(h))).tolist()))
     tb = term._tb
-    c = [(1.0 + (grid[k + 1] - grid[k]) * A[k], (grid[k + 1] - grid[k]) * B[k],
-          g[k] * math.sqrt(abs(grid[k + 1] - grid[k]))) for k in range(steps)]
     shape, dt, f = x0.shape, x0.dtype, near_free_net
 
     def loop():
@@ -167,14 +180,13 @@ def _em_minimal(x0, steps, seed):
 def _sheun_minimal(x0, steps, seed):
     """Stochastic Heun with the drift affine in ``(x, n)``: predictor and corrector folded."""
     term, grid, _ = _term("stochastic_heun", x0, steps)
-    A, B, g = term.affine
+    A, B, g = (np.asarray(v[:2 * steps]).reshape(steps, 2) for v in term.affine)
+    h = np.diff(grid)
+    sq = np.sqrt(np.abs(h))
+    c = list(zip(*(v.tolist() for v in (
+        1 + h * A[:, 0], h * B[:, 0], g[:, 0] * sq, 1 + 0.5 * h * A[:, 0], 0.5 * h * B[:, 0],
+        0.5 * h * A[:, 1], 0.5 * h * B[:, 1], 0.5 * (g[:, 0] + g[:, 1]) * sq))))
     tb = term._tb
-    c = []
-    for k in range(steps):
-        h = grid[k + 1] - grid[k]
-        sq, j = math.sqrt(abs(h)), 2 * k
-        c.append((1 + h * A[j], h * B[j], g[j] * sq, 1 + 0.5 * h * A[j], 0.5 * h * B[j], 0.5 * h * A[j + 1],
-                  0.5 * h * B[j + 1], 0.5 * (g[j] + g[j + 1]) * sq))
     shape, dt, f = x0.shape, x0.dtype, near_free_net
 
     def loop():
@@ -197,16 +209,19 @@ def _posterior_minimal(variance: str):
 
     def build(x0, steps, seed):
         term, grid, path = _term(name, x0, steps)
-        t = torch.as_tensor(np.asarray(grid))
+        t = torch.as_tensor(grid)
         a, s, _, _ = path.coefficients(t)
-        a, s, lam = a.tolist(), s.tolist(), path.log_snr(t).tolist()
-        Pd, Qd = term.coeffs("data")
-        Pe, Qe = term.coeffs("noise")
-        c = []
-        for k in range(steps):
-            v = 0.0 if variance == "none" else s[k + 1] ** 2 * -math.expm1(lam[k] - lam[k + 1])
-            cc = math.sqrt(max(s[k + 1] ** 2 - v, 0.0))
-            c.append((a[k + 1] * Pd[k] + cc * Pe[k], a[k + 1] * Qd[k] + cc * Qe[k], math.sqrt(v)))
+        a1, s1, lam = a[1:].numpy(), s[1:].numpy(), path.log_snr(t).numpy()
+        Pd, Qd = (np.asarray(v[:steps]) for v in term.coeffs("data"))
+        Pe, Qe = (np.asarray(v[:steps]) for v in term.coeffs("noise"))
+        if variance == "none":
+            v = np.zeros(steps)
+        else:  # math.expm1 (numpy's can differ in the last bit)
+            v = s1 * s1 * -np.array([math.expm1(d) for d in (lam[:-1] - lam[1:]).tolist()])
+        cc = np.sqrt(np.maximum(s1 * s1 - v, 0.0))
+        A = a1 * Pd + cc * Pe
+        fused = bool(np.all(A == 1.0))
+        c = list(zip(A.tolist(), (a1 * Qd + cc * Qe).tolist(), np.sqrt(v).tolist()))
         tb, shape, dt, f = term._tb, x0.shape, x0.dtype, near_free_net
 
         def loop():
@@ -214,7 +229,10 @@ def _posterior_minimal(variance: str):
             x = x0
             for k in range(steps):
                 A, B_, sd = c[k]
-                x = torch.mul(x, A).add_(f(x, tb[k]), alpha=B_)
+                if fused:  # A = 1 on every step (DDIM on the linear-flow path): one fused add
+                    x = torch.add(x, f(x, tb[k]), alpha=B_)
+                else:
+                    x = torch.mul(x, A).add_(f(x, tb[k]), alpha=B_)
                 if sd > 0.0:
                     x.add_(torch.randn(shape, generator=gen, dtype=dt, device=x0.device), alpha=sd)
             return x
@@ -226,27 +244,26 @@ def _dpmpp2m_minimal(x0, steps, seed):
     """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): ``D = P x + Q n``,
     ``x' = (s_t/s_s) x + a_t(1 - e^{-h})[(1 + 1/2r) D - 1/2r D_prev]`` (first step order 1)."""
     term, grid, path = _term("dpmpp_2m", x0, steps)
-    t = torch.as_tensor(np.asarray(grid))
+    t = torch.as_tensor(grid)
     a, s, _, _ = path.coefficients(t)
-    a, s, lam = a.tolist(), s.tolist(), (0.5 * path.log_snr(t)).tolist()
-    P, Q = term.coeffs("data")
-    c = []
-    for k in range(steps):
-        h = lam[k + 1] - lam[k]
-        e = -a[k + 1] * math.expm1(-h)
-        if k == 0:
-            w0, w1 = e, 0.0
-        else:
-            r = (lam[k] - lam[k - 1]) / h
-            w0, w1 = e * (1 + 0.5 / r), -e * 0.5 / r
-        c.append((P[k], Q[k], s[k + 1] / s[k], w0, w1))
+    a1, ratio, lam = a[1:].numpy(), (s[1:] / s[:-1]).numpy(), (0.5 * path.log_snr(t)).numpy()
+    P, Q = (np.asarray(v[:steps]) for v in term.coeffs("data"))
+    h = lam[1:] - lam[:-1]
+    e = -a1 * np.array([math.expm1(v) for v in (-h).tolist()])  # math.expm1, as sdeflow's tables
+    r = np.ones(steps)
+    r[1:] = (lam[1:-1] - lam[:-2]) / h[1:]
+    w0, w1 = e * (1 + 0.5 / r), -e * 0.5 / r
+    w0[0], w1[0] = e[0], 0.0  # first step: order 1
+    c = list(zip(P.tolist(), Q.tolist(), ratio.tolist(), w0.tolist(), w1.tolist()))
+    fused = bool(np.all(P == 1.0))
     tb, f = term._tb, near_free_net
 
     def loop():
         x, d_prev = x0, None
         for k in range(steps):
             p, q, lin, w0, w1 = c[k]
-            d = torch.mul(x, p).add_(f(x, tb[k]), alpha=q)
+            # D = x + q n in one fused add where p = 1 on every step (the linear-flow path)
+            d = torch.add(x, f(x, tb[k]), alpha=q) if fused else torch.mul(x, p).add_(f(x, tb[k]), alpha=q)
             x = torch.mul(x, lin).add_(d, alpha=w0)
             if d_prev is not None:
                 x.add_(d_prev, alpha=w1)
@@ -264,15 +281,14 @@ MINIMAL: dict[str, Callable] = {
 
 
 class _Sized:
-    """A minimal loop built once per step count (building is setup, not timed)."""
+    """A minimal loop, built inside every timed call (its grid, coefficient floats and time tensors cost
+    per-step time the way a user's script pays it)."""
 
     def __init__(self, build, x0, seed):
-        self.build, self.x0, self.seed, self.loops = build, x0, seed, {}
+        self.build, self.x0, self.seed = build, x0, seed
 
     def __call__(self, steps):
-        if steps not in self.loops:
-            self.loops[steps] = self.build(self.x0, steps, self.seed)
-        return self.loops[steps]()
+        return self.build(self.x0, steps, self.seed)()
 
 
 # ---- peers ------------------------------------------------------------------------------------------------

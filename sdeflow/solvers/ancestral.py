@@ -15,9 +15,10 @@ As in Ho et al., no noise is added on a step that ends at :math:`\sigma_t = 0`. 
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..errors import SdeflowValueError
-from .ddim import PosteriorSolver
-from .prediction import expm1_neg
+from .ddim import PosteriorSolver, neg_expm1
 
 __all__ = ["Ancestral"]
 
@@ -34,15 +35,13 @@ class Ancestral(PosteriorSolver):
             raise SdeflowValueError(f"variance must be 'posterior' (beta tilde) or 'beta', got {variance!r}")
         self.variance = variance
 
-    def variances(self, tab, k):
-        h = tab["lam"][k + 1] - tab["lam"][k]
-        s0, s1 = tab["sigma"][k], tab["sigma"][k + 1]
-        posterior = s1 * s1 * expm1_neg(h)
-        if s1 == 0.0:
-            v = 0.0
-        else:
-            v = posterior if self.variance == "posterior" else s0 * s0 * expm1_neg(h)
-        return posterior, v
+    def variances(self, tab):
+        lam, sig = np.asarray(tab["lam"]), np.asarray(tab["sigma"])
+        s0, s1 = sig[:-1], sig[1:]
+        e = neg_expm1(lam[1:] - lam[:-1])
+        posterior = s1 * s1 * e
+        v = posterior if self.variance == "posterior" else s0 * s0 * e
+        return posterior, np.where(s1 == 0.0, 0.0, v)
 
     def __repr__(self):
         return f"Ancestral(variance={self.variance!r})"

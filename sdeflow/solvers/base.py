@@ -20,7 +20,6 @@ A solver is a small class with class-level declarations (as in diffrax):
 
 from __future__ import annotations
 
-import math
 from typing import Callable, ClassVar
 
 import numpy as np
@@ -28,7 +27,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["Solver", "ODESolver", "SDESolver", "add_noise", "Row", "lincomb", "affine_tables"]
+__all__ = ["Solver", "ODESolver", "SDESolver", "add_noise", "affine_tables"]
 
 
 class Solver:
@@ -83,12 +82,34 @@ class Solver:
     def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise, state: dict) -> Tensor:
         raise NotImplementedError
 
+    def cached_program(self, term, grid: list[float], build: Callable[[], object]):
+        """``build()`` (a :class:`~sdeflow.solvers.program.Program`), kept on ``term`` per solver and grid:
+        numpy builds it once, and later solves on the same term and grid (e.g. under ``torch.compile``,
+        which cannot trace numpy's branches) only look it up."""
+        cache = getattr(term, "_programs", None)
+        if cache is None:
+            cache = term._programs = {}
+        key = (self, tuple(grid))
+        prog = cache.get(key)
+        if prog is None:
+            prog = cache[key] = build()
+        return prog
+
     def integrate(self, term, x: Tensor, grid: list[float], noise=None,
                   callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict]:
         """Run every step of ``grid`` (a list of floats); ``callback(k, x)`` after step ``k``.
 
-        Returns the final state and the solver's state dict (read by :meth:`stats`)."""
+        Returns the final state and the solver's state dict (read by :meth:`stats`). A solver whose
+        ``init_state`` puts a :class:`~sdeflow.solvers.program.Program` under ``"program"`` runs all steps in
+        its generated loop when there is no callback and the term allows it (``term.fast_parts(x)``);
+        otherwise step by step (``step``, the path of checked replays and of ``solve()``'s terms)."""
         state = self.init_state(term, x, grid)
+        prog = state.get("program") if isinstance(state, dict) else None
+        if prog is not None and callback is None:  # the fast path (sdeflow.solvers.program)
+            fast = getattr(term, "fast_parts", None)
+            parts = fast(x) if fast is not None else None
+            if parts is not None:
+                return prog.run(term, x, grid, noise, parts), state
         step = self.step
         for k in range(len(grid) - 1):
             x = step(term, k, x, grid[k], grid[k + 1], noise, state)
@@ -116,40 +137,9 @@ class SDESolver(Solver):
 # A sampler's drift at planned evaluation j is A_j x + B_j n_j (n_j the network output; FieldTerm.affine)
 # and its diffusion a float g_j, so every stage input and update of a fixed-step method is a linear
 # combination c_x x + sum_i c_i buf_i of the step's start x and tensors it already holds (network outputs,
-# stage inputs, normals). Solvers tabulate those Python floats once per solve (init_state) and the step runs
-# one scaled copy plus one fused add per nonzero coefficient: the fewest kernels the update allows.
-
-
-class Row:
-    """``c_x x + sum_i c_i buf[i]`` with zero coefficients dropped. ``first`` is the pair the first
-    operation starts from: fused with ``x`` when ``c_x = 1``, scaled alone when ``c_x = 0``."""
-
-    __slots__ = ("cx", "first", "rest")
-
-    def __init__(self, cx: float, pairs):
-        pairs = tuple((float(c), int(i)) for c, i in pairs if c != 0.0)
-        self.cx = float(cx)
-        if self.cx in (0.0, 1.0) and pairs:
-            self.first, self.rest = pairs[0], pairs[1:]
-        else:
-            self.first, self.rest = None, pairs
-
-
-def lincomb(x: Tensor, row: Row, buf: list) -> Tensor:
-    """Evaluate ``row`` on ``x`` and ``buf`` (a fresh tensor unless the row is ``x`` itself)."""
-    first = row.first
-    if first is not None:
-        if row.cx == 1.0:
-            out = torch.add(x, buf[first[1]], alpha=first[0])
-        else:
-            out = torch.mul(buf[first[1]], first[0])
-    elif row.cx == 1.0:
-        return x
-    else:
-        out = torch.mul(x, row.cx)
-    for c, i in row.rest:
-        out.add_(buf[i], alpha=c)
-    return out
+# stage inputs, normals). Solvers tabulate those coefficients for all steps at once (init_state) as a
+# sdeflow.solvers.program.Program: one scaled copy plus one fused add per nonzero coefficient, the fewest
+# kernels the update allows.
 
 
 def affine_tables(term):

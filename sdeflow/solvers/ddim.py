@@ -20,10 +20,12 @@ import math
 import torch
 
 from ..errors import SdeflowValueError
-from .base import Row, lincomb
-from .prediction import PredictionSolver, expm1_neg
+import numpy as np
 
-__all__ = ["DDIM", "posterior_step", "posterior_rows", "PosteriorSolver"]
+from .prediction import PredictionSolver
+from .program import Program
+
+__all__ = ["DDIM", "posterior_step", "posterior_program", "PosteriorSolver", "neg_expm1"]
 
 
 def posterior_step(term, k: int, x, tab: dict, mean_var: float, noise_var: float, t0: float, t1: float,
@@ -46,38 +48,43 @@ def posterior_step(term, k: int, x, tab: dict, mean_var: float, noise_var: float
     return out
 
 
-def posterior_rows(term, tab: dict, variances) -> list[tuple[Row, bool]]:
-    """Per step ``k``, the update of :func:`posterior_step` with ``variances(k) = (mean_var, noise_var)`` as a
-    :class:`~sdeflow.solvers.base.Row` over ``(x, n, z)``, tabulated once per solve, and whether it draws."""
-    Pd, Qd = term.coeffs("data")
-    Pe, Qe = term.coeffs("noise")
-    rows = []
-    for k in range(len(tab["alpha"]) - 1):
-        mean_var, noise_var = variances(k)
-        a1, s1 = tab["alpha"][k + 1], tab["sigma"][k + 1]
-        c = math.sqrt(max(s1 * s1 - mean_var, 0.0))
-        A = a1 * Pd[k] + c * Pe[k]
-        B = a1 * Qd[k] + c * Qe[k]
-        sd = math.sqrt(noise_var) if noise_var > 0.0 else 0.0
-        rows.append((Row(A, ((B, 1), (sd, 2))), sd > 0.0))
-    return rows
+def posterior_program(term, tab: dict, mean_var, noise_var) -> Program:
+    """The update of :func:`posterior_step` for every step at once (``mean_var``, ``noise_var``: arrays over
+    the steps) as a :class:`~sdeflow.solvers.program.Program` ``x' = A x + B n (+ sd z)`` over ``(x, n, z)``.
+    A step with ``noise_var = 0`` draws nothing, as in :func:`posterior_step`."""
+    S = len(tab["alpha"]) - 1
+    Pd, Qd = (np.asarray(v[:S]) for v in term.coeffs("data"))
+    Pe, Qe = (np.asarray(v[:S]) for v in term.coeffs("noise"))
+    a1, s1 = np.asarray(tab["alpha"][1:]), np.asarray(tab["sigma"][1:])
+    c = np.sqrt(np.maximum(s1 * s1 - np.asarray(mean_var, dtype=np.float64), 0.0))
+    nv = np.asarray(noise_var, dtype=np.float64)
+    sd = np.where(nv > 0.0, np.sqrt(np.maximum(nv, 0.0)), 0.0)
+    prog = Program(S).net("n", "x", 1, 0)
+    if np.any(sd > 0.0):
+        prog.draw("z", mask=sd > 0.0)
+    return prog.comb("x", a1 * Pd + c * Pe, [(a1 * Qd + c * Qe, "n"), (sd, "z")]).done()
+
+
+def neg_expm1(h) -> np.ndarray:
+    """:math:`1 - e^{-h}` elementwise with :func:`math.expm1` (numpy's ``expm1`` can differ in the last bit;
+    sdeflow's tables use one implementation everywhere)."""
+    return -np.array([math.expm1(-v) for v in np.asarray(h, dtype=np.float64).tolist()], dtype=np.float64)
 
 
 class PosteriorSolver(PredictionSolver):
     """One network evaluation and one tabulated posterior update per step (DDIM, DDPM ancestral);
-    subclasses give ``variances(tab, k) -> (mean_var, noise_var)``."""
+    subclasses give ``variances(tab) -> (mean_var, noise_var)``, arrays over the steps."""
 
-    def variances(self, tab: dict, k: int) -> tuple[float, float]:
+    def variances(self, tab: dict) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
     def init_state(self, term, x, grid):
         tab = super().init_state(term, x, grid)
-        tab["rows"] = posterior_rows(term, tab, lambda k: self.variances(tab, k))
+        tab["program"] = posterior_program(term, tab, *self.variances(tab))
         return tab
 
     def step(self, term, k, x, t0, t1, noise, tab):
-        row, noisy = tab["rows"][k]
-        return lincomb(x, row, [x, term.net(k, x), noise.draw(k, t0, t1, x) if noisy else None])
+        return tab["program"].step(term, k, x, t0, t1, noise)
 
 
 class DDIM(PosteriorSolver):
@@ -93,10 +100,9 @@ class DDIM(PosteriorSolver):
         self.eta = eta
         self.stochastic = eta > 0
 
-    def variances(self, tab, k):
-        h = tab["lam"][k + 1] - tab["lam"][k]
-        s1 = tab["sigma"][k + 1]
-        v = (self.eta * s1) ** 2 * expm1_neg(h) if self.eta > 0 else 0.0
+    def variances(self, tab):
+        lam, s1 = np.asarray(tab["lam"]), np.asarray(tab["sigma"][1:])
+        v = (self.eta * s1) ** 2 * neg_expm1(lam[1:] - lam[:-1]) if self.eta > 0 else np.zeros_like(s1)
         return v, v
 
     def __repr__(self):

@@ -4,16 +4,18 @@ Strong order 0.5 and weak order 1 for general Itô noise; strong order 1 for add
 (Kloeden & Platen 1992, Sections 10.2 and 14.1). With zero noise it is Euler's method.
 
 On the sampler's affine term (drift :math:`A x + B n`, diffusion a float :math:`g`) the step is tabulated
-as :math:`x' = (1 + hA)x + hB\,n + g\sqrt{|h|}\,z`: a scaled copy and two fused adds besides the draw.
+(a :class:`~sdeflow.solvers.program.Program`, all steps at once) as :math:`x' = (1 + hA)x + hB\,n + g\sqrt{|h|}\,z`: a scaled copy and two fused adds besides the draw.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from .base import Row, SDESolver, add_noise, affine_tables, lincomb
+from .base import SDESolver, add_noise, affine_tables
+from .program import Program
 
 __all__ = ["EulerMaruyama"]
 
@@ -32,21 +34,24 @@ class EulerMaruyama(SDESolver):
     def init_state(self, term, x, grid):
         aff = affine_tables(term)
         if aff is None:
-            return {"fold": None}
-        A, B, g = aff
-        fold = []
-        for k in range(len(grid) - 1):
-            h = grid[k + 1] - grid[k]
-            gk = g[k] if term.is_sde else 0.0
-            fold.append((Row(1.0 + h * A[k], ((h * B[k], 1), (gk * math.sqrt(abs(h)), 2))), gk != 0.0))
-        return {"fold": fold}
+            return {"program": None}
+
+        def build():
+            h = np.diff(np.asarray(grid, dtype=np.float64))
+            S = len(h)
+            A, B = np.asarray(aff[0][:S]), np.asarray(aff[1][:S])
+            g = np.asarray(aff[2][:S]) if term.is_sde else np.zeros(S)
+            prog = Program(S).net("n", "x", 1, 0)
+            if np.any(g != 0.0):
+                prog.draw("z", mask=g != 0.0)
+            return prog.comb("x", 1.0 + h * A, [(h * B, "n"), (g * np.sqrt(np.abs(h)), "z")]).done()
+
+        return {"program": self.cached_program(term, grid, build)}
 
     def step(self, term, k, x, t0, t1, noise, state):
-        fold = state.get("fold")
-        if fold is not None:
-            row, noisy = fold[k]
-            buf = [x, term.net(k, x), noise.draw(k, t0, t1, x) if noisy else None]
-            return lincomb(x, row, buf)
+        prog = state.get("program")
+        if prog is not None:
+            return prog.step(term, k, x, t0, t1, noise)
         h = t1 - t0
         out = torch.add(x, term.drift(k, x), alpha=h)
         if term.is_sde:

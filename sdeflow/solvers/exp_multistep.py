@@ -35,8 +35,10 @@ import torch
 
 from ..errors import SdeflowValueError
 from .exp_singlestep import eval_tables, stage_predictions, stage_times
+from .ddim import neg_expm1
 from .exponential import apply_exp, exp_coefficients
 from .prediction import PredictionSolver
+from .program import Program
 
 __all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "UniPC", "SDEDPMSolverPP2M", "step_damping"]
 
@@ -138,6 +140,7 @@ class ExpMultistep(PredictionSolver):
         term.coeffs(self.predict)  # the prediction tables, built in setup (the steps stay traceable)
         if self._extra:
             st.update(eval_tables(term))
+        st["program"] = self._program(term, st) if not (self.corrector or self._extra) else None
         return st
 
     def _order_at(self, k: int, st: dict, avail: int) -> int:
@@ -148,8 +151,9 @@ class ExpMultistep(PredictionSolver):
             p = 1
         return max(p, 1)
 
-    def _combine(self, k: int, x, preds: list, nodes_lam: list, st: dict, noise=None, t0=0.0, t1=0.0):
-        """``x_{k+1}`` from ``x_k`` and predictions at ``nodes_lam`` (half log-SNRs)."""
+    def _coefs(self, k: int, nodes_lam: list, st: dict) -> tuple[float, list, float]:
+        """``(lin, w, nz)`` of step ``k``: ``x_{k+1} = lin x_k + sum_j w_j D_j + nz z`` for predictions at
+        ``nodes_lam`` (half log-SNRs, newest first)."""
         a, s, lam = st["alpha"], st["sigma"], st["half"]
         h = st["h"][k]
         nz = 0.0
@@ -164,7 +168,7 @@ class ExpMultistep(PredictionSolver):
             else:  # x_t = (alpha_t / alpha_s)(x_s - sigma_s eps), finite when sigma_t = 0
                 lin = a[k + 1] / a[k]
                 w = [-lin * s[k]]
-        elif self.variant == "dpmpp" and len(preds) == 2:
+        elif self.variant == "dpmpp" and len(nodes_lam) == 2:
             r = (nodes_lam[0] - nodes_lam[1]) / h
             lin = s[k + 1] / s[k]
             c = -a[k + 1] * math.expm1(-h)
@@ -175,13 +179,63 @@ class ExpMultistep(PredictionSolver):
             lin, w = exp_coefficients(self.predict, h, u, a[k], s[k], a[k + 1], s[k + 1], E)
             if E > 0:
                 nz = s[k + 1] * math.sqrt(-math.expm1(-2.0 * E))
+        return lin, list(w), nz
+
+    def _combine(self, k: int, x, preds: list, nodes_lam: list, st: dict, noise=None, t0=0.0, t1=0.0):
+        """``x_{k+1}`` from ``x_k`` and predictions at ``nodes_lam`` (half log-SNRs)."""
+        lin, w, nz = self._coefs(k, nodes_lam, st)
         out = apply_exp(x, lin, w, preds)
         if nz > 0.0:
             out.add_(noise.draw(k, t0, t1, x), alpha=nz)
         return out
 
+    def _program(self, term, st: dict) -> Program:
+        """Without corrector or single-step start, every step's order and coefficients are known before the
+        solve: ``D_k = P x + Q n``, ``x' = lin x + sum_i w_i D_{k-i} + nz z``, history ``d1, d2, ...``
+        (placeholders ``x`` with weight 0 before they exist). The published DPM-Solver++(2M) weights are
+        computed vectorised; other steps through :meth:`_coefs`."""
+        S, q = st["n_steps"], self.steps_order
+        lam = st["half"]
+        W = np.zeros((S, q))
+        lin, nz = np.ones(S), np.zeros(S)
+        done = np.zeros(S, dtype=bool)
+        h = np.asarray(st["h"], dtype=np.float64)
+        if self.variant == "dpmpp" and S > 1:
+            order = np.array([self._order_at(k, st, min(k + 1, q)) for k in range(S)])
+            ok = (order == 2) & np.isfinite(h)
+            ok[0] = False
+            if np.any(ok):
+                half = np.asarray(lam, dtype=np.float64)
+                a1, s0, s1 = (np.asarray(v, dtype=np.float64) for v in (st["alpha"][1:], st["sigma"][:-1],
+                                                                     st["sigma"][1:]))
+                r = np.ones(S)
+                r[1:] = (half[1:-1] - half[:-2]) / np.where(ok[1:], h[1:], 1.0)
+                e = -a1 * -neg_expm1(np.where(ok, h, 0.0))
+                W[ok, 0] = (e * (1 + 0.5 / r))[ok]
+                W[ok, 1] = (-e * 0.5 / r)[ok]
+                lin[ok] = (s1 / s0)[ok]
+                done = ok
+        for k in range(S):
+            if done[k]:
+                continue
+            p = self._order_at(k, st, min(k + 1, q))
+            l, w, z = self._coefs(k, [lam[k - i] for i in range(p)], st)
+            lin[k], W[k, :len(w)], nz[k] = l, w, z
+        P, Q = (np.asarray(v[:S]) for v in term.coeffs(self.predict))
+        prog = Program(S)
+        prog.prologue = [(f"d{i}", "x") for i in range(1, q)]
+        prog.net("n", "x", 1, 0).comb("d0", P, [(Q, "n")])
+        if np.any(nz > 0.0):
+            prog.draw("z", mask=nz > 0.0)
+        prog.comb("x", lin, [(W[:, i], f"d{i}") for i in range(q)] + [(nz, "z")])
+        for i in range(q - 1, 0, -1):
+            prog.set(f"d{i}", f"d{i - 1}")
+        return prog.done()
+
     # ---- the step -----------------------------------------------------------------------------
     def step(self, term, k, x, t0, t1, noise, st):
+        if st.get("program") is not None:
+            return st["program"].step(term, k, x, t0, t1, noise)
         hist = st["hist"]
         lam = st["half"]
         j = k + self._extra if k > 0 else 0

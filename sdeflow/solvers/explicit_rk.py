@@ -6,20 +6,23 @@ operations over the nonzero tableau entries.
 
 On an affine term (the sampler's, :math:`k_i = A_i X_i + B_i n_i` with network outputs :math:`n_i` and stage
 inputs :math:`X_i`, :math:`X_0 = x`) the drifts are never formed: each stage input and the update are
-tabulated once per solve as :math:`X_i = (1 + h a_{i0} A_0)x + h\sum_{l<i} a_{il}(A_l [l>0] X_l + B_l n_l)`
-(:class:`~sdeflow.solvers.base.Row`), so Euler is two tensor operations per step (one when :math:`A = 0`).
+tabulated once per solve, for all steps at once, as
+:math:`X_i = (1 + h a_{i0} A_0)x + h\sum_{l<i} a_{il}(A_l [l>0] X_l + B_l n_l)`
+(a :class:`~sdeflow.solvers.program.Program`), so Euler is two tensor operations per step (one when :math:`A = 0`).
 """
 
 from __future__ import annotations
 
 from typing import ClassVar
 
+import numpy as np
 import torch
 
-from .base import ODESolver, Row, affine_tables, lincomb
+from .base import ODESolver, affine_tables
+from .program import Program
 from .tableau import ButcherTableau
 
-__all__ = ["ExplicitRK", "combine", "fold_rk"]
+__all__ = ["ExplicitRK", "combine", "rk_program"]
 
 
 def combine(x: torch.Tensor, ks: list, row, h: float) -> torch.Tensor:
@@ -33,28 +36,30 @@ def combine(x: torch.Tensor, ks: list, row, h: float) -> torch.Tensor:
     return x if out is None else out
 
 
-def fold_rk(tab: ButcherTableau, A: list, B: list, grid: list[float]) -> list[tuple[Row, ...]]:
-    """Per step: the :class:`Row` of every stage input ``X_1..X_{s-1}`` and of the update, over the
-    buffer ``[x, n_0, X_1, n_1, X_2, n_2, ...]`` (``n_l`` at ``buf[2l + 1]``, ``X_l`` at ``buf[2l]``)."""
-    s = tab.stages
+def rk_program(tab: ButcherTableau, A: list, B: list, grid: list[float]) -> Program:
+    """The :class:`~sdeflow.solvers.program.Program` of ``tab`` on an affine term: stage ``i`` evaluates
+    ``n_i`` at ``y_i`` (``y_0 = x``) and the stage inputs and update are
+    ``(1 + h a_{i0} A_0) x + h sum_l a_{il} (A_l [l > 0] y_l + B_l n_l)``, all steps' coefficients at once."""
+    g = np.asarray(grid, dtype=np.float64)
+    S, s = len(g) - 1, tab.stages
+    h = np.diff(g)
+    A = np.asarray(A[:S * s], dtype=np.float64).reshape(S, s)
+    B = np.asarray(B[:S * s], dtype=np.float64).reshape(S, s)
+    prog = Program(S).net("n0", "x", s, 0)
     rows = list(tab._rows[1:]) + [tab._brow]
-    plan = []
-    for k in range(len(grid) - 1):
-        h = grid[k + 1] - grid[k]
-        j0 = k * s
-        step_rows = []
-        for row in rows:
-            cx, pairs = 1.0, []
-            for l, a in row:
-                Al, Bl = A[j0 + l], B[j0 + l]
-                if l == 0:
-                    cx += h * a * Al
-                else:
-                    pairs.append((h * a * Al, 2 * l))
-                pairs.append((h * a * Bl, 2 * l + 1))
-            step_rows.append(Row(cx, pairs))
-        plan.append(tuple(step_rows))
-    return plan
+    for i, row in enumerate(rows, start=1):
+        cx, terms = 1.0, []
+        for l, a in row:
+            if l == 0:
+                cx = cx + h * a * A[:, 0]
+            else:
+                terms.append((h * a * A[:, l], f"y{l}"))
+            terms.append((h * a * B[:, l], f"n{l}"))
+        if i < s:
+            prog.comb(f"y{i}", cx, terms).net(f"n{i}", f"y{i}", s, i)
+        else:
+            prog.comb("x", cx, terms)
+    return prog.done()
 
 
 class ExplicitRK(ODESolver):
@@ -67,20 +72,15 @@ class ExplicitRK(ODESolver):
 
     def init_state(self, term, x, grid):
         aff = affine_tables(term)
-        return {"fold": None if aff is None else fold_rk(self.tableau, aff[0], aff[1], grid)}
+        if aff is None:
+            return {"program": None}
+        prog = self.cached_program(term, grid, lambda: rk_program(self.tableau, aff[0], aff[1], grid))
+        return {"program": prog}
 
     def step(self, term, k, x, t0, t1, noise, state):
-        fold = state.get("fold")
-        if fold is not None:
-            rows = fold[k]
-            net = term.net
-            j0 = k * len(rows)
-            buf = [x, net(j0, x)]
-            for i in range(1, len(rows)):
-                xi = lincomb(x, rows[i - 1], buf)
-                buf.append(xi)
-                buf.append(net(j0 + i, xi))
-            return lincomb(x, rows[-1], buf)
+        prog = state.get("program")
+        if prog is not None:
+            return prog.step(term, k, x, t0, t1, noise)
         tab = self.tableau
         h = t1 - t0
         j0 = k * tab.stages

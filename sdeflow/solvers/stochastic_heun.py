@@ -11,7 +11,7 @@ evaluations per step. References: Kloeden & Platen 1992, Section 15.1; Rümelin 
 
 On the sampler's affine term (drift :math:`A_j x + B_j n_j`, float :math:`g_j`) both combinations are
 tabulated once per solve over :math:`(x, n_0, z, \tilde x, n_1)`
-(:class:`~sdeflow.solvers.base.Row`): :math:`\tilde x = (1 + hA_0)x + hB_0 n_0 + g_0\sqrt{|h|}z`,
+(a :class:`~sdeflow.solvers.program.Program`): :math:`\tilde x = (1 + hA_0)x + hB_0 n_0 + g_0\sqrt{|h|}z`,
 :math:`x' = (1 + \tfrac h2 A_0)x + \tfrac h2(B_0 n_0 + A_1\tilde x + B_1 n_1) + \tfrac12(g_0 + g_1)\sqrt{|h|}z`.
 """
 
@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from .base import Row, SDESolver, add_noise, affine_tables, lincomb
+from .base import SDESolver, add_noise, affine_tables
+from .program import Program
 
 __all__ = ["StochasticHeun"]
 
@@ -43,30 +45,30 @@ class StochasticHeun(SDESolver):
     def init_state(self, term, x, grid):
         aff = affine_tables(term)
         if aff is None:
-            return {"fold": None}
-        A, B, g = aff
-        fold = []
-        for k in range(len(grid) - 1):
-            h = grid[k + 1] - grid[k]
-            j = 2 * k
-            sq = math.sqrt(abs(h))
-            g0, g1 = (g[j], g[j + 1]) if term.is_sde else (0.0, 0.0)
-            pred = Row(1.0 + h * A[j], ((h * B[j], 1), (g0 * sq, 2)))
-            out = Row(1.0 + 0.5 * h * A[j], ((0.5 * h * B[j], 1), (0.5 * h * A[j + 1], 3),
-                                              (0.5 * h * B[j + 1], 4), (0.5 * (g0 + g1) * sq, 2)))
-            fold.append((pred, out, term.is_sde))  # one draw per step of an SDE, as the generic step
-        return {"fold": fold}
+            return {"program": None}
+
+        def build():
+            h = np.diff(np.asarray(grid, dtype=np.float64))
+            S = len(h)
+            A = np.asarray(aff[0][:2 * S]).reshape(S, 2)
+            B = np.asarray(aff[1][:2 * S]).reshape(S, 2)
+            g = np.asarray(aff[2][:2 * S]).reshape(S, 2) if term.is_sde else np.zeros((S, 2))
+            sq = np.sqrt(np.abs(h))
+            prog = Program(S).net("n0", "x", 2, 0)
+            if term.is_sde:  # one draw per step of an SDE, as the generic step
+                prog.draw("z")
+            prog.comb("p", 1.0 + h * A[:, 0], [(h * B[:, 0], "n0"), (g[:, 0] * sq, "z")]).net("n1", "p", 2, 1)
+            prog.comb("x", 1.0 + 0.5 * h * A[:, 0], [(0.5 * h * B[:, 0], "n0"), (0.5 * h * A[:, 1], "p"),
+                                                      (0.5 * h * B[:, 1], "n1"),
+                                                      (0.5 * (g[:, 0] + g[:, 1]) * sq, "z")])
+            return prog.done()
+
+        return {"program": self.cached_program(term, grid, build)}
 
     def step(self, term, k, x, t0, t1, noise, state):
-        fold = state.get("fold")
-        if fold is not None:
-            pred_row, out_row, noisy = fold[k]
-            net = term.net
-            buf = [x, net(2 * k, x), noise.draw(k, t0, t1, x) if noisy else None]
-            pred = lincomb(x, pred_row, buf)
-            buf.append(pred)
-            buf.append(net(2 * k + 1, pred))
-            return lincomb(x, out_row, buf)
+        prog = state.get("program")
+        if prog is not None:
+            return prog.step(term, k, x, t0, t1, noise)
         h = t1 - t0
         j = 2 * k
         f0 = term.drift(j, x)

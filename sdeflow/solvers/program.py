@@ -1,0 +1,212 @@
+r"""Step programs: a planned solver's step on an affine term as a few tensor operations over named buffers,
+with every coefficient tabulated for all steps at once.
+
+On the sampler's term (:class:`~sdeflow.terms.FieldTerm`) the drift at planned evaluation ``j`` is
+:math:`A_j x + B_j n_j` and the diffusion a float :math:`g_j`, so each stage input and update of a fixed-step
+method is a linear combination :math:`c_x x + \sum_i c_i b_i` of tensors the step already holds (network
+outputs, stage inputs, normals, earlier predictions). A solver family describes its step once, per solve,
+as a :class:`Program`:
+
+* ``net(dst, src, a, b)`` — ``dst = network(src)`` at planned evaluation ``j = a k + b`` of step ``k``;
+* ``draw(dst)`` — ``dst`` = the step's standard normals from the noise source;
+* ``comb(dst, cx, [(c, src), ...])`` — ``dst = cx x + sum c src`` where ``cx`` and each ``c`` are arrays
+  over the steps (float64, computed vectorised by the solver); ``x`` is the step's start;
+* ``set(dst, src)`` — rename (history shifts of multistep methods); ``prologue`` sets buffers before the
+  first step.
+
+A combination is one scaled copy (``mul``), or a fused ``add(x, b, alpha=c)`` when ``cx`` is 1 on every
+step, then one in-place fused ``add_`` per remaining term: the fewest kernels the update allows. A term
+whose coefficient is 0 on every step is dropped; a term that is 0 on some steps only is added with
+``alpha=0`` there, which leaves every finite value unchanged bitwise.
+
+The program runs two ways:
+
+* :meth:`Program.step` interprets one step through ``term.net`` (counting, checks, the checked replay of
+  :func:`sdeflow.runner.diagnose`, callbacks, ``torch.compile`` of ``solver.step``);
+* :meth:`Program.run` runs all steps in one generated Python function (built once per program shape and
+  cached): locals only, the coefficient row unpacked once per step, one O(1) metadata check per network
+  output (type, shape, dtype, device), ``torch.randn`` inlined for a
+  :class:`~sdeflow.noise.GeneratorNoise`, and ``term.nfe`` increased once per solve. It is what
+  ``solver.integrate`` uses when there is no callback, no per-evaluation finiteness check and the term can
+  take the fast path (:meth:`~sdeflow.terms.FieldTerm.fast_parts`). Both ways perform the same tensor
+  operations in the same order, so their results agree bitwise.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["Program"]
+
+Tensor = torch.Tensor
+_CACHE: dict = {}
+
+
+class Program:
+    """A step of a planned solver over ``steps`` steps (see the module docstring)."""
+
+    def __init__(self, steps: int):
+        self.steps = int(steps)
+        self.ops: list[tuple] = []
+        self.prologue: list[tuple[str, str]] = []
+        self._cols: list[np.ndarray] = []
+        self.evals = 0  # network evaluations per step
+        self.draws = False
+        self._table = None
+
+    # ---- building -----------------------------------------------------------------------------
+    def _col(self, values) -> int:
+        self._cols.append(np.broadcast_to(np.asarray(values, dtype=np.float64), (self.steps,)))
+        self._table = None
+        return len(self._cols) - 1
+
+    def net(self, dst: str, src: str, a: int, b: int = 0) -> "Program":
+        self.ops.append(("net", dst, src, int(a), int(b)))
+        self.evals += 1
+        return self
+
+    def draw(self, dst: str, mask=None) -> "Program":
+        """``dst`` = the step's normals; with ``mask`` (booleans over the steps, not all true) only on the
+        steps it marks, and ``x`` elsewhere (a placeholder its zero coefficients leave unchanged)."""
+        m = None if mask is None or np.all(mask) else self._col(np.asarray(mask, dtype=np.float64))
+        self.ops.append(("draw", dst, m))
+        self.draws = True
+        return self
+
+    def set(self, dst: str, src: str) -> "Program":
+        self.ops.append(("set", dst, src))
+        return self
+
+    def comb(self, dst: str, cx, terms) -> "Program":
+        """``dst = cx x + sum_i c_i src_i`` (``cx``, ``c_i`` floats or arrays over the steps)."""
+        cx = np.broadcast_to(np.asarray(cx, dtype=np.float64), (self.steps,))
+        kept = [(np.broadcast_to(np.asarray(c, dtype=np.float64), (self.steps,)), s) for c, s in terms]
+        kept = [(c, s) for c, s in kept if np.any(c != 0.0)]
+        terms = tuple((self._col(c), s) for c, s in kept)
+        if np.all(cx == 1.0):
+            mode, cxc = ("x", None) if not terms else ("add", None)
+        elif np.all(cx == 0.0) and terms:
+            mode, cxc = "first", None
+        else:
+            mode, cxc = "mul", self._col(cx)
+        self.ops.append(("comb", dst, mode, cxc, terms))
+        return self
+
+    def done(self) -> "Program":
+        """Tabulate the coefficients (once, at the end of the solver's ``init_state``: the steps then only
+        read Python floats, and stay traceable by ``torch.compile``)."""
+        self.table
+        return self
+
+    @property
+    def table(self) -> list:
+        """Per step, the list of its coefficients (Python floats), in column order."""
+        if self._table is None:
+            if self._cols:
+                self._table = np.stack(self._cols, axis=1).tolist()
+            else:
+                self._table = [[] for _ in range(self.steps)]
+        return self._table
+
+    # ---- the generic path: one step through term.net ------------------------------------------
+    def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise) -> Tensor:
+        c = self.table[k]
+        env = {"x": x}
+        if k == 0:
+            for d, s in self.prologue:
+                env[d] = env[s]
+        else:
+            env.update(self._carry)
+        for op in self.ops:
+            kind = op[0]
+            if kind == "net":
+                env[op[1]] = term.net(op[3] * k + op[4], env[op[2]])
+            elif kind == "draw":
+                env[op[1]] = noise.draw(k, t0, t1, x) if op[2] is None or c[op[2]] else x
+            elif kind == "set":
+                env[op[1]] = env[op[2]]
+            else:
+                _, dst, mode, cxc, terms = op
+                if mode == "x":
+                    env[dst] = x
+                    continue
+                if mode == "add":
+                    (i, s), rest = terms[0], terms[1:]
+                    out = torch.add(x, env[s], alpha=c[i])
+                elif mode == "first":
+                    (i, s), rest = terms[0], terms[1:]
+                    out = torch.mul(env[s], c[i])
+                else:
+                    out, rest = torch.mul(x, c[cxc]), terms
+                for i, s in rest:
+                    out.add_(env[s], alpha=c[i])
+                env[dst] = out
+        if self.prologue:
+            self._carry = {d: env[d] for d, _ in self.prologue}
+        return env["x"]
+
+    _carry: dict = {}
+
+    # ---- the fast path: all steps in one generated function ------------------------------------
+    def _source(self, inline_randn: bool) -> str:
+        ncol = len(self._cols)
+        lines = ["def _loop(x, fn, tb, C, G, draw, fix, randn, gen, add, mul, S, shape, dt, dev, T):"]
+        for d, s in self.prologue:
+            lines.append(f"    {d} = {s}")
+        lines.append("    for k in range(S):")
+        body = []
+        if ncol:
+            body.append(", ".join(f"c{i}" for i in range(ncol)) + (", = C[k]" if ncol == 1 else " = C[k]"))
+        for op in self.ops:
+            kind = op[0]
+            if kind == "net":
+                _, dst, src, a, b = op
+                j = "k" if (a, b) == (1, 0) else (f"{a} * k + {b}" if b else f"{a} * k")
+                body.append(f"{dst} = fn({src}, tb[{j}])")
+                body.append(f"if type({dst}) is not T or {dst}.shape != shape or {dst}.dtype is not dt "
+                            f"or {dst}.device != dev:")
+                body.append(f"    {dst} = fix({dst}, {src}, {j})")
+            elif kind == "draw":
+                expr = ("randn(shape, generator=gen, dtype=dt, device=dev)" if inline_randn
+                        else "draw(k, G[k], G[k + 1], x)")
+                body.append(f"{op[1]} = {expr}" if op[2] is None else f"{op[1]} = {expr} if c{op[2]} else x")
+            elif kind == "set":
+                body.append(f"{op[1]} = {op[2]}")
+            else:
+                _, dst, mode, cxc, terms = op
+                if mode == "x":
+                    body.append(f"{dst} = x")
+                    continue
+                if mode == "add":
+                    (i, s), rest = terms[0], terms[1:]
+                    expr = f"add(x, {s}, alpha=c{i})"
+                elif mode == "first":
+                    (i, s), rest = terms[0], terms[1:]
+                    expr = f"mul({s}, c{i})"
+                else:
+                    expr, rest = f"mul(x, c{cxc})", terms
+                expr += "".join(f".add_({s}, alpha=c{i})" for i, s in rest)
+                body.append(f"{dst} = {expr}")
+        lines += ["        " + b for b in body]
+        lines.append("    return x")
+        return "\n".join(lines) + "\n"
+
+    def run(self, term, x: Tensor, grid: list, noise, parts) -> Tensor:
+        """All steps (``parts``: the term's :meth:`~sdeflow.terms.FieldTerm.fast_parts`)."""
+        from ..noise import GeneratorNoise
+
+        fn, tb, fix = parts
+        inline = self.draws and type(noise) is GeneratorNoise
+        src = self._source(inline)
+        loop = _CACHE.get(src)
+        if loop is None:
+            ns: dict = {}
+            exec(compile(src, "<sdeflow step program>", "exec"), ns)  # noqa: S102 - our own generated code
+            loop = _CACHE[src] = ns["_loop"]
+        draw = noise.draw if (self.draws and noise is not None) else None
+        gen = noise.generator if inline else None
+        out = loop(x, fn, tb, self.table, grid, draw, fix, torch.randn, gen, torch.add, torch.mul,
+                   self.steps, x.shape, x.dtype, x.device, Tensor)
+        term.nfe += self.steps * self.evals
+        return out
