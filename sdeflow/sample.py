@@ -202,7 +202,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         grid_train = g
         grid_tau = map_times(path, ipath, g)
         t_max, t_min = float(g[0]), float(g[-1])
-    grid_list = [float(v) for v in grid_tau]
+    grid_list = np.asarray(grid_tau, dtype=np.float64).tolist()
 
     # ---- the evaluation plan and gamma table ---------------------------------------------------
     if not solver.planned:

@@ -22,7 +22,10 @@ overhead:
 Timing: every runner is called at ``S`` and ``S / 4`` steps; per-step time is the difference divided by
 ``3S / 4`` (fixed per-call costs cancel) and the per-call setup is what is left at ``S / 4``. Runners are
 interleaved in every repeat (the machine's load drifts alike for all) and the median over repeats is
-reported after one warm-up call each. Ratios are of per-step times measured in the same run.
+reported after one warm-up call each; within a repeat each runner makes one untimed call before its
+timed ones, and the order rotates from repeat to repeat (the first runner after the heaviest peer was
+measured slow whichever it was). Ratios are of per-step times
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -422,8 +425,11 @@ def run_overhead(solvers=None, batches=(1, 65536), steps: int = 400, repeats: in
             fn(steps)
             fn(small)
         samples = {key: ([], []) for key in runners}
-        for _ in range(repeats):
-            for key, fn in runners.items():
+        order = list(runners.items())
+        for r in range(repeats):
+            # the order rotates with the repeat: no runner is always the first after a heavy peer
+            for key, fn in order[r % len(order):] + order[:r % len(order)]:
+                fn(small)  # untimed: every runner is timed warm, not cold after a heavier one
                 samples[key][0].append(_timed(fn, steps))
                 samples[key][1].append(_timed(fn, small))
         per_step, setup = {}, {}

@@ -24,7 +24,8 @@ The program runs two ways:
 * :meth:`Program.step` interprets one step through ``term.net`` (counting, checks, the checked replay of
   :func:`sdeflow.runner.diagnose`, callbacks, ``torch.compile`` of ``solver.step``);
 * :meth:`Program.run` runs all steps in one generated Python function (built once per program shape and
-  cached): locals only, the coefficient row unpacked once per step, one O(1) metadata check per network
+  cached): locals only, the coefficients read from per-column float lists (no per-step
+  objects), one O(1) metadata check per network
   output (type, shape, dtype, device), ``torch.randn`` inlined for a
   :class:`~sdeflow.noise.GeneratorNoise`, and ``term.nfe`` increased once per solve. It is what
   ``solver.integrate`` uses when there is no callback, no per-evaluation finiteness check and the term can
@@ -94,24 +95,21 @@ class Program:
         return self
 
     def done(self) -> "Program":
-        """Tabulate the coefficients (once, at the end of the solver's ``init_state``: the steps then only
-        read Python floats, and stay traceable by ``torch.compile``)."""
-        self.table
+        """Tabulate the coefficients as one list of Python floats per column (once, at the end of the
+        solver's ``init_state``: the steps then only read floats and stay traceable by ``torch.compile``)."""
+        self.columns
         return self
 
     @property
-    def table(self) -> list:
-        """Per step, the list of its coefficients (Python floats), in column order."""
+    def columns(self) -> list:
+        """Per column, its coefficient on every step (Python floats)."""
         if self._table is None:
-            if self._cols:
-                self._table = np.stack(self._cols, axis=1).tolist()
-            else:
-                self._table = [[] for _ in range(self.steps)]
+            self._table = [c.tolist() for c in self._cols]
         return self._table
 
     # ---- the generic path: one step through term.net ------------------------------------------
     def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise) -> Tensor:
-        c = self.table[k]
+        c = [col[k] for col in self.columns]
         env = {"x": x}
         if k == 0:
             for d, s in self.prologue:
@@ -149,16 +147,41 @@ class Program:
     _carry: dict = {}
 
     # ---- the fast path: all steps in one generated function ------------------------------------
+    def _last_uses(self) -> dict:
+        """Per temporary buffer (not ``x``, not carried to the next step), the index of the last op that
+        reads or writes it."""
+        carried = {d for d, _ in self.prologue} | {"x"}
+        last: dict = {}
+        for idx, op in enumerate(self.ops):
+            kind = op[0]
+            names = [op[1]]
+            if kind in ("net", "set"):
+                names.append(op[2])
+            elif kind == "comb":
+                names += [src for _, src in op[4]]
+            for v in names:
+                if v not in carried:
+                    last[v] = idx
+        return last
+
     def _source(self, inline_randn: bool) -> str:
         ncol = len(self._cols)
         lines = ["def _loop(x, fn, tb, C, G, draw, fix, randn, gen, add, mul, S, shape, dt, dev, T):"]
         for d, s in self.prologue:
             lines.append(f"    {d} = {s}")
-        lines.append("    for k in range(S):")
+        if ncol == 0:
+            lines.append("    for k in range(S):")
+        elif ncol == 1:
+            lines.append("    for k, c0 in enumerate(C[0]):")
+        else:  # zip and enumerate reuse their tuples: no allocation per step
+            lines.append(f"    for k, ({', '.join(f'c{i}' for i in range(ncol))}) in enumerate(zip(*C)):")
         body = []
-        if ncol:
-            body.append(", ".join(f"c{i}" for i in range(ncol)) + (", = C[k]" if ncol == 1 else " = C[k]"))
-        for op in self.ops:
+        last = self._last_uses()
+        for idx, op in enumerate(self.ops):
+            if idx:
+                dead = [v for v, i in last.items() if i == idx - 1]
+                if dead:  # drop temporaries at their last use: the allocator reuses their memory at once
+                    body.append("del " + ", ".join(dead))
             kind = op[0]
             if kind == "net":
                 _, dst, src, a, b = op
@@ -188,6 +211,9 @@ class Program:
                     expr, rest = f"mul(x, c{cxc})", terms
                 expr += "".join(f".add_({s}, alpha=c{i})" for i, s in rest)
                 body.append(f"{dst} = {expr}")
+        dead = [v for v, i in last.items() if i == len(self.ops) - 1]
+        if dead:
+            body.append("del " + ", ".join(dead))
         lines += ["        " + b for b in body]
         lines.append("    return x")
         return "\n".join(lines) + "\n"
@@ -206,7 +232,7 @@ class Program:
             loop = _CACHE[src] = ns["_loop"]
         draw = noise.draw if (self.draws and noise is not None) else None
         gen = noise.generator if inline else None
-        out = loop(x, fn, tb, self.table, grid, draw, fix, torch.randn, gen, torch.add, torch.mul,
+        out = loop(x, fn, tb, self.columns, grid, draw, fix, torch.randn, gen, torch.add, torch.mul,
                    self.steps, x.shape, x.dtype, x.device, Tensor)
         term.nfe += self.steps * self.evals
         return out
