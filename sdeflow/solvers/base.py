@@ -89,10 +89,11 @@ class Solver:
         cache = getattr(term, "_programs", None)
         if cache is None:
             cache = term._programs = {}
-        key = (self, tuple(grid))
-        prog = cache.get(key)
-        if prog is None:
-            prog = cache[key] = build()
+        hit = cache.get(self)  # one grid per solver and term; compared, not hashed (O(steps) in C)
+        if hit is not None and (hit[0] is grid or hit[0] == grid):
+            return hit[1]
+        prog = build()
+        cache[self] = (list(grid), prog)
         return prog
 
     def integrate(self, term, x: Tensor, grid: list[float], noise=None,
