@@ -8,12 +8,15 @@ overhead:
   steps=S, t_max=0.999, t_min=1e-3, check_finite=False)``; SDE solvers with ``gamma=1`` and a seeded
   ``torch.Generator`` (noise generation included).
 * **minimal** — one hand-written loop per update rule (Euler, midpoint, Heun, RK4, Euler-Maruyama,
-  stochastic Heun, DDIM/ancestral posterior step, DPM-Solver++(2M)), the leanest a user would write: every
-  per-step coefficient precomputed as a Python float outside the timed loop (from the same path
-  coefficients), every linear combination one scaled copy plus one fused ``add_(alpha=)`` per term, the
-  same time tensors and ``torch.randn`` from a generator for the noise. On this problem the ODE drift *is*
-  the network output (:math:`v` on the linear-flow path), so the Runge-Kutta loops are the textbook
-  ``x + h f`` updates; SDE and prediction updates are affine in ``(x, n, z)`` and folded.
+  stochastic Heun, DDIM/ancestral posterior step, DPM-Solver++(2M)), the leanest a user would write. Like
+  ``sample()``, it builds what it needs inside the timed call: its grid, its per-step coefficient floats
+  (vectorised, ``.tolist()``; the SDE and prediction rules from the same path-coefficient tables as
+  sdeflow) and its ``(batch,)`` time tensors (one tensor expression and one ``unbind``). Every linear
+  combination is one scaled copy plus one fused ``add_(alpha=)`` per term (one fused ``add`` where the
+  coefficient of ``x`` is 1 on every step), and ``torch.randn`` from a generator for the noise. On this
+  problem the ODE drift *is* the network output (:math:`v` on the linear-flow path), so the Runge-Kutta
+  loops are the textbook ``x + h f`` updates; SDE and prediction updates are affine in ``(x, n, z)`` and
+  folded.
 * **peers** — ``torchdiffeq.odeint`` (euler, rk4; fixed grid through ``grid_constructor``),
   ``torchsde.sdeint`` (euler, diagonal noise, ``dt`` grid), diffusers ``EulerDiscreteScheduler`` and
   ``DPMSolverMultistepScheduler`` (order 2, dpmsolver++) step loops as in their docs; each is compared with
