@@ -12,6 +12,10 @@ library would. Every call of :math:`D` counts as one NFE and a budget is never e
   final sigma 0) and ``diffusers:edm_euler`` (``EDMEulerScheduler``), driven through the schedulers'
   own preconditioning so that their data prediction is exactly :math:`D`.
 
+On ``eight_gaussians_ddpm`` (DDPM's schedule): ``DDPM_PEERS`` (diffusers' DPM-Solver++ 2M/3M, Euler, Heun on
+common timesteps) and ``OWN_GRID_PEERS`` (``DDIMScheduler`` and ``UniPCMultistepScheduler`` on the timesteps
+their ``set_timesteps`` chooses, beside sdeflow's ``ddim`` / ``unipc`` on exactly those times).
+
 Only problems on a path with :math:`\\alpha = 1` (VE) are posed this way; a missing library is skipped
 with a note (``available_peers()`` says which ran).
 
@@ -31,7 +35,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["PEERS", "SDE_PEERS", "available_peers", "applicable", "run_peer", "run_sde_peer",
+__all__ = ["PEERS", "SDE_PEERS", "DDPM_PEERS", "OWN_GRID_PEERS", "own_grid", "available_peers", "applicable", "run_peer", "run_sde_peer",
            "BrownianPathForTorchsde"]
 
 
