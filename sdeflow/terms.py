@@ -7,8 +7,10 @@ A solver sees ``dx = drift(x, t) dt + diffusion(x, t) dW`` through a term, evalu
 :class:`FieldTerm` is the sampler's term. Every kind of prediction, and the reverse-family drift
 :math:`v - \tfrac{\gamma^2}{2}s`, is affine in ``x`` and the network output ``n``
 (:mod:`sdeflow.conversions`), so the drift at evaluation ``j`` is ``A_j x + B_j n`` with ``A_j``,
-``B_j`` Python floats tabulated in float64 up front: the inner loop runs the network and at most two
-fused tensor operations, with no host synchronisation. The same tables serve data/noise predictions
+``B_j`` tabulated in float64 up front (numpy arrays, which the step programs of
+:mod:`sdeflow.solvers.program` fold into their own tables; Python float lists only when a generic,
+per-evaluation path first asks for them): the inner loop runs the network and at most two fused tensor
+operations, with no host synchronisation. The same tables serve data/noise predictions
 for exponential integrators (``predict(j, x, kind)``), and path transfer (integrating in another
 path's coordinates, where the network sees ``c_j x`` at the training time of equal log-SNR).
 
@@ -60,8 +62,9 @@ class Term:
     additive: bool = True
     is_sde: bool = False
     check: bool = False  # per-evaluation finiteness checks (diagnostic re-runs only)
-    # (A, B, g): drift A[j] x + B[j] net(j, x) and diffusion g[j] (floats) at planned evaluation j, for
-    # solvers that fold them into their update (sdeflow.solvers.program); None: use drift/diffusion
+    # (A, B, g): drift A[j] x + B[j] net(j, x) and diffusion g[j] at planned evaluation j (float64 numpy
+    # arrays), for solvers that fold them into their update (sdeflow.solvers.program); None: use
+    # drift/diffusion
     affine: tuple | None = None
     _dtype = None  # the solve's dtype and device (metadata checks of every evaluation)
     _device = None
@@ -148,7 +151,6 @@ class FieldTerm(Term):
         self.gamma2 = np.zeros_like(self.times) if gamma2 is None else np.asarray(gamma2, dtype=np.float64)
         self.gamma2_fn = gamma2_fn
         self.is_sde = bool(np.any(self.gamma2 > 0)) or gamma2_fn is not None
-        self._g = np.sqrt(self.gamma2).tolist()
         self._tb = _time_tensors(self.train_times, like)
         self._batch = like.shape[0]
         self._dtype, self._device = like.dtype, like.device
@@ -160,20 +162,41 @@ class FieldTerm(Term):
             self._cin = [None if v == 1.0 else v for v in c]
         else:
             self._cin = None
+        self._arrays: dict = {}
         self._tables: dict = {}
         self.nfe = 0
-        A, B = self.coeffs("drift")
-        self._A, self._B = A, B
-        self.affine = (A, B, self._g)
+        A, B = self.coeff_arrays("drift")
+        self.affine = (A, B, np.sqrt(self.gamma2))
 
     # ---- tables -------------------------------------------------------------------------------
-    def coeffs(self, kind: str) -> tuple[list, list]:
-        """Per-evaluation floats ``(P, Q)`` with ``kind = P x + Q n`` (``kind="drift"``: the dynamics)."""
-        if kind not in self._tables:
-            g2 = torch.as_tensor(self.gamma2) if kind == "drift" else None
+    def coeff_arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per-evaluation float64 arrays ``(P, Q)`` with ``kind = P x + Q n`` (``kind="drift"``: the
+        dynamics), computed once per kind (what the step programs read)."""
+        if kind not in self._arrays:
+            # gamma = 0 everywhere adds exactly nothing to the drift (conversion's gamma2=None)
+            g2 = torch.as_tensor(self.gamma2) if kind == "drift" and np.any(self.gamma2 != 0.0) else None
             P, Q = conversion(self.kind, kind, *self._icoef, frm_coeffs=self._fcoef, gamma2=g2)
+            self._arrays[kind] = (P.numpy(), Q.numpy())
+        return self._arrays[kind]
+
+    def coeffs(self, kind: str) -> tuple[list, list]:
+        """The same ``(P, Q)`` as lists of Python floats (built on first use: the generic per-evaluation
+        paths index them once per evaluation)."""
+        if kind not in self._tables:
+            P, Q = self.coeff_arrays(kind)
             self._tables[kind] = (P.tolist(), Q.tolist())
         return self._tables[kind]
+
+    def __getattr__(self, name: str):
+        # the drift and diffusion floats of drift(j, x) / diffusion(j, x), as lists on first use only (the
+        # generated loops of sdeflow.solvers.program never need them); later reads find the attribute
+        if name in ("_A", "_B"):
+            self._A, self._B = self.coeffs("drift")
+            return self.__dict__[name]
+        if name == "_g" and "affine" in self.__dict__:
+            self._g = self.affine[2].tolist()
+            return self._g
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def scale_to_train(self, j: int) -> float:
         """Factor from integration to training coordinates at planned evaluation ``j``."""

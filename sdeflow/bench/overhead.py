@@ -218,8 +218,8 @@ def _posterior_minimal(variance: str):
         t = torch.as_tensor(grid)
         a, s, _, _ = path.coefficients(t)
         a1, s1, lam = a[1:].numpy(), s[1:].numpy(), path.log_snr(t).numpy()
-        Pd, Qd = (np.asarray(v[:steps]) for v in term.coeffs("data"))
-        Pe, Qe = (np.asarray(v[:steps]) for v in term.coeffs("noise"))
+        Pd, Qd = (v[:steps] for v in term.coeff_arrays("data"))
+        Pe, Qe = (v[:steps] for v in term.coeff_arrays("noise"))
         if variance == "none":
             v = np.zeros(steps)
         else:  # math.expm1 (numpy's can differ in the last bit)
@@ -253,7 +253,7 @@ def _dpmpp2m_minimal(x0, steps, seed):
     t = torch.as_tensor(grid)
     a, s, _, _ = path.coefficients(t)
     a1, ratio, lam = a[1:].numpy(), (s[1:] / s[:-1]).numpy(), (0.5 * path.log_snr(t)).numpy()
-    P, Q = (np.asarray(v[:steps]) for v in term.coeffs("data"))
+    P, Q = (v[:steps] for v in term.coeff_arrays("data"))
     h = lam[1:] - lam[:-1]
     e = -a1 * np.array([math.expm1(v) for v in (-h).tolist()])  # math.expm1, as sdeflow's tables
     r = np.ones(steps)

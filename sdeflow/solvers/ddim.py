@@ -53,8 +53,8 @@ def posterior_program(term, tab: dict, mean_var, noise_var) -> Program:
     the steps) as a :class:`~sdeflow.solvers.program.Program` ``x' = A x + B n (+ sd z)`` over ``(x, n, z)``.
     A step with ``noise_var = 0`` draws nothing, as in :func:`posterior_step`."""
     S = len(tab["alpha"]) - 1
-    Pd, Qd = (np.asarray(v[:S]) for v in term.coeffs("data"))
-    Pe, Qe = (np.asarray(v[:S]) for v in term.coeffs("noise"))
+    Pd, Qd = (v[:S] for v in term.coeff_arrays("data"))
+    Pe, Qe = (v[:S] for v in term.coeff_arrays("noise"))
     a1, s1 = np.asarray(tab["alpha"][1:]), np.asarray(tab["sigma"][1:])
     c = np.sqrt(np.maximum(s1 * s1 - np.asarray(mean_var, dtype=np.float64), 0.0))
     nv = np.asarray(noise_var, dtype=np.float64)

@@ -137,10 +137,11 @@ class ExpMultistep(PredictionSolver):
         st["E"] = step_damping(term, grid, st["h"]) if self.sde else [0.0] * (len(grid) - 1)
         st["hist"] = []  # (half log-SNR, prediction tensor), oldest first
         st["n_steps"] = len(grid) - 1
-        term.coeffs(self.predict)  # the prediction tables, built in setup (the steps stay traceable)
         if self._extra:
             st.update(eval_tables(term))
         st["program"] = self._program(term, st) if not (self.corrector or self._extra) else None
+        if st["program"] is None:  # the per-step predictions' floats, built in setup (steps stay traceable)
+            term.coeffs(self.predict)
         return st
 
     def _order_at(self, k: int, st: dict, avail: int) -> int:
@@ -221,7 +222,7 @@ class ExpMultistep(PredictionSolver):
             p = self._order_at(k, st, min(k + 1, q))
             l, w, z = self._coefs(k, [lam[k - i] for i in range(p)], st)
             lin[k], W[k, :len(w)], nz[k] = l, w, z
-        P, Q = (np.asarray(v[:S]) for v in term.coeffs(self.predict))
+        P, Q = (v[:S] for v in term.coeff_arrays(self.predict))
         prog = Program(S)
         prog.prologue = [(f"d{i}", "x") for i in range(1, q)]
         prog.net("n", "x", 1, 0).comb("d0", P, [(Q, "n")])

@@ -164,7 +164,7 @@ class Program:
                     last[v] = idx
         return last
 
-    def _source(self, inline_randn: bool) -> str:
+    def _source(self, inline_randn: bool, cpu: bool = False) -> str:
         ncol = len(self._cols)
         lines = ["def _loop(x, fn, tb, C, G, draw, fix, randn, gen, add, mul, S, shape, dt, dev, T):"]
         for d, s in self.prologue:
@@ -187,8 +187,9 @@ class Program:
                 _, dst, src, a, b = op
                 j = "k" if (a, b) == (1, 0) else (f"{a} * k + {b}" if b else f"{a} * k")
                 body.append(f"{dst} = fn({src}, tb[{j}])")
+                on_dev = f"not {dst}.is_cpu" if cpu else f"{dst}.device != dev"  # is_cpu: no device object
                 body.append(f"if type({dst}) is not T or {dst}.shape != shape or {dst}.dtype is not dt "
-                            f"or {dst}.device != dev:")
+                            f"or {on_dev}:")
                 body.append(f"    {dst} = fix({dst}, {src}, {j})")
             elif kind == "draw":
                 expr = ("randn(shape, generator=gen, dtype=dt, device=dev)" if inline_randn
@@ -224,7 +225,7 @@ class Program:
 
         fn, tb, fix = parts
         inline = self.draws and type(noise) is GeneratorNoise
-        src = self._source(inline)
+        src = self._source(inline, x.device.type == "cpu")
         loop = _CACHE.get(src)
         if loop is None:
             ns: dict = {}
