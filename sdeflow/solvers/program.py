@@ -42,6 +42,7 @@ __all__ = ["Program"]
 
 Tensor = torch.Tensor
 _CACHE: dict = {}
+_PINGPONG_BYTES = 1 << 16
 
 
 class Program:
@@ -164,9 +165,22 @@ class Program:
                     last[v] = idx
         return last
 
-    def _source(self, inline_randn: bool, cpu: bool = False) -> str:
+    def _pingpong_ok(self) -> bool:
+        """Whether the update of ``x`` may write into two alternating buffers: the last op writing ``x`` is
+        a combination and no op keeps ``x`` beyond the step (a ``set`` from ``x`` would alias a buffer that
+        is overwritten two steps later)."""
+        writes = [i for i, op in enumerate(self.ops) if op[1] == "x"]
+        return (bool(writes) and self.ops[writes[-1]][0] == "comb" and self.ops[writes[-1]][2] != "x"
+                and not any(op[0] == "set" and op[2] == "x" for op in self.ops))
+
+    def _source(self, inline_randn: bool, cpu: bool = False, pingpong: bool = False) -> str:
         ncol = len(self._cols)
         lines = ["def _loop(x, fn, tb, C, G, draw, fix, randn, gen, add, mul, S, shape, dt, dev, T):"]
+        pingpong = pingpong and self._pingpong_ok()
+        final_x = max(i for i, op in enumerate(self.ops) if op[1] == "x") if pingpong else -1
+        if pingpong:  # the new state goes to the buffer the state of two steps ago used: no allocation
+            lines.append("    P = (x.new_empty(shape), x.new_empty(shape))")
+            lines.append("    grad_on = torch.is_grad_enabled()")
         for d, s in self.prologue:
             lines.append(f"    {d} = {s}")
         if ncol == 0:
@@ -202,15 +216,19 @@ class Program:
                 if mode == "x":
                     body.append(f"{dst} = x")
                     continue
+                out = ", out=P[k & 1]" if idx == final_x else ""
                 if mode == "add":
                     (i, s), rest = terms[0], terms[1:]
-                    expr = f"add(x, {s}, alpha=c{i})"
+                    expr = f"add(x, {s}, alpha=c{i}{out})"
                 elif mode == "first":
                     (i, s), rest = terms[0], terms[1:]
-                    expr = f"mul({s}, c{i})"
+                    expr = f"mul({s}, c{i}{out})"
                 else:
-                    expr, rest = f"mul(x, c{cxc})", terms
+                    expr, rest = f"mul(x, c{cxc}{out})", terms
                 expr += "".join(f".add_({s}, alpha=c{i})" for i, s in rest)
+                if out:  # out= does not record autograd: tensors that need a graph take the allocating form
+                    grad = " or ".join(f"{v}.requires_grad" for v in ["x"] + [src for _, src in terms])
+                    expr = f"{expr.replace(out, '')} if grad_on and ({grad}) else {expr}"
                 body.append(f"{dst} = {expr}")
         dead = [v for v, i in last.items() if i == len(self.ops) - 1]
         if dead:
@@ -225,10 +243,13 @@ class Program:
 
         fn, tb, fix = parts
         inline = self.draws and type(noise) is GeneratorNoise
-        src = self._source(inline, x.device.type == "cpu")
+        # large states: write each new state into one of two buffers (no allocator round trip per step; at
+        # 65 536 x 2 float32 the allocator's page faults otherwise cost as much as the update itself)
+        big = x.numel() * x.element_size() >= _PINGPONG_BYTES
+        src = self._source(inline, x.device.type == "cpu", big)
         loop = _CACHE.get(src)
         if loop is None:
-            ns: dict = {}
+            ns: dict = {"torch": torch}
             exec(compile(src, "<sdeflow step program>", "exec"), ns)  # noqa: S102 - our own generated code
             loop = _CACHE[src] = ns["_loop"]
         draw = noise.draw if (self.draws and noise is not None) else None
