@@ -27,7 +27,7 @@ import torch
 
 Tensor = torch.Tensor
 
-__all__ = ["Solver", "ODESolver", "SDESolver", "add_noise", "affine_tables"]
+__all__ = ["Solver", "ODESolver", "SDESolver", "add_noise", "step_tables"]
 
 
 class Solver:
@@ -143,13 +143,20 @@ class SDESolver(Solver):
 # kernels the update allows.
 
 
-def affine_tables(term):
-    """``(A, B, g)`` per planned evaluation when ``term`` is affine (drift ``A_j x + B_j n_j``, diffusion a
-    float ``g_j``; sdeflow's sampler term), else None: the solver then takes its generic path."""
+def step_tables(term, grid, stages: int):
+    """``(h, A, B, g)`` as float64 arrays when ``term`` is affine (drift ``A_j x + B_j n_j``, diffusion a
+    float ``g_j``; sdeflow's sampler term), else None (the solver then takes its generic path): ``h`` the
+    step sizes, shape ``(S,)``; ``A``, ``B``, ``g`` the planned evaluations' tables, shape ``(S, stages)``
+    (``g`` zero for an ODE). Shared by the step programs of explicit RK, Euler-Maruyama and stochastic Heun."""
     aff = getattr(term, "affine", None)
     if aff is None:
         return None
-    return aff
+    h = np.diff(np.asarray(grid, dtype=np.float64))
+    n = len(h) * stages
+    A, B = (np.asarray(v[:n], dtype=np.float64).reshape(-1, stages) for v in aff[:2])
+    g = (np.asarray(aff[2][:n], dtype=np.float64).reshape(-1, stages) if term.is_sde
+         else np.zeros((len(h), stages)))
+    return h, A, B, g
 
 
 def add_noise(x: Tensor, g, z: Tensor, scale: float) -> Tensor:

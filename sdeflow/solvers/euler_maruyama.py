@@ -14,7 +14,7 @@ import math
 import numpy as np
 import torch
 
-from .base import SDESolver, add_noise, affine_tables
+from .base import SDESolver, add_noise, step_tables
 from .program import Program
 
 __all__ = ["EulerMaruyama"]
@@ -32,16 +32,13 @@ class EulerMaruyama(SDESolver):
     sde_type = "ito"
 
     def init_state(self, term, x, grid):
-        aff = affine_tables(term)
-        if aff is None:
+        if getattr(term, "affine", None) is None:
             return {"program": None}
 
         def build():
-            h = np.diff(np.asarray(grid, dtype=np.float64))
-            S = len(h)
-            A, B = np.asarray(aff[0][:S]), np.asarray(aff[1][:S])
-            g = np.asarray(aff[2][:S]) if term.is_sde else np.zeros(S)
-            prog = Program(S).net("n", "x", 1, 0)
+            h, A, B, g = step_tables(term, grid, 1)
+            A, B, g = A[:, 0], B[:, 0], g[:, 0]
+            prog = Program(len(h)).net("n", "x", 1, 0)
             if np.any(g != 0.0):
                 prog.draw("z", mask=g != 0.0)
             return prog.comb("x", 1.0 + h * A, [(h * B, "n"), (g * np.sqrt(np.abs(h)), "z")]).done()

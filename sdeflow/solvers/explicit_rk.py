@@ -18,7 +18,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from .base import ODESolver, affine_tables
+from .base import ODESolver, step_tables
 from .program import Program
 from .tableau import ButcherTableau
 
@@ -36,16 +36,13 @@ def combine(x: torch.Tensor, ks: list, row, h: float) -> torch.Tensor:
     return x if out is None else out
 
 
-def rk_program(tab: ButcherTableau, A: list, B: list, grid: list[float]) -> Program:
-    """The :class:`~sdeflow.solvers.program.Program` of ``tab`` on an affine term: stage ``i`` evaluates
-    ``n_i`` at ``y_i`` (``y_0 = x``) and the stage inputs and update are
-    ``(1 + h a_{i0} A_0) x + h sum_l a_{il} (A_l [l > 0] y_l + B_l n_l)``, all steps' coefficients at once."""
-    g = np.asarray(grid, dtype=np.float64)
-    S, s = len(g) - 1, tab.stages
-    h = np.diff(g)
-    A = np.asarray(A[:S * s], dtype=np.float64).reshape(S, s)
-    B = np.asarray(B[:S * s], dtype=np.float64).reshape(S, s)
-    prog = Program(S).net("n0", "x", s, 0)
+def rk_program(tab: ButcherTableau, h: np.ndarray, A: np.ndarray, B: np.ndarray) -> Program:
+    """The :class:`~sdeflow.solvers.program.Program` of ``tab`` on an affine term (``h``, ``A``, ``B`` from
+    :func:`~sdeflow.solvers.base.step_tables`): stage ``i`` evaluates ``n_i`` at ``y_i`` (``y_0 = x``) and the
+    stage inputs and update are ``(1 + h a_{i0} A_0) x + h sum_l a_{il} (A_l [l > 0] y_l + B_l n_l)``, all
+    steps' coefficients at once."""
+    s = tab.stages
+    prog = Program(len(h)).net("n0", "x", s, 0)
     rows = list(tab._rows[1:]) + [tab._brow]
     for i, row in enumerate(rows, start=1):
         cx, terms = 1.0, []
@@ -71,10 +68,10 @@ class ExplicitRK(ODESolver):
         return list(self.tableau.c)
 
     def init_state(self, term, x, grid):
-        aff = affine_tables(term)
-        if aff is None:
+        if getattr(term, "affine", None) is None:
             return {"program": None}
-        prog = self.cached_program(term, grid, lambda: rk_program(self.tableau, aff[0], aff[1], grid))
+        prog = self.cached_program(
+            term, grid, lambda: rk_program(self.tableau, *step_tables(term, grid, self.tableau.stages)[:3]))
         return {"program": prog}
 
     def step(self, term, k, x, t0, t1, noise, state):

@@ -22,7 +22,7 @@ import math
 import numpy as np
 import torch
 
-from .base import SDESolver, add_noise, affine_tables
+from .base import SDESolver, add_noise, step_tables
 from .program import Program
 
 __all__ = ["StochasticHeun"]
@@ -43,18 +43,13 @@ class StochasticHeun(SDESolver):
         return [0.0, 1.0]
 
     def init_state(self, term, x, grid):
-        aff = affine_tables(term)
-        if aff is None:
+        if getattr(term, "affine", None) is None:
             return {"program": None}
 
         def build():
-            h = np.diff(np.asarray(grid, dtype=np.float64))
-            S = len(h)
-            A = np.asarray(aff[0][:2 * S]).reshape(S, 2)
-            B = np.asarray(aff[1][:2 * S]).reshape(S, 2)
-            g = np.asarray(aff[2][:2 * S]).reshape(S, 2) if term.is_sde else np.zeros((S, 2))
+            h, A, B, g = step_tables(term, grid, 2)
             sq = np.sqrt(np.abs(h))
-            prog = Program(S).net("n0", "x", 2, 0)
+            prog = Program(len(h)).net("n0", "x", 2, 0)
             if term.is_sde:  # one draw per step of an SDE, as the generic step
                 prog.draw("z")
             prog.comb("p", 1.0 + h * A[:, 0], [(h * B[:, 0], "n0"), (g[:, 0] * sq, "z")]).net("n1", "p", 2, 1)
