@@ -5,10 +5,11 @@ The layers (data flows down): paths (:mod:`sdeflow.paths`) -> fields (:mod:`sdef
 (:mod:`sdeflow.analytic`) as ground truth. Time runs from 0 (data) to 1 (noise).
 """
 
-from . import analytic, conversions, grids, io, langevin, losses, noise, paths, solvers, train
+from . import analytic, conversions, grids, io, langevin, losses, noise, paths, solvers, stability, train, window
 from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
-from .errors import NonFiniteError, SdeflowTypeError, SdeflowValueError
+from .errors import (BudgetError, InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError,
+                     SingularityError, UnstableError)
 from .fields import (DataField, EnergyField, Field, FlowScoreField, NoiseField, ScoreField, SumField,
                      VelocityField, classifier_free_guidance)
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
@@ -26,6 +27,8 @@ __all__ = [
     "classifier_free_guidance", "FlipTime", "ColumnTime", "IndexTime", "SigmaTime",
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
-    "NonFiniteError", "SdeflowValueError", "SdeflowTypeError",
-    "analytic", "conversions", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "train",
+    "NonFiniteError", "SdeflowValueError", "SdeflowTypeError", "SingularityError", "UnstableError",
+    "InputMutationError", "BudgetError",
+    "analytic", "conversions", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "stability",
+    "train", "window",
 ]

@@ -101,6 +101,12 @@ class GaussianMixture:
                                 self.var.to(dtype=dtype, device=device))
         return self._cache[key]
 
+    def _check_x(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
+            got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise SdeflowValueError(f"this {self.dim}-D oracle takes x of shape (batch, {self.dim}), got {got}; "
+                                    f"sample with shape=({self.dim},)")
+
     def marginal(self, path: GaussianPath, t: float) -> "GaussianMixture":
         """The mixture of ``x_t`` under ``path``."""
         a, s, _, _ = (float(c) for c in path.coefficients(float(t)))
@@ -117,6 +123,7 @@ class GaussianMixture:
 
     def log_prob(self, x: Tensor) -> Tensor:
         """Log-density of the data distribution, ``(batch,)``."""
+        self._check_x(x)
         logw, mu, var = self._params(x.dtype, x.device)
         diff = x[:, None, :] - mu[None]
         logn = -0.5 * ((diff * diff / var + torch.log(2 * math.pi * var)).sum(-1))
@@ -124,6 +131,7 @@ class GaussianMixture:
 
     def log_prob_t(self, x: Tensor, t, path: GaussianPath) -> Tensor:
         """Log-density of the marginal :math:`p_t` at ``x`` (``t`` a number or ``(batch,)``)."""
+        self._check_x(x)
         a, s, _, _ = path.coefficients(batch_time(t, x))
         logw, mu, var = self._params(x.dtype, x.device)
         a, s = _per_sample(a, x), _per_sample(s, x)
@@ -136,6 +144,7 @@ class GaussianMixture:
     def posterior(self, x: Tensor, alpha, sigma) -> tuple[Tensor, Tensor, Tensor]:
         r"""``(E[x_0|x], E[eps|x], score)`` for :math:`x = \alpha x_0 + \sigma\varepsilon`;
         ``alpha``, ``sigma`` are numbers or ``(batch,)`` tensors."""
+        self._check_x(x)
         logw, mu, var = self._params(x.dtype, x.device)
         a = _per_sample(torch.as_tensor(alpha, dtype=x.dtype, device=x.device), x)
         s = _per_sample(torch.as_tensor(sigma, dtype=x.dtype, device=x.device), x)
@@ -247,6 +256,19 @@ class Gaussian(GaussianMixture):
     @property
     def c(self) -> Tensor:
         return self.var[0]
+
+    def posterior(self, x: Tensor, alpha, sigma) -> tuple[Tensor, Tensor, Tensor]:
+        r"""The mixture's posterior with one component, in closed form (no softmax): with
+        :math:`r = (x - \alpha\mu)/V`, :math:`V = \alpha^2 c + \sigma^2`: :math:`E[x_0|x] = \mu + \alpha c\,r`,
+        :math:`E[\varepsilon|x] = \sigma r`, score :math:`-r`."""
+        self._check_x(x)
+        _, mu, var = self._params(x.dtype, x.device)
+        a = torch.as_tensor(alpha, dtype=x.dtype, device=x.device)
+        s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+        a, s = (v.reshape(-1, 1) if v.dim() else v for v in (a, s))
+        mu, var = mu[0], var[0]
+        r = (x - a * mu) / (a * a * var + s * s)
+        return mu + a * var * r, s * r, -r
 
     def moments(self, path: GaussianPath, t: float) -> tuple[Tensor, Tensor]:
         """``(m_t, V_t)`` of the marginal at ``t``: :math:`m = \\alpha\\mu`, :math:`V = \\alpha^2 c+\\sigma^2`."""

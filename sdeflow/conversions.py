@@ -81,3 +81,4 @@ def conversion(frm: str, to: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, 
     ub, wb = kind_uw(to, alpha, sigma, dalpha, dsigma, gamma2)
     det = alpha * wa - sigma * ua
     return (ub * wa - wb * ua) / det, (wb * alpha - ub * sigma) / det
+

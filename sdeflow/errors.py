@@ -16,7 +16,12 @@ __all__ = [
     "SdeflowValueError",
     "SdeflowTypeError",
     "NonFiniteError",
+    "SingularityError",
+    "UnstableError",
+    "InputMutationError",
+    "BudgetError",
     "check_float_tensor",
+    "check_device",
     "check_int",
     "check_number",
     "unknown_name",
@@ -44,6 +49,40 @@ class NonFiniteError(FloatingPointError):
         self.step = step
         self.t = t
         self.kind = kind
+
+
+class SingularityError(SdeflowValueError):
+    r"""Refused before the first step: a coefficient the sampler needs is infinite, undefined, or loses all
+    its digits at a planned time (e.g. a noise prediction converted where :math:`\alpha = 0`, the reverse
+    SDE's :math:`g^2 = \infty` where :math:`\alpha = 0`, a data prediction where :math:`\sigma = 0`).
+
+    Attributes ``t`` (the time, in the field's path) and ``kind`` (what the field predicts)."""
+
+    def __init__(self, message: str, *, t: float | None = None, kind: str | None = None):
+        super().__init__(message)
+        self.t = t
+        self.kind = kind
+
+
+class UnstableError(SdeflowValueError):
+    """Refused before the first step: the solver cannot integrate this window on this grid (its result on an
+    exact Gaussian problem with the same path, field kind, grid and noise level is wrong by more than the
+    answer itself: an unstable or far too coarse step). Attributes ``step`` and ``t`` locate it."""
+
+    def __init__(self, message: str, *, step: int | None = None, t: float | None = None):
+        super().__init__(message)
+        self.step = step
+        self.t = t
+
+
+class InputMutationError(SdeflowValueError):
+    """The network modified its input tensor in place (e.g. ``x.mul_(0.5)``); the solver's state would be
+    corrupted, so the solve stops at that evaluation."""
+
+
+class BudgetError(SdeflowValueError):
+    """A solve would exceed a bound it was given or that the machine has: evaluations (``nfe``), steps
+    (``max_steps``), a step size that no longer moves time, or memory (estimated before allocating)."""
 
 
 def check_float_tensor(name: str, x, *, allow_half: bool = True) -> torch.Tensor:
@@ -98,3 +137,46 @@ def unknown_name(what: str, name: str, known: Iterable[str]) -> SdeflowValueErro
     close = difflib.get_close_matches(name, known, n=3)
     hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
     return SdeflowValueError(f"unknown {what} {name!r}.{hint} Known: {', '.join(known)}.")
+
+
+def check_device(device, name: str = "device") -> torch.device:
+    """A ``torch.device`` this machine has: names torch does not know, and CUDA/MPS devices on a machine
+    without them, raise an error saying so (instead of failing later inside a generator or an allocation)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise SdeflowValueError(f"{name}={device!r} is not a device torch knows; use 'cpu', 'cuda', 'cuda:0', "
+                                f"'mps', ... or a torch.device") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SdeflowValueError(f"{name}={device!r} but CUDA is not available on this machine "
+                                    f"(torch.cuda.is_available() is False: no GPU, or a CPU-only torch build); "
+                                    f"use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SdeflowValueError(f"{name}={device!r} but this machine has {torch.cuda.device_count()} CUDA "
+                                    f"device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SdeflowValueError(f"{name}={device!r} but MPS is not available on this machine; use device='cpu'")
+    return dev
+
+
+def total_memory(device: torch.device) -> int | None:
+    """Bytes of memory of ``device`` (physical RAM for the CPU), or None when unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.get_device_properties(device).total_memory)
+        if device.type == "cpu":
+            import os
+
+            return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        return None
+    return None
+
+
+def check_memory(nbytes: float, what: str, device: torch.device, fix: str) -> None:
+    """Refuse before allocating when ``nbytes`` exceeds the device's memory (:class:`BudgetError`)."""
+    total = total_memory(device)
+    if total is not None and nbytes > total:
+        raise BudgetError(f"{what} needs about {nbytes / 2 ** 30:.3g} GiB, more than the "
+                          f"{total / 2 ** 30:.3g} GiB of {device} (estimated before allocating); {fix}")

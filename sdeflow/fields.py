@@ -132,20 +132,30 @@ class Field:
 
 class NetField(Field):
     """A network predicting ``kind``. ``flip_time=True`` adapts a network trained with ``t = 0`` at the
-    noise end (see :class:`sdeflow.adapters.FlipTime`; velocities change sign)."""
+    noise end (see :class:`sdeflow.adapters.FlipTime`; velocities change sign). ``dtype`` (e.g.
+    ``torch.float16``/``torch.bfloat16``) is the network's own dtype: its inputs ``x`` and ``t`` are cast to
+    it, its outputs back to the solver state's (which stays float32 or float64)."""
 
-    def __init__(self, net: Callable, kind: str, *, flip_time: bool = False):
+    def __init__(self, net: Callable, kind: str, *, flip_time: bool = False, dtype: torch.dtype | None = None):
         if not callable(net):
             raise SdeflowTypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise SdeflowTypeError(f"dtype must be a floating torch.dtype (the network's), got {dtype!r}")
         self.kind = check_kind(kind)
         self.flip_time = bool(flip_time)
+        self.dtype = dtype
         self.net = FlipTime(net, negate=(kind == "velocity")) if flip_time else net
+        self._fn = self.net if dtype is None else self._cast
+
+    def _cast(self, x, t):
+        out = self.net(x.to(self.dtype), t.to(self.dtype))
+        return out.to(x.dtype) if isinstance(out, torch.Tensor) else out
 
     def predict(self, x, t, path):
-        return self.net(x, batch_time(t, x))
+        return self._fn(x, batch_time(t, x))
 
     def bind(self, path):
-        return self.net
+        return self._fn
 
     def validate_times(self, times):
         inner = getattr(self.net, "validate_times", None)
@@ -159,29 +169,29 @@ class NetField(Field):
 class ScoreField(NetField):
     r"""``net(x, t)`` predicts the score :math:`\nabla_x \log p_t(x)`."""
 
-    def __init__(self, net, *, flip_time: bool = False):
-        super().__init__(net, "score", flip_time=flip_time)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
+        super().__init__(net, "score", flip_time=flip_time, dtype=dtype)
 
 
 class NoiseField(NetField):
     r"""``net(x, t)`` predicts the noise :math:`\varepsilon` (DDPM's epsilon)."""
 
-    def __init__(self, net, *, flip_time: bool = False):
-        super().__init__(net, "noise", flip_time=flip_time)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
+        super().__init__(net, "noise", flip_time=flip_time, dtype=dtype)
 
 
 class DataField(NetField):
     r"""``net(x, t)`` predicts the clean data :math:`x_0` (a denoiser)."""
 
-    def __init__(self, net, *, flip_time: bool = False):
-        super().__init__(net, "data", flip_time=flip_time)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
+        super().__init__(net, "data", flip_time=flip_time, dtype=dtype)
 
 
 class VelocityField(NetField):
     r"""``net(x, t)`` predicts the probability-flow velocity :math:`dx/dt` (flow matching)."""
 
-    def __init__(self, net, *, flip_time: bool = False):
-        super().__init__(net, "velocity", flip_time=flip_time)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
+        super().__init__(net, "velocity", flip_time=flip_time, dtype=dtype)
 
 
 class EnergyField(Field):
@@ -215,7 +225,14 @@ class EnergyField(Field):
                 raise SdeflowValueError(f"the energy network returned {got}; EnergyField needs one energy per "
                                         f"sample, shape ({x.shape[0]},) or ({x.shape[0]}, 1) (for a network "
                                         f"returning the score itself use ScoreField)")
-            (g,) = torch.autograd.grad(e.sum(), xr, create_graph=self.create_graph)
+            if not e.requires_grad:
+                raise SdeflowValueError("the energy network's output does not depend on x (no autograd graph back "
+                                        "to its input: a detach(), torch.no_grad() or a constant inside it?); "
+                                        "EnergyField needs E(x, t) differentiable in x")
+            (g,) = torch.autograd.grad(e.sum(), xr, create_graph=self.create_graph, allow_unused=True)
+        if g is None:
+            raise SdeflowValueError("the energy network's output does not depend on x (its gradient with respect to "
+                                    "x is undefined); EnergyField needs E(x, t) differentiable in x")
         return -g
 
     def predict(self, x, t, path=None):

@@ -33,9 +33,11 @@ def _check_steps(steps) -> int:
     return int(steps)
 
 
-def _check_ends(t_max, t_min) -> tuple[float, float]:
-    t_max = check_number("t_max", t_max, ge=0.0, le=1.0)
-    t_min = check_number("t_min", t_min, ge=0.0, le=1.0)
+def _check_ends(t_max, t_min, path=None) -> tuple[float, float]:
+    # a path defined beyond t = 1 (EDM, VE: t_upper = inf) may serve as integration coordinates of any window
+    upper = getattr(path, "t_upper", 1.0) if path is not None else 1.0
+    t_max = check_number("t_max", t_max, ge=0.0, le=upper)
+    t_min = check_number("t_min", t_min, ge=0.0, le=upper)
     if not t_min < t_max:
         raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}; grids run "
                                 f"from t_max (noise) down to t_min (data)")
@@ -49,7 +51,7 @@ def _check_path(path, grid: str) -> None:
 
 
 def uniform(path: GaussianPath | None, steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
-    t_max, t_min = _check_ends(t_max, t_min)
+    t_max, t_min = _check_ends(t_max, t_min, path)
     return torch.linspace(t_max, t_min, _check_steps(steps) + 1, dtype=torch.float64)
 
 
@@ -70,7 +72,7 @@ def _finite_log_snr(path: GaussianPath, t_max: float, t_min: float, grid: str):
 
 def log_snr(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e-3) -> Tensor:
     _check_path(path, "log_snr")
-    t_max, t_min = _check_ends(t_max, t_min)
+    t_max, t_min = _check_ends(t_max, t_min, path)
     l0, l1 = _finite_log_snr(path, t_max, t_min, "log_snr")
     lam = torch.linspace(l0, l1, _check_steps(steps) + 1, dtype=torch.float64)
     return _from_log_snr(path, lam, t_max, t_min)
@@ -78,7 +80,7 @@ def log_snr(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1
 
 def karras(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e-3, rho: float = 7.0) -> Tensor:
     _check_path(path, "karras")
-    t_max, t_min = _check_ends(t_max, t_min)
+    t_max, t_min = _check_ends(t_max, t_min, path)
     rho = check_number("rho", rho)
     l0, l1 = _finite_log_snr(path, t_max, t_min, "karras")
     if not rho > 0:
@@ -90,7 +92,7 @@ def karras(path: GaussianPath, steps: int, t_max: float = 1.0, t_min: float = 1e
 
 
 def quadratic(path: GaussianPath | None, steps: int, t_max: float = 1.0, t_min: float = 0.0) -> Tensor:
-    t_max, t_min = _check_ends(t_max, t_min)
+    t_max, t_min = _check_ends(t_max, t_min, path)
     s = torch.linspace(1.0, 0.0, _check_steps(steps) + 1, dtype=torch.float64)
     return t_min + (t_max - t_min) * s * s
 
@@ -100,7 +102,7 @@ def discrete(path: DiscreteVP, steps: int, t_max: float = 1.0, t_min: float | No
     if not isinstance(path, DiscreteVP):
         raise SdeflowTypeError(f"the 'discrete' grid needs a DiscreteVP path, got {path!r}")
     T = path.T
-    t_max, t_min = _check_ends(t_max, 1.0 / T if t_min is None else t_min)
+    t_max, t_min = _check_ends(t_max, 1.0 / T if t_min is None else t_min, path)
     i_max, i_min = int(round(t_max * T)), int(round(t_min * T))
     steps = _check_steps(steps)
     if steps > i_max - i_min:
@@ -122,10 +124,22 @@ def make_grid(kind: str, path: GaussianPath, steps: int, t_max: float, t_min: fl
     if kind not in GRIDS:
         raise unknown_name("grid", kind, GRIDS)
     g = GRIDS[kind](path, steps, t_max, t_min, **kw)
-    return check_grid(g, "grid")
+    try:
+        return check_grid(g, "grid", upper=getattr(path, "t_upper", 1.0))
+    except SdeflowValueError:
+        d = np.diff(g.numpy())
+        if np.all(np.isfinite(g.numpy())) and not np.all(d < 0):
+            k = int(np.flatnonzero(d >= 0)[0])
+            raise SdeflowValueError(
+                f"the {kind!r} grid with {steps} steps on {path!r} between t_max={t_max!r} and t_min={t_min!r} has "
+                f"repeated times (t[{k}] = t[{k + 1}] = {float(g[k]):.17g}): float64 cannot resolve that many "
+                f"steps of this spacing there. Use fewer steps, a smaller t_max / larger t_min, or another grid"
+            ) from None
+        raise
 
 
-def check_grid(grid, name: str = "grid", *, decreasing: bool | None = True, unit: bool = True) -> Tensor:
+def check_grid(grid, name: str = "grid", *, decreasing: bool | None = True, unit: bool = True,
+               upper: float = 1.0) -> Tensor:
     """Validate an explicit time grid; return it as a float64 CPU tensor.
 
     It must be 1-D with at least 2 finite points, in ``[0, 1]`` (unless ``unit=False``), strictly
@@ -145,8 +159,8 @@ def check_grid(grid, name: str = "grid", *, decreasing: bool | None = True, unit
         raise SdeflowValueError(f"{name} must be 1-D with at least 2 times, got shape {tuple(g.shape)}")
     if not torch.isfinite(g).all():
         raise SdeflowValueError(f"{name} contains NaN or Inf")
-    if unit and ((g < 0).any() or (g > 1).any()):
-        bad = float(g[(g < 0) | (g > 1)][0])
+    if unit and ((g < 0).any() or (g > upper).any()):
+        bad = float(g[(g < 0) | (g > upper)][0])
         raise SdeflowValueError(f"{name} leaves [0, 1] (found t={bad:g}); sdeflow's time runs from 0 "
                                 f"(data) to 1 (noise): rescale your times into [0, 1]")
     d = g[1:] - g[:-1]

@@ -121,8 +121,11 @@ class PerSampleNoise(NoiseSource):
     def __init__(self, seed: int, offset: int = 0):
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise SdeflowTypeError(f"seed must be an integer, got {type(seed).__name__}")
-        if offset < 0:
-            raise SdeflowValueError(f"offset must be >= 0, got {offset}")
+        if not 0 <= int(seed) < 2 ** 64:
+            raise SdeflowValueError(f"seed must be in [0, 2**64) (the hash takes 64 bits: larger seeds would "
+                                    f"repeat smaller ones), got {seed}")
+        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
+            raise SdeflowValueError(f"offset must be an integer >= 0, got {offset!r}")
         self.seed = int(seed)
         self.offset = int(offset)
 

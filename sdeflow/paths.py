@@ -40,12 +40,48 @@ __all__ = [
 
 Tensor = torch.Tensor
 
+#: The default noise end of a path whose :math:`\alpha` vanishes at ``t = 1`` when the sampler needs
+#: :math:`\alpha > 0` there (a noise or score field, the reverse SDE): the log-SNR of :class:`VP` at ``t = 1``
+#: with its default betas (Song et al. 2021), where the prior :math:`N(0, \sigma^2)` neglects
+#: :math:`\alpha/\sigma \approx 0.0067` of the data.
+LOG_SNR_NOISE_END = -10.0
+#: The default data end of a path whose :math:`\sigma` vanishes at ``t = 0`` when the sampler needs
+#: :math:`\sigma > 0` there (a data or score field, the reverse SDE): :math:`\sigma/\alpha = 0.002`, EDM's
+#: smallest noise level (Karras et al. 2022).
+LOG_SNR_DATA_END = 2.0 * math.log(1.0 / 0.002)
+
 
 def as_time(t) -> Tensor:
     """A tensor view of ``t``: Python numbers become float64 tensors, integer tensors become float64."""
     if isinstance(t, Tensor):
         return t if t.is_floating_point() else t.to(torch.float64)
     return torch.as_tensor(t, dtype=torch.float64)
+
+
+def check_time(t, upper: float = 1.0, name: str = "t"):
+    """``t`` (a number or a tensor) must lie in ``[0, upper]``: numbers and CPU tensors are checked on the
+    host (one ``aminmax``); tensors on an accelerator with a device-side assertion (no host synchronisation);
+    nothing while ``torch.compile`` traces."""
+    if isinstance(t, Tensor):
+        if t.numel() == 0 or _compiling():
+            return t
+        if t.device.type == "cpu":
+            lo, hi = torch.aminmax(t.detach())
+            if not (float(lo) >= 0.0 and float(hi) <= upper):
+                bad = float(lo) if not float(lo) >= 0.0 else float(hi)
+                raise SdeflowValueError(f"{name} must be in [0, {upper:g}] (t = 0 data, t = 1 noise), got {bad:g}")
+        elif t.device.type != "meta":
+            torch._assert_async(((t >= 0) & (t <= upper)).all(),
+                                f"{name} must be in [0, {upper:g}] (t = 0 data, t = 1 noise)")
+        return t
+    import numbers
+
+    if isinstance(t, numbers.Real) and not isinstance(t, bool) and not (0.0 <= float(t) <= upper):
+        raise SdeflowValueError(f"{name} must be in [0, {upper:g}] (t = 0 data, t = 1 noise), got {t!r}")
+    return t
+
+
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
 def _check_shape(shape) -> tuple[int, ...]:
@@ -61,6 +97,18 @@ def _check_shape(shape) -> tuple[int, ...]:
     if any(isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 0 for v in out):
         raise SdeflowValueError(f"shape must be a tuple of non-negative integers, got {shape!r}")
     return tuple(int(v) for v in out)
+
+
+def _time_checked(fn):
+    import functools
+
+    @functools.wraps(fn)
+    def checked(self, t, *args, **kw):
+        check_time(t, self.t_upper)
+        return fn(self, t, *args, **kw)
+
+    checked._checks_time = True
+    return checked
 
 
 def _bcast(c: Tensor, x: Tensor) -> Tensor:
@@ -83,11 +131,32 @@ class GaussianPath:
 
     t_min: float = 1e-3
     t_max: float = 1.0
+    #: the largest time at which the formulas hold (1; ``inf`` for paths defined beyond their noise end, such
+    #: as :class:`EDM` and :class:`VE`, which may then serve as integration coordinates of any window)
+    t_upper: float = 1.0
+    #: times at which the coefficients' derivatives jump (empty for smooth paths; :class:`DiscreteVP`'s knots)
+    piecewise: bool = False
+
+    def __init_subclass__(cls, **kw):
+        # every time-taking function a path defines checks its domain (t in [0, t_upper]): a time outside it
+        # is an error naming the time, never a NaN from the formulas
+        super().__init_subclass__(**kw)
+        for name in ("coefficients", "log_snr", "f", "g2"):
+            fn = cls.__dict__.get(name)
+            if fn is not None and not getattr(fn, "_checks_time", False):
+                setattr(cls, name, _time_checked(fn))
 
     # ---- the four functions -------------------------------------------------------------------
     def coefficients(self, t) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``(alpha, sigma, dalpha/dt, dsigma/dt)`` at ``t``."""
         raise NotImplementedError
+
+    def coefficients_one_sided(self, t, side) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`coefficients` with the derivatives taken as limits from below (``side < 0``) or above
+        (``side > 0``) where they jump (``side``: numbers or an array like ``t``). Smooth paths ignore
+        ``side``; :class:`DiscreteVP` uses it at its knots, where a solver's stage at a step's end must see
+        the derivative of the segment inside the step."""
+        return self.coefficients(t)
 
     def alpha(self, t) -> Tensor:
         return self.coefficients(t)[0]
@@ -278,11 +347,18 @@ class SubVP(VP):
 class CosineVP(GaussianPath):
     r"""Cosine schedule (Nichol & Dhariwal 2021) in continuous time:
     :math:`\alpha_t = \cos\phi_t/\cos\phi_0`, :math:`\phi_t = \frac{\pi}{2}\frac{t+s}{1+s}`,
-    :math:`\sigma_t = \sqrt{1-\alpha_t^2}`. At ``t = 1``, :math:`\alpha = 0` (log-SNR :math:`-\infty`):
-    noise and data predictions cannot be converted there; start such samplers at ``t_max < 1``.
+    :math:`\sigma_t = \sqrt{1-\alpha_t^2}`; :math:`\alpha` is computed as
+    :math:`\sin(\tfrac{\pi}{2}\tfrac{1-t}{1+s})/\cos\phi_0`, exactly 0 at ``t = 1`` and accurate near it.
+
+    At ``t = 1``, :math:`\alpha = 0` (log-SNR :math:`-\infty`) and the forward drift :math:`f = \alpha'/\alpha`
+    is infinite: noise and score predictions cannot be converted there, and the reverse SDE is arbitrarily
+    stiff near it. The default ``t_max = 0.9946`` is DPM-Solver's ending time for this schedule (Lu et al.
+    2022, ``NoiseScheduleVP('cosine')``; log-SNR -9.56, :math:`\alpha = 0.0084`, close to :class:`VP`'s
+    :math:`\alpha(1) = 0.0066`), as Nichol & Dhariwal clip :math:`\beta_t \le 0.999` at this end.
     Default ``t_min = 1e-3``."""
 
     t_min = 1e-3
+    t_max = 0.9946
 
     def __init__(self, s: float = 0.008):
         s = check_number("s", s)
@@ -297,9 +373,10 @@ class CosineVP(GaussianPath):
 
     def coefficients(self, t):
         t = as_time(t)
-        phi = self._phi0 + self._dphi * t
         c0 = math.cos(self._phi0)
-        a = torch.cos(phi) / c0
+        # cos(phi) = sin(pi/2 - phi) = sin(dphi (1 - t)): exactly 0 at t = 1, no cancellation near it
+        a = torch.sin(self._dphi * (1.0 - t)) / c0
+        phi = self._phi0 + self._dphi * t
         # 1 - cos^2(phi)/cos^2(phi0) = sin(phi - phi0) sin(phi + phi0) / cos^2(phi0), exact near t = 0
         s = torch.sqrt(torch.sin(phi - self._phi0) * torch.sin(phi + self._phi0)) / c0
         da = -torch.sin(phi) * self._dphi / c0
@@ -309,8 +386,9 @@ class CosineVP(GaussianPath):
         lam = as_time(lam)
         tan0 = math.tan(self._phi0)
         sec0 = 1.0 / math.cos(self._phi0)
-        phi = torch.atan(torch.sqrt(tan0 ** 2 + sec0 ** 2 * torch.exp(-lam)))
-        return (phi - self._phi0) / self._dphi
+        # pi/2 - phi = atan(1 / sqrt(tan0^2 + sec0^2 e^-lam)): exact as lam -> -inf (t -> 1)
+        rest = torch.atan(torch.rsqrt(tan0 ** 2 + sec0 ** 2 * torch.exp(-lam)))
+        return 1.0 - rest / self._dphi
 
 
 class VE(GaussianPath):
@@ -320,6 +398,7 @@ class VE(GaussianPath):
     ``sigma_min > 0``, so ``t_min`` defaults to 0 and a final denoising step maps to :math:`\sigma = 0`."""
 
     t_min = 0.0
+    t_upper = math.inf  # sigma keeps growing geometrically beyond sigma_max (integration coordinates)
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         sigma_min = check_number("sigma_min", sigma_min)
@@ -382,7 +461,10 @@ class EDM(GaussianPath):
     r"""Variance exploding with the noise level as time (Karras et al. 2022, "EDM"):
     :math:`\alpha = 1`, :math:`\sigma_t = \sigma_{max} t`. Its probability-flow ODE in this time is
     :math:`dx/d\sigma = (x - \hat x_0)/\sigma`, the coordinates in which EDM's samplers step; use it as an
-    ``integration_path`` for fields trained on any other path. Default ``t_min = 0.002/sigma_max``."""
+    ``integration_path`` for fields trained on any other path (its time is defined beyond ``t = 1``,
+    :math:`\sigma > \sigma_{max}`, so it covers any window). Default ``t_min = 0.002/sigma_max``."""
+
+    t_upper = math.inf
 
     def __init__(self, sigma_max: float = 80.0):
         sigma_max = check_number("sigma_max", sigma_max)
@@ -413,7 +495,7 @@ def _autograd_derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
     with torch.enable_grad():
         tt = t.detach().clone().requires_grad_(True)
         y = fn(tt)
-        if not y.requires_grad:  # constant in t
+        if not isinstance(y, Tensor) or not y.requires_grad:  # constant in t (a number, or no graph to t)
             return torch.zeros_like(t)
         (d,) = torch.autograd.grad(y.sum(), tt, allow_unused=True)
     return torch.zeros_like(t) if d is None else d.detach()
@@ -486,10 +568,13 @@ class DiscreteVP(GaussianPath):
                                         f"beta_end={beta_end}")
             betas = torch.linspace(beta_start, beta_end, T, dtype=torch.float64)
         try:
-            betas = torch.as_tensor(betas, dtype=torch.float64).flatten()
+            betas = torch.as_tensor(betas, dtype=torch.float64)
         except (TypeError, ValueError, RuntimeError) as e:
             raise SdeflowTypeError(f"betas must be a sequence or tensor of numbers in (0, 1), got "
                                    f"{type(betas).__name__}") from e
+        if betas.dim() != 1:
+            raise SdeflowValueError(f"betas must be a 1-D table beta_1..beta_T, got shape {tuple(betas.shape)}; "
+                                    f"pass one schedule (e.g. betas.flatten() if that is what you mean)")
         if betas.numel() < 1 or not ((betas > 0) & (betas < 1)).all():
             raise SdeflowValueError("betas must be a non-empty table with every entry in (0, 1)")
         self.betas = betas
@@ -513,17 +598,31 @@ class DiscreteVP(GaussianPath):
     def t_to_index(self, t) -> Tensor:
         return torch.round(as_time(t) * self.T).long() - 1
 
-    def _segment(self, t: Tensor):
+    def _segment(self, t: Tensor, side=None):
         u = t * self.T
-        i = torch.clamp(torch.ceil(u), 1, self.T).long()
+        i = torch.ceil(u)
+        if side is not None:  # at a knot (to rounding), the segment below (side < 0) or above (side > 0) it
+            r = torch.round(u)
+            knot = (u - r).abs() <= 1e-9 * max(self.T, 1)
+            side = torch.as_tensor(side, dtype=u.dtype, device=u.device).expand_as(u)
+            i = torch.where(knot & (side < 0), r, torch.where(knot & (side > 0), r + 1, i))
+        i = torch.clamp(i, 1, self.T).long()
         L = self._L.to(t.device, t.dtype)
         slope = self._log1m.to(t.device, t.dtype)
         Li = L[i - 1] + (u - (i - 1).to(t.dtype)) * slope[i - 1]
         return Li, slope[i - 1] * self.T
 
+    piecewise = True
+
     def coefficients(self, t):
+        return self.coefficients_one_sided(t, None)
+
+    def coefficients_one_sided(self, t, side):
+        r"""The derivatives are piecewise constant in :math:`\log\bar\alpha`: at a knot ``i/T`` they are the
+        limit from below (segment ``i``, the default) or from above (segment ``i + 1``) by ``side``."""
         t = as_time(t)
-        L, dL = self._segment(t)
+        check_time(t)
+        L, dL = self._segment(t, side)
         a = torch.exp(0.5 * L)
         s = torch.sqrt(-torch.expm1(L))
         da = 0.5 * a * dL

@@ -45,6 +45,10 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
 def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
              finish: Callable[[Tensor], Tensor] | None = None, time_label=lambda t: t) -> None:
     """Replay a solve whose output was not finite and raise a :class:`NonFiniteError` locating it."""
+    bad = int((~torch.isfinite(x)).sum())
+    if bad:
+        raise NonFiniteError(f"the initial state holds NaN or Inf ({bad} of {x.numel()} entries): check x_init (or "
+                             f"the prior draw)", step=None, t=float(grid[0]) if len(grid) else None)
     if noise is not None and noise_state is not None:
         noise.set_state(noise_state)
     term.check = True

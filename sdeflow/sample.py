@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from . import solvers as _solvers
-from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor
+from .errors import (BudgetError, SingularityError, SdeflowTypeError, SdeflowValueError, check_device, check_float_tensor, check_int,
+                     check_memory, check_number)
 from .fields import Field
 from .grids import check_grid, make_grid
 from .noise import as_noise_source
@@ -27,10 +28,14 @@ from .runner import diagnose, run
 from .solution import Solution
 from .solve import make_solver
 from .terms import FieldTerm, map_times
+from .stability import check_rounding, probe
+from .window import check_ends, default_window
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
 
 Tensor = torch.Tensor
+_HALF_RECIPE = ("wrap it as NoiseField(net, dtype=torch.float16) (any field kind): the network gets its inputs in "
+                "that dtype and its outputs return to the state's")
 
 
 def resolve_gamma2(gamma, path: GaussianPath) -> Callable[[Tensor], Tensor] | None:
@@ -49,8 +54,17 @@ def resolve_gamma2(gamma, path: GaussianPath) -> Callable[[Tensor], Tensor] | No
         return lambda t: torch.full_like(t, g * g)
     if callable(gamma):
         def g2(t):
-            v = torch.as_tensor(gamma(t), dtype=torch.float64)
-            v = v.expand_as(t) if v.dim() == 0 else v
+            try:
+                v = torch.as_tensor(gamma(t), dtype=torch.float64)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise SdeflowTypeError(f"gamma(t) must return a number or a tensor of numbers, got an error "
+                                       f"converting its output: {e}") from None
+            if v.dim() == 0:
+                v = v.expand_as(t)
+            elif v.shape != t.shape:
+                raise SdeflowValueError(f"gamma(t) must return a number or a tensor shaped like t "
+                                        f"{tuple(t.shape)} (one noise level per time, elementwise), got shape "
+                                        f"{tuple(v.shape)}")
             if not (torch.isfinite(v).all() and (v >= 0).all()):
                 raise SdeflowValueError("gamma(t) must return finite values >= 0")
             return v * v
@@ -80,8 +94,62 @@ def resolve_steps(solver, steps, nfe, extra_nfe: int) -> int:
     return s
 
 
+def _sides(grid: np.ndarray, times: np.ndarray, step_of: np.ndarray) -> np.ndarray:
+    """Per planned evaluation, the side of its time where its step lies (-1 below, +1 above, 0 inside): a
+    path whose derivatives jump at some times (DiscreteVP's knots) gives each stage the step's segment."""
+    if not len(times):
+        return np.zeros(0)
+    mid = 0.5 * (grid[:-1] + grid[1:])
+    return np.sign(mid[np.asarray(step_of, dtype=np.int64)] - times)
+
+
+_PLAN_BYTES_PER_EVAL = 400  # times, tables and a time-tensor view per planned evaluation (measured: ~350)
+
+
+def _check_plan(solver, n_steps: int, N: int, shape, dtype, device, trajectory: bool, chunk_size) -> None:
+    """Refuse, before allocating, a solve whose plan, state or output cannot fit in the device's memory."""
+    item = torch.finfo(dtype).bits // 8
+    event = int(np.prod(shape, dtype=np.float64)) if len(shape) else 1
+    rows = N if chunk_size is None else min(N, chunk_size)
+    evals = float(solver.nfe_for_steps(n_steps))
+    plan = evals * _PLAN_BYTES_PER_EVAL
+    state = float(rows) * event * item * (solver.evals_per_step + 4)
+    out = float(N) * event * item * ((n_steps + 2) if trajectory else 1)
+    fix = ("use fewer steps" if plan >= max(state, out) else
+           "pass chunk_size= (at most that many samples at a time)" if state >= out else
+           "draw fewer samples per call" + (" or drop return_trajectory" if trajectory else ""))
+    check_memory(plan + state + out, f"sampling {N} samples of shape {tuple(shape)} in {n_steps} steps "
+                 f"({int(evals)} planned evaluations" + (", with the trajectory" if trajectory else "") + ")",
+                 device if device is not None else torch.device("cpu"), fix)
+
+
+def _dtype_hint(e: RuntimeError, field, dtype: torch.dtype) -> None:
+    """Add a note to a network's dtype mismatch error when its parameters are in another dtype than the state."""
+    if "dtype" not in str(e) and "scalar type" not in str(e):
+        return
+    net = getattr(field, "net", None)
+    params = getattr(net, "parameters", None)
+    kinds = set()
+    if callable(params):
+        try:
+            kinds = {p.dtype for p in params()}
+        except Exception:  # noqa: BLE001 - a hint only
+            kinds = set()
+    if not kinds:  # a closure: read the dtypes named in torch's message
+        names = {"Half": torch.float16, "BFloat16": torch.bfloat16, "Float": torch.float32, "Double": torch.float64}
+        kinds = {v for k, v in names.items() if k in str(e)}
+    other = sorted(str(k) for k in kinds if k != dtype)
+    if other and hasattr(e, "add_note"):
+        e.add_note(f"sdeflow: the network's parameters are {', '.join(other)} but the solver state is {dtype}; "
+                   f"{_HALF_RECIPE.replace('torch.float16', other[0])}")
+
+
 def _initial_state(x_init, n, shape, dtype, device):
     if x_init is not None:
+        if isinstance(x_init, Tensor) and x_init.dtype in (torch.float16, torch.bfloat16):
+            raise SdeflowTypeError(f"x_init has dtype {x_init.dtype}, too coarse for the solver state; keep the "
+                                   f"state in float32 (x_init.float()) and let a half-precision network run "
+                                   f"in its own dtype: {_HALF_RECIPE}")
         x_init = check_float_tensor("x_init", x_init, allow_half=False)
         if x_init.dim() < 1 or x_init.shape[0] < 1:
             raise SdeflowValueError(f"x_init must have shape (batch, *event) with batch >= 1, got "
@@ -94,7 +162,7 @@ def _initial_state(x_init, n, shape, dtype, device):
         if dtype is not None and dtype != x_init.dtype:
             raise SdeflowTypeError(f"dtype={dtype} disagrees with x_init.dtype={x_init.dtype}; convert x_init "
                                    f"with x_init.to({dtype}) or drop dtype")
-        if device is not None and torch.device(device) != x_init.device:
+        if device is not None and check_device(device) != x_init.device:
             raise SdeflowValueError(f"device={device} disagrees with x_init.device={x_init.device}; move "
                                     f"x_init with x_init.to({str(device)!r}) or drop device")
         return x_init, x_init.shape[0], tuple(x_init.shape[1:]), x_init.dtype, x_init.device
@@ -105,22 +173,24 @@ def _initial_state(x_init, n, shape, dtype, device):
                                 "x_init")
     shape = _check_shape(shape)
     dtype = torch.float32 if dtype is None else dtype
-    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point) or dtype in (torch.float16,
-                                                                                      torch.bfloat16):
+    if dtype in (torch.float16, torch.bfloat16):
+        raise SdeflowTypeError(f"dtype={dtype} is too coarse for the solver state; keep dtype=torch.float32 and let "
+                               f"a half-precision network run in its own dtype: {_HALF_RECIPE}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise SdeflowTypeError(f"dtype must be torch.float32 or torch.float64 for the solver state, got {dtype}")
-    device = torch.device("cpu") if device is None else torch.device(device)
+    device = torch.device("cpu") if device is None else check_device(device)
     return None, int(n), shape, dtype, device
 
 
 def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None = None,
            nfe: int | None = None, grid: str | Sequence[float] | Tensor = "uniform",
-           t_max: float | None = None, t_min: float | None = None, rho: float = 7.0, gamma=0.0,
+           t_max: float | None = None, t_min: float | None = None, rho: float = 7.0, gamma=None,
            final_denoise: bool = False, x_init: Tensor | None = None, n: int | None = None,
            shape: Sequence[int] | None = None, dtype: torch.dtype | None = None, device=None,
            generator: torch.Generator | None = None, noise=None,
            integration_path: GaussianPath | None = None, return_trajectory: bool = False,
            progress: bool = False, check_finite: bool = True, chunk_size: int | None = None,
-           **solver_options) -> Solution:
+           preflight: bool = True, **solver_options) -> Solution:
     """Draw samples by integrating the reverse-time dynamics of ``path`` driven by ``field``.
 
     Args:
@@ -133,9 +203,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             denoising step counts).
         grid: ``"uniform"``, ``"log_snr"``, ``"karras"`` (with ``rho``), ``"quadratic"``, ``"discrete"``, or
             an explicit strictly decreasing sequence of times in ``[0, 1]``.
-        t_max, t_min: ends of the named grids (defaults ``path.t_max`` and ``path.t_min``).
+        t_max, t_min: ends of the named grids. Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
+            where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`).
         gamma: 0 (probability-flow ODE), ``"reverse"`` (:math:`\\gamma = g`), a number, or a function of a
-            float64 time tensor.
+            float64 time tensor. Default: ``"reverse"`` for an SDE solver, 0 otherwise.
         final_denoise: finish with :math:`x \\mapsto \\hat x_0(x, t_{min})` (one more evaluation).
         x_init, n, shape, dtype, device: the initial noise, or how many samples of which event shape to
             draw from ``path.prior_sample`` (default float32 on CPU).
@@ -149,6 +220,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         check_finite: raise :class:`~sdeflow.errors.NonFiniteError` naming the step, time and field kind if
             the result holds NaN/Inf (one reduction after the solve; off for graph capture).
         chunk_size: integrate at most this many samples at a time (bounded memory).
+        preflight: before the first network call, run the same solver, path, field kind, grid and noise
+            level on an exact Gaussian problem (data :math:`N(0, 0.5^2)`, once per configuration, cached) and
+            refuse with :class:`~sdeflow.errors.UnstableError` if its answer there is off by more than the
+            answer itself (an unstable or far too coarse step; see ``docs/reliability.md``).
 
     Returns:
         a :class:`~sdeflow.solution.Solution`.
@@ -162,6 +237,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     ipath = path if integration_path is None else integration_path
     if not isinstance(ipath, GaussianPath):
         raise SdeflowTypeError(f"integration_path must be a GaussianPath, got {type(ipath).__name__}")
+    if gamma is None and solver is not None:  # an SDE solver integrates the reverse SDE unless told otherwise
+        gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
     if solver is None:
         solver = "heun" if gamma2_fn is None else "stochastic_heun"
@@ -171,13 +248,28 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                                 f"solver; use an SDE solver ({', '.join(_solvers.available(sde=True))}) "
                                 f"or gamma=0")
     x_init, N, shape, dtype, device = _initial_state(x_init, n, shape, dtype, device)
+    if chunk_size is not None:
+        chunk_size = check_int("chunk_size", chunk_size)
     final_denoise = bool(final_denoise)
     extra = 1 if final_denoise else 0
 
     # ---- the grid, in training time and in integration time ------------------------------------
     if isinstance(grid, str):
-        t_max = float(path.t_max if t_max is None else t_max)
-        t_min = float(path.t_min if t_min is None else t_min)
+        for name, v in (("t_max", t_max), ("t_min", t_min)):
+            if v is not None:
+                check_number(name, v, ge=0.0, le=1.0, hint="sampling runs from t_max (noise, <= 1) down to t_min "
+                                                         "(data, >= 0)")
+        state_dtype = x_init.dtype if x_init is not None else dtype
+        given = t_max
+        t_max, t_min = default_window(path, field.kind, gamma2_fn=resolve_gamma2(gamma, path),
+                                      final_denoise=final_denoise, dtype=state_dtype, t_max=t_max, t_min=t_min)
+        if given is None and x_init is not None and t_max != float(path.t_max):
+            raise SingularityError(
+                f"{path!r}'s noise end t={float(path.t_max):g} is singular for a {field.kind} field"
+                f"{' with this noise level' if gamma2_fn is not None else ''}, so the default window starts at "
+                f"t_max={t_max:.6g} instead, but x_init was given for the path's own end; pass t_max explicitly "
+                f"and draw x_init there (path.prior_sample(shape, t=t_max)), or omit x_init (n=, shape=)",
+                t=float(path.t_max), kind=field.kind)
         if not (0.0 <= t_min < t_max <= 1.0):
             raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
@@ -185,6 +277,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             grid_tau = np.array([tau_max, tau_min])
         else:
             n_steps = resolve_steps(solver, steps, nfe, extra)
+            _check_plan(solver, n_steps, N, shape, dtype, device, return_trajectory, chunk_size)
             kw = {"rho": rho} if grid == "karras" else {}
             grid_tau = make_grid(grid, ipath, n_steps, float(tau_max), float(tau_min), **kw).numpy()
         grid_train = map_times(ipath, path, grid_tau)
@@ -199,18 +292,24 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if nfe is not None and solver.nfe_for_steps(len(g) - 1) + extra > nfe:
             raise SdeflowValueError(f"the grid needs {solver.nfe_for_steps(len(g) - 1) + extra} evaluations with "
                                     f"solver {solver.name!r}, above nfe={nfe}; use fewer grid points")
+        _check_plan(solver, len(g) - 1, N, shape, dtype, device, return_trajectory, chunk_size)
         grid_train = g
         grid_tau = map_times(path, ipath, g)
         t_max, t_min = float(g[0]), float(g[-1])
     grid_list = np.asarray(grid_tau, dtype=np.float64).tolist()
+    if not solver.planned:  # no tables to check: the window's ends, where our paths are singular, up front
+        check_ends(path, t_max, t_min, field.kind, gamma2_fn=resolve_gamma2(gamma, path),
+                   final_denoise=final_denoise, dtype=dtype)
 
     # ---- the evaluation plan and gamma table ---------------------------------------------------
     if not solver.planned:
         times, step_of = np.zeros(0), np.zeros(0, dtype=np.int64)
     else:
         times, step_of = solver.eval_times(np.asarray(grid_tau, dtype=np.float64), ipath)
+    sides = _sides(np.asarray(grid_tau, dtype=np.float64), times, step_of)
     if final_denoise:
         times = np.append(times, grid_tau[-1])
+        sides = np.append(sides, 1.0)  # the last step's segment, above t_min
     gamma2 = None if gamma2_fn is None else gamma2_fn(torch.as_tensor(times)).numpy()
 
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -223,9 +322,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                             ).tolist() if transfer else None
     s_prior = float(path.sigma(t_max))
 
-    chunk = N if chunk_size is None else int(chunk_size)
-    if chunk < 1:
-        raise SdeflowValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    chunk = N if chunk_size is None else chunk_size
+    if preflight and solver.planned:
+        probe(path, field.kind, solver, grid_train, grid_tau, integration_path=ipath, gamma=gamma,
+              gamma2_fn=gamma2_fn, dtype=dtype)
     xs, trajs, nfe_max, calls, stats = [], [], 0, 0, {}
     term = None
     for start in range(0, N, chunk):
@@ -240,9 +340,15 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             x0 = x0 * c_in
         if term is None or term._batch != rows:
             term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
-                             gamma2_fn=gamma2_fn, step_of=step_of)
-            if not solver.planned and nfe is not None:
-                term.max_nfe = int(nfe) - extra
+                             gamma2_fn=gamma2_fn, step_of=step_of, sides=sides)
+            if final_denoise:
+                term.check_final()
+            if start == 0 and preflight:
+                check_rounding(term, grid_train, grid_tau, solver, x0.dtype)
+            if not solver.planned:
+                term.span = (min(grid_list), max(grid_list))
+                if nfe is not None:
+                    term.max_nfe = int(nfe) - extra
             if start == 0:
                 field.validate_times(term.train_times)
         term.nfe = 0
@@ -254,7 +360,11 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                 return term.predict(len(times) - 1, x, "data")
             return x if c_out is None else x * c_out[-1]
 
-        x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
+        try:
+            x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
+        except RuntimeError as e:
+            _dtype_hint(e, field, x0.dtype)
+            raise
         x = finish(x)
         if check_finite and not bool(torch.isfinite(x).all()):
             diagnose(solver, term, x0, grid_list, src, state0, finish=finish,

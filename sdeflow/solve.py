@@ -102,6 +102,9 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
     if getattr(solver, "requires_additive", False) and term.is_sde and not term.additive:
         raise SdeflowValueError(f"solver {solver.name!r} is for additive noise; pass noise_type='additive' if "
                                 f"diffusion ignores x, or use euler_maruyama")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SdeflowTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}; for an "
+                               f"integer seed use noise=seed (PerSampleNoise)")
     src = as_noise_source(noise, generator, x0.device) if term.is_sde else None
     state0 = src.get_state() if (check_finite and src is not None) else None
     if not solver.planned:  # adaptive: already one host sync per step, so check every evaluation

@@ -25,12 +25,15 @@ import numpy as np
 import torch
 
 from .conversions import conversion
-from .errors import NonFiniteError, SdeflowTypeError, SdeflowValueError
+from .errors import InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError, SingularityError
 from .paths import GaussianPath
 
 __all__ = ["Term", "FieldTerm", "CallableTerm", "map_times"]
 
 Tensor = torch.Tensor
+
+
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
 def _time_tensors(times: np.ndarray, like: Tensor) -> list[Tensor]:
@@ -46,13 +49,18 @@ def map_times(from_path: GaussianPath, to_path: GaussianPath, t: np.ndarray) -> 
     tt = torch.as_tensor(np.asarray(t, dtype=np.float64))
     lam = from_path.log_snr(tt)
     out = to_path.t_from_log_snr(lam).numpy()
-    exact = np.isclose(lam.numpy(), to_path.log_snr(torch.as_tensor(out)).numpy(), rtol=1e-6, atol=1e-6)
-    if not (np.all(np.isfinite(out)) and np.all((out >= -1e-12) & (out <= 1 + 1e-12)) and exact.all()):
-        bad = float(tt[~torch.as_tensor(exact)][0]) if not exact.all() else float(tt[0])
+    upper = to_path.t_upper
+    inside = np.isfinite(out) & (out >= -1e-12) & (out <= upper + 1e-12)
+    out = np.clip(np.where(inside, out, 0.0), 0.0, upper)
+    with np.errstate(invalid="ignore"):
+        exact = inside & np.isclose(lam.numpy(), to_path.log_snr(torch.as_tensor(out)).numpy(), rtol=1e-6,
+                                    atol=1e-6)
+    if not exact.all():
+        bad = float(tt[~torch.as_tensor(exact)][0])
         raise SdeflowValueError(
             f"{to_path!r} has no time with the log-SNR {float(from_path.log_snr(bad)):g} of {from_path!r} at "
             f"t={bad:g}; narrow [t_min, t_max] to log-SNRs both paths reach")
-    return np.clip(out, 0.0, 1.0)
+    return out
 
 
 class Term:
@@ -82,6 +90,38 @@ class Term:
     def noise_like(self, x: Tensor) -> Tensor:
         return x
 
+    # the network's input: its version counter is compared around each call (a network that modifies its
+    # input in place would corrupt the solver state); inference tensors have no version counter, so under
+    # torch.inference_mode the network gets a copy instead ("clone")
+    guard: str = "version"
+
+    def set_guard(self, x: Tensor) -> None:
+        """Choose how evaluations protect the state from a network that writes into its input."""
+        self.guard = "clone" if x.is_inference() else "version"
+
+    def _call(self, fn, x: Tensor, t, where):
+        if self.guard == "clone":
+            return fn(x.clone(), t)
+        if _compiling():  # a traced graph has no version counters to compare (and functionalises writes)
+            return fn(x, t)
+        v = x._version
+        n = fn(x, t)
+        if x._version != v:
+            self._mutated(where)
+        return n
+
+    def _mutated(self, where) -> None:
+        if isinstance(where, (int, np.integer)):
+            step = int(self.step_of[where]) if self.step_of is not None and where < len(self.step_of) else None
+            at = f"evaluation {int(where)} (t={float(self.times[where]):.6g}" + (f", step {step})" if step is not None
+                                                                               else ")")
+        else:
+            at = f"t={float(where):.6g}"
+        raise InputMutationError(
+            f"the {self._what} modified its input x in place at {at} (an in-place op such as x.mul_(), x += ..., "
+            f"x[...] = ... on its argument): sdeflow hands the network the solver's own state, which this "
+            f"corrupts. Make the network work on a copy (x = x.clone() first, or out-of-place ops)")
+
     # shared output checks --------------------------------------------------------------------
     def _checked(self, n, x: Tensor, j: int | None, t: float | None = None) -> Tensor:
         """Count the evaluation; check the output's type/shape/dtype/device (cheap metadata: the dtype and
@@ -95,8 +135,13 @@ class Term:
         if self.check and not bool(torch.isfinite(n).all()):
             if t is None:
                 t = float(self.times[j])
+            if not bool(torch.isfinite(x).all()):  # the input was already broken: not the network's fault
+                raise NonFiniteError(
+                    f"the state given to the {self._what} at t={t:.6g} already held NaN or Inf (x_init, or an earlier "
+                    f"step whose update overflowed or met a singular coefficient)", t=t, kind=getattr(self, "kind", None))
             if j is None:
-                raise NonFiniteError(f"the {self._what} returned NaN or Inf at t={t:.6g}", t=t,
+                raise NonFiniteError(f"the {self._what} returned NaN or Inf at t={t:.6g} from a finite input; check "
+                                     f"the network at this time (or its time input convention)", t=t,
                                      kind=getattr(self, "kind", None))
             self._nonfinite(j, t)
         return n
@@ -121,8 +166,8 @@ class Term:
     def _nonfinite(self, j: int, t: float):
         step = int(self.step_of[j]) if self.step_of is not None and j < len(self.step_of) else None
         where = f"step {step}" if step is not None else "the final denoising step"
-        raise NonFiniteError(f"the {self._what} returned NaN or Inf at {where}, t={t:.6g}; check the network "
-                             f"at this time (or its time input convention and t_min)", step=step, t=t,
+        raise NonFiniteError(f"the {self._what} returned NaN or Inf at {where}, t={t:.6g}, from a finite input; "
+                             f"check the network at this time (or its time input convention and t_min)", step=step, t=t,
                              kind=getattr(self, "kind", None))
 
 
@@ -138,7 +183,7 @@ class FieldTerm(Term):
 
     def __init__(self, path: GaussianPath, field, times: np.ndarray, like: Tensor, *,
                  integration_path: GaussianPath | None = None, gamma2=None, gamma2_fn=None,
-                 step_of: np.ndarray | None = None):
+                 step_of: np.ndarray | None = None, sides: np.ndarray | None = None):
         self.path = path
         self.ipath = integration_path if integration_path is not None else path
         self.field = field
@@ -154,9 +199,13 @@ class FieldTerm(Term):
         self._tb = _time_tensors(self.train_times, like)
         self._batch = like.shape[0]
         self._dtype, self._device = like.dtype, like.device
+        self.set_guard(like)
         tt = torch.as_tensor(self.times)
-        self._icoef = self.ipath.coefficients(tt)
-        self._fcoef = path.coefficients(torch.as_tensor(self.train_times)) if self.transfer else None
+        # one-sided derivatives where a path's coefficients jump (DiscreteVP's knots): each evaluation sees
+        # the segment inside its step (``sides``: -1 below, +1 above, 0 inside)
+        self.sides = None if sides is None else np.asarray(sides, dtype=np.float64)
+        self._icoef = self._coefficients(self.ipath, tt)
+        self._fcoef = self._coefficients(path, torch.as_tensor(self.train_times)) if self.transfer else None
         if self.transfer:
             c = (path.scale(torch.as_tensor(self.train_times)) / self.ipath.scale(tt)).tolist()
             self._cin = [None if v == 1.0 else v for v in c]
@@ -168,15 +217,68 @@ class FieldTerm(Term):
         A, B = self.coeff_arrays("drift")
         self.affine = (A, B, np.sqrt(self.gamma2))
 
+    def _coefficients(self, path: GaussianPath, t: Tensor):
+        if path.piecewise and self.sides is not None and len(self.sides) == t.numel():
+            return path.coefficients_one_sided(t, torch.as_tensor(self.sides))
+        return path.coefficients(t)
+
+    # ---- validation before the first step -----------------------------------------------------------
+    def _where(self, j: int) -> str:
+        step = int(self.step_of[j]) if self.step_of is not None and j < len(self.step_of) else None
+        return f"step {step}" if step is not None else "the final denoising step"
+
+    def _fix_hint(self, t: float) -> str:
+        if t >= 0.5:
+            return ("start at a smaller t_max (omit t_max: each path's default window avoids its singular ends "
+                    "for the field kind and noise level used)")
+        return ("stop at a larger t_min (omit t_min: each path's default window avoids its singular ends "
+                "for the field kind and noise level used)")
+
+    def _check_table(self, kind: str, P: np.ndarray, Q: np.ndarray, upto: int | None = None) -> None:
+        """Refuse a table with an infinite or undefined coefficient among the solver's evaluations (the
+        final denoising step's entry, if planned, is checked by :meth:`check_final` for the data kind only:
+        other kinds are never asked for there)."""
+        n = len(self.step_of) if (upto is None and self.step_of is not None) else (upto or len(P))
+        ok = np.isfinite(P[:n]) & np.isfinite(Q[:n])
+        bad = np.flatnonzero(~ok)
+        if not bad.size:
+            return
+        j = int(bad[0])
+        t = float(self.train_times[j])
+        src = self._fcoef if self.transfer else self._icoef
+        a, sg, da, ds = (float(c[j]) for c in src)
+        what = "the dynamics' drift" if kind == "drift" else f"a {kind} prediction"
+        extra = f", gamma^2 = {float(self.gamma2[j]):.3g}" if kind == "drift" and np.any(self.gamma2) else ""
+        raise SingularityError(
+            f"{what} cannot be formed from a {self.kind} field at t={t:.6g} ({self._where(j)}) on {self.path!r}: "
+            f"alpha = {a:.3g}, sigma = {sg:.3g}, dalpha/dt = {da:.3g}, dsigma/dt = {ds:.3g}{extra} make the "
+            f"conversion infinite or undefined. {self._fix_hint(t)[0].upper() + self._fix_hint(t)[1:]}",
+            t=t, kind=self.kind)
+
+    def check_final(self) -> None:
+        """The final denoising step (the last planned evaluation) needs a finite data conversion."""
+        P, Q = self.coeff_arrays("data")
+        n = len(P)
+        if n and not (np.isfinite(P[-1]) and np.isfinite(Q[-1])):
+            t = float(self.train_times[-1])
+            raise SingularityError(
+                f"the final denoising step needs a data prediction at t_min={t:.6g} on {self.path!r}, which a "
+                f"{self.kind} field cannot give there (the conversion divides by zero); use final_denoise=False "
+                f"or a t_min where sigma > 0 (omit t_min for the path's default)", t=t, kind=self.kind)
+
     # ---- tables -------------------------------------------------------------------------------
     def coeff_arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
         """Per-evaluation float64 arrays ``(P, Q)`` with ``kind = P x + Q n`` (``kind="drift"``: the
-        dynamics), computed once per kind (what the step programs read)."""
+        dynamics), computed once per kind (what the step programs read). A coefficient that is not finite
+        raises :class:`~sdeflow.errors.SingularityError` naming the time, before any network call."""
         if kind not in self._arrays:
             # gamma = 0 everywhere adds exactly nothing to the drift (conversion's gamma2=None)
             g2 = torch.as_tensor(self.gamma2) if kind == "drift" and np.any(self.gamma2 != 0.0) else None
-            P, Q = conversion(self.kind, kind, *self._icoef, frm_coeffs=self._fcoef, gamma2=g2)
-            self._arrays[kind] = (P.numpy(), Q.numpy())
+            with np.errstate(all="ignore"):
+                P, Q = conversion(self.kind, kind, *self._icoef, frm_coeffs=self._fcoef, gamma2=g2)
+            P, Q = P.numpy(), Q.numpy()
+            self._check_table(kind, P, Q)
+            self._arrays[kind] = (P, Q)
         return self._arrays[kind]
 
     def coeffs(self, kind: str) -> tuple[list, list]:
@@ -208,14 +310,14 @@ class FieldTerm(Term):
     def net(self, j: int, x: Tensor) -> Tensor:
         """The field's native prediction at planned evaluation ``j``."""
         if self._cin is None and x.shape[0] == self._batch:  # the common case, first
-            return self._checked(self.fn(x, self._tb[j]), x, j)
+            return self._checked(self._call(self.fn, x, self._tb[j], j), x, j)
         tb = self._tb[j]
         if x.shape[0] != self._batch:
             tb = tb.new_full((x.shape[0],), float(self.train_times[j]))
         if self._cin is not None and self._cin[j] is not None:
-            n = self.fn(x * self._cin[j], tb)
+            n = self.fn(x * self._cin[j], tb)  # a fresh tensor: the state cannot be touched
         else:
-            n = self.fn(x, tb)
+            n = self._call(self.fn, x, tb, j)
         return self._checked(n, x, j)
 
     def fast_parts(self, x: Tensor):
@@ -226,7 +328,7 @@ class FieldTerm(Term):
         :meth:`net` would (or casts the dtype)."""
         if self.check or self._cin is not None or x.shape[0] != self._batch:
             return None
-        return self.fn, self._tb, self._fix_at
+        return self.fn, self._tb, self._fix_at, self.guard, self._mutated
 
     def _fix_at(self, n, x: Tensor, j: int) -> Tensor:
         return self._fix_output(n, x, f"evaluation {j}", self.times[j])
@@ -271,11 +373,17 @@ class FieldTerm(Term):
             return 0.0
         return float(self.gamma2_fn(torch.tensor([t], dtype=torch.float64))[0])
 
+    #: ``(lo, hi)``: the integration window; an adaptive solver's stage beyond it (torchdiffeq's initial-step
+    #: heuristic may overshoot the last time) is evaluated at the window's end, never outside the path's domain
+    span: tuple | None = None
+
     def predict_at(self, t: float, x: Tensor, kind: str) -> Tensor:
+        if self.span is not None:
+            t = min(max(t, self.span[0]), self.span[1])
         g2 = self._gamma2_at(t) if kind == "drift" else None
         p, q, ttrain, c = self._coeffs_at(t, kind, g2)
         tb = torch.full((x.shape[0],), ttrain, dtype=x.dtype, device=x.device)
-        n = self._checked(self.fn(x * c if c != 1.0 else x, tb), x, None, t)
+        n = self._checked(self.fn(x * c, tb) if c != 1.0 else self._call(self.fn, x, tb, t), x, None, t)
         return torch.add(x * p, n, alpha=q) if p != 0.0 else n * q
 
     def drift_at(self, t: float, x: Tensor) -> Tensor:
@@ -306,6 +414,7 @@ class CallableTerm(Term):
         self.step_of = step_of
         self._tb = _time_tensors(self.times, like) if len(self.times) else []
         self._dtype, self._device = like.dtype, like.device
+        self.set_guard(like)
         self.nfe = 0
         self.noise_type = noise_type
         if diffusion is None:
@@ -326,7 +435,7 @@ class CallableTerm(Term):
         return tb if tb.shape[0] == x.shape[0] else tb.new_full((x.shape[0],), float(self.times[j]))
 
     def drift(self, j, x):
-        return self._checked(self.fn(x, self._t(j, x)), x, j)
+        return self._checked(self._call(self.fn, x, self._t(j, x), j), x, j)
 
     def _diff(self, g, x, t):
         if not isinstance(g, Tensor):
@@ -343,17 +452,17 @@ class CallableTerm(Term):
     def diffusion(self, j, x):
         if self._g_fn is None:
             return self._g_const
-        return self._diff(self._g_fn(x, self._t(j, x)), x, float(self.times[j]))
+        return self._diff(self._call(self._g_fn, x, self._t(j, x), j), x, float(self.times[j]))
 
     def drift_at(self, t, x):
         tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        return self._checked(self.fn(x, tb), x, None, t)
+        return self._checked(self._call(self.fn, x, tb, t), x, None, t)
 
     def diffusion_at(self, t, x):
         if self._g_fn is None:
             return self._g_const
         tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
-        return self._diff(self._g_fn(x, tb), x, t)
+        return self._diff(self._call(self._g_fn, x, tb, t), x, t)
 
     def noise_like(self, x):
         if self.noise_type == "scalar":

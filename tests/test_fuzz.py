@@ -117,6 +117,72 @@ def test_sample_valid(path, kind, solver, steps, grid, t_min, gamma, final_denoi
         assert out.x.shape == (n, 2) and out.x.dtype == dtype and len(out.ts) == steps + 1 + final_denoise
 
 
+@given(path=paths, kind=st.sampled_from(KINDS), solver=st.sampled_from(sf.solvers.available(adaptive=False)),
+       steps=st.integers(1, 40), grid=st.sampled_from(["uniform", "log_snr", "karras", "quadratic"]),
+       t_max=st.one_of(st.none(), st.sampled_from([1.0, 0.999, 0.9, 0.5])),
+       t_min=st.one_of(st.none(), st.sampled_from([0.0, 1e-6, 1e-3, 0.05, 0.3])), sde=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]))
+def test_sample_right_or_refused(path, kind, solver, steps, grid, t_max, t_min, sde, dtype):
+    """No silent wrong answer: any valid-looking combination either raises a documented error or gives a
+    probability-flow sample within 10x the target's scale of the exact one (a coarse step may be inaccurate,
+    never unbounded; the preflight probe refuses the configurations that are)."""
+    s = sf.solvers.get(solver)
+    if s.sde != sde or getattr(s, "stochastic", False) or isinstance(path, sf.DiscreteVP):
+        return  # deterministic samplers on continuous paths: the exact flow is the answer
+    try:
+        sol = sf.sample(path, TARGET.field(kind), s, steps=steps, grid=grid, t_max=t_max, t_min=t_min, n=16,
+                        shape=(2,), dtype=dtype, noise=sf.PerSampleNoise(0), gamma=0.0)
+    except ERRORS:
+        return
+    t0, t1 = float(sol.ts[0]), float(sol.ts[-1])
+    x0 = float(path.sigma(t0)) * sf.PerSampleNoise(0).draw(-1, t0, t0, torch.empty(16, 2, dtype=dtype))
+    exact = TARGET.flow(x0.double(), path, t0, t1)
+    mt, Vt = TARGET.moments(path, t1)
+    scale = float(mt.abs().max() + Vt.sqrt().max())
+    err = float((sol.x.double() - exact).abs().max())
+    assert err <= 10 * scale, (err, scale, sol.stats)
+
+
+@given(solver=st.sampled_from(sf.solvers.available()), name=st.sampled_from(
+    ["rtol", "atol", "first_step", "h_init", "h_max", "max_steps", "eta", "order", "variance", "snr", "alpha",
+     "corrector_steps", "norm", "predict", "startup", "error_norm", "bogus"]),
+       value=st.one_of(numbers, st.sampled_from([None, "x", "sample", "data", True, 10 ** 12, -(10 ** 12)])))
+def test_solver_options(solver, name, value):
+    """Any option value: a finite sample in bounded time (adaptive solves capped by nfe), or a documented
+    error naming the option."""
+    kw = {"nfe": 400} if solver in sf.solvers.available(adaptive=True) else {"steps": 4}
+    gamma = "reverse" if sf.solvers.get(solver).sde else 0.0
+    try:
+        out = sf.sample(sf.VP(), TARGET.field("noise"), solver, n=3, shape=(2,), dtype=torch.float64, gamma=gamma,
+                        generator=torch.Generator().manual_seed(0), **{name: value}, **kw)
+    except ERRORS:
+        return
+    assert torch.isfinite(out.x).all()
+
+
+@given(a=st.floats(-3, 3), b=st.floats(-3, 3), p=st.floats(0.2, 3), q=st.floats(0.2, 3))
+def test_affine_path_parameters(a, b, p, q):
+    """Random affine paths alpha = (1 - t)^p (1 + a t), sigma = t^q (1 + b t): refused at construction, or
+    coefficients finite and >= 0 inside (0, 1), log-SNR decreasing, and its inverse consistent."""
+    try:
+        path = sf.AffinePath(lambda t: (1 - t) ** p * (1 + a * t), lambda t: t ** q * (1 + b * t))
+    except ERRORS:
+        return
+    t = torch.linspace(0.01, 0.99, 50, dtype=torch.float64)
+    al, sg, da, ds = path.coefficients(t)
+    assert torch.isfinite(al).all() and torch.isfinite(sg).all() and (al > 0).all() and (sg > 0).all()
+    lam = path.log_snr(t)
+    assert (lam[1:] < lam[:-1]).all()
+    back = path.t_from_log_snr(lam)
+    assert float((back - t).abs().max()) < 1e-6
+    for bad in (-0.1, 1.1, float("nan")):
+        try:
+            path.sigma(bad)
+        except ERRORS:
+            continue
+        raise AssertionError(f"t={bad} accepted")
+
+
 # ---- solve -----------------------------------------------------------------------------------------
 @given(rate=st.floats(-3, 3), diffusion=st.sampled_from([None, 0.5, -1.0, "g", "str"]), solver=solver_names,
        grid=st.one_of(st.lists(st.floats(-2, 2), min_size=2, max_size=6, unique=True).map(sorted),

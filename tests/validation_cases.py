@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 import sdeflow as sf
@@ -24,6 +25,8 @@ X = torch.zeros(4, 2, dtype=D)
 VP = sf.VP()
 NOISE = TARGET.field("noise")
 VE_, TE_, NF_ = sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError
+SG_, UE_, ME_, BE_ = (sf.errors.SingularityError, sf.errors.UnstableError, sf.errors.InputMutationError,
+                      sf.errors.BudgetError)
 
 
 @dataclass
@@ -77,6 +80,10 @@ CASES = [
     Case("path.prior_sample", "shape", "negative entries", VE_, "shape must be a tuple of non-negative integers",
          lambda: VP.prior_sample((2, -1))),
     Case("path.prior_sample", "dtype", "not floating", TE_, "dtype must be a floating", lambda: VP.prior_sample((2,), dtype=torch.long)),
+    Case("DiscreteVP", "betas", "not 1-D", VE_, "betas must be a 1-D table", lambda: sf.DiscreteVP(torch.full((2, 3), 0.01))),
+    Case("path.q_sample", "t", "outside [0, 1]", VE_, r"t must be in \[0, 1\]", lambda: VP.q_sample(X, 1.5)),
+    Case("path.alpha/sigma/coefficients/...", "t", "outside [0, 1]", VE_, r"t must be in \[0, 1\].*got -0.5",
+         lambda: sf.CosineVP().sigma(-0.5)),
     # ---- oracles, fields, adapters, noise sources ---------------------------------------------------------
     Case("Gaussian", "var", "not positive or wrong shape", VE_, "var must be positive", lambda: sf.Gaussian([0.0], [-1.0])),
     Case("GaussianMixture", "weights", "negative or zero sum", VE_, "weights must be 2 non-negative numbers",
@@ -98,7 +105,7 @@ CASES = [
     Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",
          lambda: sf.sample(VP, _neg, steps=2, x_init=X)),
     Case("sample", "x_init", "integer dtype", TE_, "x_init must have a floating dtype", _s(x_init=torch.zeros(3, 2, dtype=torch.long))),
-    Case("sample", "x_init", "float16/bfloat16", TE_, "too coarse for solver state", _s(x_init=X.half())),
+    Case("sample", "x_init", "float16/bfloat16", TE_, "too coarse for the solver state.*NoiseField\(net, dtype", _s(x_init=X.half())),
     Case("sample", "x_init", "not a tensor", TE_, "x_init must be a torch.Tensor", _s(x_init=[[0.0, 1.0]])),
     Case("sample", "n, shape, dtype, device", "disagree with x_init", VE_, "n=3 disagrees with x_init's batch size 4", _s(n=3)),
     Case("sample", "dtype", "disagrees with x_init", TE_, "dtype=torch.float32 disagrees", _s(dtype=torch.float32)),
@@ -107,9 +114,21 @@ CASES = [
     Case("sample", "shape", "missing with n", VE_, "shape .* is needed with n", _s(x_init=None, n=3)),
     Case("sample", "shape", "negative entries", VE_, "shape must be a tuple of non-negative integers",
          _s(x_init=None, n=2, shape=(-1,))),
-    Case("sample", "dtype", "half or not floating", TE_, "dtype must be torch.float32 or torch.float64",
-         _s(x_init=None, n=2, shape=2, dtype=torch.bfloat16)),
-    Case("sample", "chunk_size", "< 1", VE_, "chunk_size must be a positive integer", _s(chunk_size=0)),
+    Case("sample", "dtype", "not floating", TE_, "dtype must be torch.float32 or torch.float64",
+         _s(x_init=None, n=2, shape=2, dtype=torch.int32)),
+    Case("sample", "chunk_size", "< 1", VE_, "chunk_size must be an integer >= 1", _s(chunk_size=0)),
+    Case("sample", "chunk_size", "not an integer", TE_, "chunk_size must be an integer >= 1", _s(chunk_size=2.5)),
+    Case("sample", "device", "a name torch does not know", VE_, "device='tpu' is not a device torch knows",
+         _s(x_init=None, n=2, shape=2, device="tpu")),
+    *([Case("sample", "device", "CUDA on a machine without it", VE_, "CUDA is not available on this machine",
+            _s(x_init=None, n=2, shape=2, device="cuda"))] if not torch.cuda.is_available() else []),
+    Case("sample", "dtype", "float16/bfloat16 state", TE_, "keep dtype=torch.float32 and let a half-precision network",
+         _s(x_init=None, n=2, shape=2, dtype=torch.float16)),
+    Case("sample", "steps", "a plan beyond memory (10^9 steps)", BE_, "estimated before allocating.*use fewer steps",
+         _s(steps=10 ** 9)),
+    Case("sample", "n", "samples beyond memory (10^12)", BE_, "estimated before allocating.*chunk_size",
+         _s(x_init=None, n=10 ** 12, shape=2)),
+    Case("sample", "x_init", "NaN/Inf", NF_, "initial state holds NaN or Inf", _s(x_init=X * float("nan"))),
     # ---- sample: steps, budgets, grids ------------------------------------------------------------
     Case("sample", "steps", "< 1 or not an int", VE_, "steps must be a positive integer", _s(steps=0)),
     Case("sample", "steps, nfe", "both or neither", VE_, "either steps= or nfe=", _s(nfe=3)),
@@ -132,12 +151,52 @@ CASES = [
     Case("sample", "rho", "<= 0", VE_, "rho must be > 0", _s(grid="karras", rho=-1.0)),
     Case("sample", "grid='log_snr'/'karras'", "infinite log-SNR at an end", VE_, "needs a finite log-SNR",
          _s(grid="log_snr", t_min=0.0)),
+    Case("sample", "t_max, t_min", "outside [0, 1]", VE_, "t_max must be finite and >= 0 and <= 1", _s(t_max=1.5)),
+    Case("grids.make_grid", "steps", "more than float64 resolves there", VE_, "has repeated times",
+         lambda: G.make_grid("log_snr", sf.CosineVP(), 10 ** 6, 0.9999999999999, 1e-3)),
+    # ---- sample: singular ends, unstable steps, networks writing into their input --------------------------
+    Case("sample", "t_max", "a noise field where alpha = 0", SG_, "cannot be formed from a noise field at t=1",
+         lambda: sf.sample(sf.LinearFlow(), NOISE, "heun", steps=4, n=2, shape=(2,), t_max=1.0)),
+    Case("sample", "t_max", "the reverse SDE where alpha = 0 (g^2 infinite)", SG_, r"gamma\^2 = inf",
+         lambda: sf.sample(sf.LinearFlow(), TARGET.field("velocity"), "euler_maruyama", steps=4, n=2, shape=(2,), t_max=1.0)),
+    Case("sample", "t_min", "a data field where sigma = 0", SG_, "cannot be formed from a data field at t=0",
+         lambda: sf.sample(sf.LinearFlow(), TARGET.field("data"), "heun", steps=4, n=2, shape=(2,), t_min=0.0)),
+    Case("sample", "final_denoise", "at t_min where a score field has no data prediction", SG_, "final denoising step",
+         lambda: sf.sample(sf.LinearFlow(), TARGET.field("score"), "euler", steps=4, n=2, shape=(2,), t_min=0.0,
+                           t_max=0.9, final_denoise=True)),
+    Case("sample", "x_init", "given while the default window moved off a singular end", SG_,
+         "x_init was given for the path's own end", lambda: sf.sample(sf.LinearFlow(), NOISE, "heun", steps=4, x_init=X)),
+    Case("sample (adaptive solver)", "t_max", "a singular end of the window", SG_, "t_max=1 is singular",
+         lambda: sf.sample(sf.CosineVP(), NOISE, "dopri5", n=2, shape=(2,), t_max=1.0)),
+    Case("sample", "steps, grid", "an explicit step beyond its stability limit", UE_, "cannot integrate this window",
+         lambda: sf.sample(sf.CosineVP(), NOISE, "euler_maruyama", steps=5, n=2, shape=(2,))),
+    Case("sample", "grid", "steps far too coarse for the change they span", UE_, "cannot integrate this window",
+         lambda: sf.sample(sf.VE(1e-30, 1e30), TARGET.field("data"), "heun", steps=20, grid="karras", n=2, shape=(2,))),
+    Case("sample (field)", "net", "modifies its input in place", ME_, "modified its input x in place",
+         _s(field=sf.NoiseField(lambda x, t: x.mul_(0.5)))),
+    Case("sample (field)", "oracle", "event shape that does not fit", VE_, r"oracle takes x of shape \(batch, 2\)",
+         _s(x_init=torch.zeros(2, 3, dtype=D))),
+    Case("sample (field output)", "EnergyField net", "energy does not depend on x", VE_, "does not depend on x",
+         _s(field=sf.EnergyField(lambda x, t: t * 0 + 1.0))),
+    Case("sample", "gamma", "a callable returning the wrong shape", VE_, "gamma.t. must return a number or a tensor shaped like t",
+         _s(solver="euler_maruyama", gamma=lambda t: torch.ones(3))),
+    Case("sample / solve", "first_step (dopri5)", "<= 0", VE_, "first_step must be finite and > 0",
+         _s(steps=None, solver="dopri5", first_step=0.0)),
+    Case("sample / solve", "h_init, h_max (adaptive_heun_sde)", "<= 0", VE_, "h_max must be finite and > 0",
+         _s(steps=None, solver="adaptive_heun_sde", h_max=-0.1, generator=torch.Generator())),
+    Case("sample / solve", "max_steps (adaptive)", "reached", BE_, "took more than max_steps=2 steps",
+         _s(steps=None, solver="dopri5", max_steps=2, rtol=1e-12, atol=1e-12)),
+    Case("sample / solve", "dt (torchsde)", "<= 0", VE_, "dt must be finite and > 0",
+         _s(solver="torchsde:euler", dt=0.0, generator=torch.Generator())),
+    Case("PerSampleNoise", "seed", "outside [0, 2**64)", VE_, r"seed must be in \[0, 2\*\*64\)", lambda: sf.PerSampleNoise(2 ** 70)),
+    Case("NoiseField / ScoreField / ...", "dtype", "not a floating dtype", TE_, "dtype must be a floating torch.dtype",
+         lambda: sf.NoiseField(_neg, dtype=torch.long)),
     # ---- sample: solvers, gamma, noise -------------------------------------------------------------
     Case("sample / solve", "solver", "unknown name", VE_, r"unknown solver 'hune'. Did you mean 'heun'\?", _s(solver="hune")),
     Case("sample / solve", "solver", "not a name/class/instance", TE_, "solver must be a name", _s(solver=3)),
     Case("sample / solve", "solver options", "unknown option name", TE_, "solver 'heun' has no option.*foo", _s(solver="heun", foo=1)),
     Case("sample", "eta (ddim)", "outside [0, 1]", VE_, r"eta must be in \[0, 1\]", _s(solver="ddim", eta=2.0)),
-    Case("sample / solve", "rtol, atol (adaptive)", "< 0 or both 0", VE_, "rtol and atol must be >= 0",
+    Case("sample / solve", "rtol, atol (adaptive)", "< 0 or both 0", VE_, "rtol must be finite and >= 0",
          _s(steps=None, solver="dopri5", rtol=-1.0)),
     Case("sample", "gamma", "negative or NaN", VE_, "gamma must be >= 0", _s(solver="euler_maruyama", gamma=-1.0)),
     Case("sample", "gamma", "unknown string", VE_, "gamma must be a number >= 0, 'reverse'", _s(solver="euler_maruyama", gamma="fwd")),
@@ -179,6 +238,10 @@ CASES = [
          _solve(_neg, None, X, [1.0, 0.5], "ddim")),
     Case("solve", "nfe", "given (not a solve() argument)", TE_, "has no option.*nfe", _solve(_neg, None, X, [0.0, 1.0], "heun", nfe=2)),
     Case("solve", "drift", "NaN/Inf output", NF_, "drift returned NaN or Inf at step 0", _solve(_nan, None, X, [0.0, 1.0], "euler")),
+    Case("solve", "drift", "modifies its input in place", ME_, "drift modified its input x in place",
+         _solve(lambda x, t: x.mul_(0.5), None, X.clone(), [0.0, 1.0], "euler")),
+    Case("solve", "generator", "not a torch.Generator (numpy's)", TE_, "generator must be a torch.Generator",
+         _solve(_neg, 1.0, X, [0.0, 1.0], "euler_maruyama", generator=np.random.default_rng(0))),
     Case("solve (adaptive)", "drift", "NaN/Inf output", NF_, "drift returned NaN or Inf at t=0", _solve(_nan, None, X, [0.0, 1.0], "dopri5")),
     # ---- grids -----------------------------------------------------------------------------------
     Case("grids.*", "steps", "< 1 or not an int", VE_, "steps must be a positive integer", lambda: G.uniform(None, 0)),

@@ -51,6 +51,7 @@ class _Counted:
         self.calls += 1
         p = self.problem
         t = float(p.path.t_from_log_snr(torch.tensor(-2.0 * math.log(sigma), dtype=torch.float64)))
+        t = min(max(t, 0.0), 1.0)  # a peer's float32 sigma may round just below sigma_min (t = -2e-8)
         return p.field().data(x, t, p.path).to(x.dtype)
 
 

@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from ..errors import SdeflowValueError
+from ..errors import BudgetError, NonFiniteError, SdeflowValueError, check_int, check_number
 
-__all__ = ["error_ratio", "Controller", "check_budget", "check_options"]
+__all__ = ["error_ratio", "Controller", "check_budget", "check_options", "check_step_option", "check_progress"]
 
 
 def error_ratio(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: float, atol: float,
@@ -42,12 +42,37 @@ class Controller:
 
 
 def check_options(rtol: float, atol: float, norm: str, max_steps: int) -> None:
-    if not (rtol >= 0 and atol >= 0 and rtol + atol > 0):
+    rtol = check_number("rtol", rtol, ge=0.0)
+    atol = check_number("atol", atol, ge=0.0)
+    if not rtol + atol > 0:
         raise SdeflowValueError(f"rtol and atol must be >= 0 and not both 0, got rtol={rtol}, atol={atol}")
     if norm not in ("sample", "batch"):
         raise SdeflowValueError(f"error_norm must be 'sample' or 'batch', got {norm!r}")
-    if not (isinstance(max_steps, int) and max_steps > 0):
-        raise SdeflowValueError(f"max_steps must be a positive integer, got {max_steps!r}")
+    check_int("max_steps", max_steps)
+
+
+def check_step_option(name: str, value, *, optional: bool = True) -> float | None:
+    """A step-size option (``first_step``, ``h_init``, ``h_max``): None (when ``optional``) or a finite number
+    ``> 0``, in units of the solve's time; a zero or negative step would never move time."""
+    if value is None and optional:
+        return None
+    return check_number(name, value, gt=0.0, hint="a step size in units of time (t runs over [0, 1])")
+
+
+def check_progress(what: str, t: float, h: float, span: float, ratio: float | None = None) -> None:
+    """Every adaptive loop calls this before an attempted step: the step size must be finite, non-zero and move
+    time (``t + h != t``); an error ratio that is NaN means the drift or the state is not finite. Raises a named
+    error instead of looping for ever or stepping to ``t = nan``."""
+    if ratio is not None and not math.isfinite(ratio):
+        raise NonFiniteError(f"{what}: the error estimate at t={t:.6g} is NaN or Inf: the drift returned NaN/Inf "
+                             f"there or the state overflowed (step {h:.3g})", t=t)
+    if not (math.isfinite(h) and h != 0.0):
+        raise BudgetError(f"{what}: the step size became {h!r} at t={t:.6g}; the error control cannot continue "
+                          f"(a singular or discontinuous drift there?)")
+    if t + h == t or abs(h) < 1e-14 * max(span, 1e-300):
+        raise BudgetError(f"{what}: the step size {abs(h):.3g} at t={t:.6g} no longer moves time ({abs(h) / span:.3g} "
+                          f"of the span): the error control cannot meet rtol/atol there (a singular or very stiff "
+                          f"drift: check the window's ends, or loosen rtol/atol)")
 
 
 def check_budget(term, what: str, upcoming: int = 1) -> None:
@@ -55,5 +80,5 @@ def check_budget(term, what: str, upcoming: int = 1) -> None:
     (``term.max_nfe``): an adaptive solve never spends more than its budget."""
     cap = getattr(term, "max_nfe", None)
     if cap is not None and term.nfe + upcoming > cap:
-        raise SdeflowValueError(f"{what} needs more than nfe={cap} evaluations at this tolerance; loosen "
+        raise BudgetError(f"{what} needs more than nfe={cap} evaluations at this tolerance; loosen "
                                 f"rtol/atol, raise nfe, or use a fixed-step solver with steps=")

@@ -18,9 +18,9 @@ import math
 
 import torch
 
-from ..errors import SdeflowValueError
+from ..errors import BudgetError, SdeflowValueError
 from ..noise import GeneratorNoise
-from .adaptive import Controller, check_budget, check_options, error_ratio
+from .adaptive import Controller, check_budget, check_options, check_progress, check_step_option, error_ratio
 from .base import SDESolver, add_noise
 
 __all__ = ["AdaptiveHeunSDE"]
@@ -55,7 +55,8 @@ class AdaptiveHeunSDE(SDESolver):
                  h_init: float = 0.01, h_max: float | None = None, max_steps: int = 100000):
         check_options(rtol, atol, error_norm, max_steps)
         self.rtol, self.atol, self.error_norm, self.max_steps = float(rtol), float(atol), error_norm, max_steps
-        self.h_init, self.h_max = float(h_init), h_max
+        self.h_init = check_step_option("h_init", h_init, optional=False)
+        self.h_max = check_step_option("h_max", h_max)
         self.controller = Controller(q=1, exponent=0.9, fac_max=math.inf)
 
     def integrate(self, term, x, grid, noise=None, callback=None):
@@ -66,11 +67,14 @@ class AdaptiveHeunSDE(SDESolver):
         h_max = abs(grid[-1] - grid[0]) if self.h_max is None else float(self.h_max)
         h = min(self.h_init, h_max)
         t = grid[0]
+        span = abs(grid[-1] - grid[0])
         for i in range(len(grid) - 1):
             t_end = grid[i + 1]
             while (t_end - t) * direction > 1e-14 * max(1.0, abs(t_end)):
                 if acc + rej >= self.max_steps:
-                    raise SdeflowValueError(f"{self.name} took more than max_steps={self.max_steps} steps")
+                    raise BudgetError(f"{self.name} took more than max_steps={self.max_steps} steps; loosen "
+                                      f"rtol/atol or raise max_steps")
+                check_progress(self.name, t, h, span)
                 last = h >= abs(t_end - t)
                 hs = (t_end - t) if last else direction * h
                 check_budget(term, self.name, 2)
@@ -85,6 +89,7 @@ class AdaptiveHeunSDE(SDESolver):
                 if bm is not None:
                     add_noise(heun, 0.5 * (g0 + term.diffusion_at(t + hs, em)), dw, 1.0)
                 ratio = error_ratio(em - heun, x, em, self.rtol, self.atol, self.error_norm)
+                check_progress(self.name, t, hs, span, ratio)
                 if ratio <= 1.0:
                     acc += 1
                     t = t_end if last else t + hs

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import torch
 
-from ..errors import SdeflowValueError, unknown_name
+from ..errors import BudgetError, SdeflowTypeError, SdeflowValueError, unknown_name
 from .adaptive_sde import brownian_interval
 from .base import ODESolver, SDESolver
 
 __all__ = ["TorchdiffeqSolver", "TorchsdeSolver"]
+
+_MAX_STEPS = 100000  # attempted steps of an adaptive torchdiffeq method before BudgetError (as sdeflow's dopri5)
 
 # (order, evaluations per step) of torchdiffeq's fixed-grid methods; adaptive ones: (order, None)
 _TORCHDIFFEQ = {"euler": (1, 1), "midpoint": (2, 2), "heun3": (3, 3), "rk4": (4, 4), "explicit_adams": (4, 1),
@@ -38,6 +40,11 @@ class TorchdiffeqSolver(ODESolver):
 
         if method not in _TORCHDIFFEQ:
             raise unknown_name("torchdiffeq method", method, _TORCHDIFFEQ)
+        from .adaptive import check_options
+
+        check_options(rtol, atol, "sample", 1)
+        if options is not None and not isinstance(options, dict):
+            raise SdeflowTypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
         self.method, self.rtol, self.atol, self.options = method, float(rtol), float(atol), options
         self.order, per = _TORCHDIFFEQ[method]
         self.adaptive = per is None
@@ -60,10 +67,15 @@ class TorchdiffeqSolver(ODESolver):
 
         ts = torch.tensor(grid, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
                           device=x.device)
-        kw = {} if self.adaptive else {"options": {"perturb": False}}
+        # adaptive methods stop after max_num_steps (torchdiffeq's default is 2**31 - 1: unbounded in practice)
+        kw = {"options": {"max_num_steps": _MAX_STEPS}} if self.adaptive else {"options": {"perturb": False}}
         if self.options:
-            kw["options"] = dict(kw.get("options", {}), **self.options)
-        ys = odeint(func, x, ts.to(x.dtype), method=self.method, rtol=self.rtol, atol=self.atol, **kw)
+            kw["options"] = dict(kw["options"], **self.options)
+        try:
+            ys = odeint(func, x, ts.to(x.dtype), method=self.method, rtol=self.rtol, atol=self.atol, **kw)
+        except AssertionError as e:  # torchdiffeq's own guards: "max_num_steps exceeded", "underflow in dt"
+            raise BudgetError(f"{self.name} stopped: {e} (a singular or very stiff drift, or a tolerance it cannot "
+                              f"meet; loosen rtol/atol, or pass options={{'max_num_steps': ...}})") from None
         if callback is not None:
             for i in range(1, len(grid)):
                 callback(i - 1, ys[i])
@@ -103,7 +115,9 @@ class TorchsdeSolver(SDESolver):
 
         if method not in _TORCHSDE:
             raise unknown_name("torchsde method", method, _TORCHSDE)
-        self.method, self.dt = method, dt
+        from .adaptive import check_step_option
+
+        self.method, self.dt = method, check_step_option("dt", dt)
         self.strong_order_additive, self.sde_type = _TORCHSDE[method]
         self.name = f"torchsde:{method}"
 

@@ -15,8 +15,8 @@ import math
 
 import torch
 
-from ..errors import SdeflowValueError
-from .adaptive import Controller, check_budget, check_options, error_ratio
+from ..errors import BudgetError
+from .adaptive import Controller, check_budget, check_options, check_progress, check_step_option, error_ratio
 from .base import ODESolver
 from .explicit_rk import combine
 from .tableau import DOPRI5
@@ -36,7 +36,7 @@ class Dopri5(ODESolver):
                  max_steps: int = 100000, first_step: float | None = None):
         check_options(rtol, atol, error_norm, max_steps)
         self.rtol, self.atol, self.error_norm, self.max_steps = float(rtol), float(atol), error_norm, max_steps
-        self.first_step = first_step
+        self.first_step = check_step_option("first_step", first_step)
         self.controller = Controller(q=4)
 
     def _initial_step(self, term, x, t0, t1, f0):
@@ -60,13 +60,15 @@ class Dopri5(ODESolver):
         check_budget(term, "dopri5", 2 if self.first_step is None else 1)
         f0 = term.drift_at(grid[0], x)
         h = self._initial_step(term, x, grid[0], grid[-1], f0)
+        span = abs(grid[-1] - grid[0])
         for i in range(len(grid) - 1):
             t, t_end = grid[i], grid[i + 1]
             direction = 1.0 if t_end > t else -1.0
             while (t_end - t) * direction > 1e-14 * max(1.0, abs(t_end)):
                 if acc + rej >= self.max_steps:
-                    raise SdeflowValueError(f"dopri5 took more than max_steps={self.max_steps} steps; loosen "
-                                            f"rtol/atol or raise max_steps")
+                    raise BudgetError(f"dopri5 took more than max_steps={self.max_steps} steps; loosen "
+                                      f"rtol/atol or raise max_steps")
+                check_progress("dopri5", t, h, span)
                 last = abs(h) >= abs(t_end - t)
                 hs = (t_end - t) if last else h
                 check_budget(term, "dopri5", tab.stages - 1)
@@ -76,6 +78,7 @@ class Dopri5(ODESolver):
                 x_new = combine(x, ks, tab._brow, hs)  # equals the last stage's input (FSAL)
                 err = combine(torch.zeros_like(x), ks, tuple((j, v) for j, v in enumerate(tab.b_err) if v), hs)
                 ratio = error_ratio(err, x, x_new, self.rtol, self.atol, self.error_norm)
+                check_progress("dopri5", t, hs, span, ratio)
                 proposal = hs * self.controller.factor(ratio)
                 if ratio <= 1.0:
                     acc += 1

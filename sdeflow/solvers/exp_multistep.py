@@ -44,11 +44,15 @@ __all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "UniPC", "SDEDPMSol
 
 
 def step_damping(term, grid: list[float], hh: list[float]) -> list[float]:
-    r""":math:`E_k = \int \eta^2 d\hat\lambda = \int_{t_{k+1}}^{t_k}\gamma^2/(2\sigma^2)\,dt` per step (Gauss-Legendre,
-    16 points in the integration path's time), 0 for the probability-flow ODE."""
+    r""":math:`E_k = \int \eta^2 d\hat\lambda = \int_{t_{k+1}}^{t_k}\gamma^2/(2\sigma^2)\,dt` per step, 0 for the
+    probability-flow ODE. For the reverse SDE (:math:`\gamma = g`), :math:`g^2/(2\sigma^2) = d\hat\lambda/dt`, so
+    :math:`E_k` is exactly the step's half log-SNR :math:`h_k` (DPM-Solver++'s SDE); any other :math:`\gamma`: 16-point
+    Gauss-Legendre in the integration path's time."""
     fn = getattr(term, "gamma2_fn", None)
     if fn is None:
         return [0.0] * (len(grid) - 1)
+    if fn == term.ipath.g2:  # the reverse SDE: g^2/(2 sigma^2) = d(half log-SNR)/dt, so E is exactly the step h
+        return [float(v) if math.isfinite(v) else math.inf for v in hh]
     x, w = np.polynomial.legendre.leggauss(16)
     out = []
     for k in range(len(grid) - 1):
@@ -144,6 +148,17 @@ class ExpMultistep(PredictionSolver):
             term.coeffs(self.predict)
         return st
 
+    @staticmethod
+    def _finite_tail(nodes) -> int:
+        """How many of the newest history nodes (newest last) have a finite half log-SNR: a prediction made
+        where alpha = 0 (log-SNR -inf) cannot join a polynomial in lambda."""
+        n = 0
+        for lam in reversed(nodes):
+            if not math.isfinite(lam):
+                break
+            n += 1
+        return n
+
     def _order_at(self, k: int, st: dict, avail: int) -> int:
         p = min(self.steps_order, avail)
         if self.lower_order_final:
@@ -202,7 +217,8 @@ class ExpMultistep(PredictionSolver):
         done = np.zeros(S, dtype=bool)
         h = np.asarray(st["h"], dtype=np.float64)
         if self.variant == "dpmpp" and S > 1:
-            order = np.array([self._order_at(k, st, min(k + 1, q)) for k in range(S)])
+            order = np.array([self._order_at(k, st, self._finite_tail(lam[max(0, k + 1 - q):k + 1]))
+                              for k in range(S)])
             ok = (order == 2) & np.isfinite(h)
             ok[0] = False
             if np.any(ok):
@@ -219,7 +235,7 @@ class ExpMultistep(PredictionSolver):
         for k in range(S):
             if done[k]:
                 continue
-            p = self._order_at(k, st, min(k + 1, q))
+            p = self._order_at(k, st, self._finite_tail(lam[max(0, k + 1 - q):k + 1]))
             l, w, z = self._coefs(k, [lam[k - i] for i in range(p)], st)
             lin[k], W[k, :len(w)], nz[k] = l, w, z
         P, Q = (v[:S] for v in term.coeff_arrays(self.predict))
@@ -249,14 +265,14 @@ class ExpMultistep(PredictionSolver):
         pred = term.predict(j, x, self.predict)
         if self.corrector and k > 0 and "x_prev" in st and math.isfinite(st["h"][k - 1]):
             # re-take the previous step with the interpolant through the new prediction too
-            p = min(self._order_at(k - 1, st, len(hist)), len(hist))
+            p = self._order_at(k - 1, st, self._finite_tail([n for n, _ in hist]))
             nodes = [lam[k]] + [hist[-1 - i][0] for i in range(p)]
             preds = [pred] + [hist[-1 - i][1] for i in range(p)]
             x = self._combine(k - 1, st["x_prev"], preds, nodes, st)
         hist.append((lam[k], pred))
         if len(hist) > self.steps_order:
             del hist[: len(hist) - self.steps_order]
-        p = self._order_at(k, st, len(hist))
+        p = self._order_at(k, st, self._finite_tail([n for n, _ in hist]))
         nodes = [hist[-1 - i][0] for i in range(p)]
         preds = [hist[-1 - i][1] for i in range(p)]
         if self.corrector:

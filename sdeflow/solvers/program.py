@@ -35,6 +35,8 @@ The program runs two ways:
 
 from __future__ import annotations
 
+import operator
+
 import numpy as np
 import torch
 
@@ -42,6 +44,12 @@ __all__ = ["Program"]
 
 Tensor = torch.Tensor
 _CACHE: dict = {}
+_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
+_version = operator.attrgetter("_version")
+
+
+def _no_version(t):
+    return 0
 _PINGPONG_BYTES = 1 << 16
 
 
@@ -173,9 +181,9 @@ class Program:
         return (bool(writes) and self.ops[writes[-1]][0] == "comb" and self.ops[writes[-1]][2] != "x"
                 and not any(op[0] == "set" and op[2] == "x" for op in self.ops))
 
-    def _source(self, inline_randn: bool, cpu: bool = False, pingpong: bool = False) -> str:
+    def _source(self, inline_randn: bool, cpu: bool = False, pingpong: bool = False, guard: str = "version") -> str:
         ncol = len(self._cols)
-        lines = ["def _loop(x, fn, tb, C, G, draw, fix, randn, gen, add, mul, S, shape, dt, dev, T):"]
+        lines = ["def _loop(x, fn, tb, C, G, draw, fix, randn, gen, add, mul, S, shape, dt, dev, T, mutated, ver):"]
         pingpong = pingpong and self._pingpong_ok()
         final_x = max(i for i, op in enumerate(self.ops) if op[1] == "x") if pingpong else -1
         if pingpong:  # the new state goes to the buffer the state of two steps ago used: no allocation
@@ -200,7 +208,13 @@ class Program:
             if kind == "net":
                 _, dst, src, a, b = op
                 j = "k" if (a, b) == (1, 0) else (f"{a} * k + {b}" if b else f"{a} * k")
-                body.append(f"{dst} = fn({src}, tb[{j}])")
+                if guard == "clone":  # inference tensors have no version counter: the network gets a copy
+                    body.append(f"{dst} = fn({src}.clone(), tb[{j}])")
+                else:  # a network writing into its input would corrupt the state: compare version counters
+                    body.append(f"_v = ver({src})")
+                    body.append(f"{dst} = fn({src}, tb[{j}])")
+                    body.append(f"if ver({src}) != _v:")
+                    body.append(f"    mutated({j})")
                 on_dev = f"not {dst}.is_cpu" if cpu else f"{dst}.device != dev"  # is_cpu: no device object
                 body.append(f"if type({dst}) is not T or {dst}.shape != shape or {dst}.dtype is not dt "
                             f"or {on_dev}:")
@@ -241,12 +255,14 @@ class Program:
         """All steps (``parts``: the term's :meth:`~sdeflow.terms.FieldTerm.fast_parts`)."""
         from ..noise import GeneratorNoise
 
-        fn, tb, fix = parts
+        fn, tb, fix, guard, mutated = parts
         inline = self.draws and type(noise) is GeneratorNoise
         # large states: write each new state into one of two buffers (no allocator round trip per step; at
         # 65 536 x 2 float32 the allocator's page faults otherwise cost as much as the update itself)
         big = x.numel() * x.element_size() >= _PINGPONG_BYTES
-        src = self._source(inline, x.device.type == "cpu", big)
+        # version counters cannot be traced: under torch.compile they read as 0 (same source, same cache)
+        ver = _no_version if _compiling() else _version
+        src = self._source(inline, x.device.type == "cpu", big, guard)
         loop = _CACHE.get(src)
         if loop is None:
             ns: dict = {"torch": torch}
@@ -255,6 +271,6 @@ class Program:
         draw = noise.draw if (self.draws and noise is not None) else None
         gen = noise.generator if inline else None
         out = loop(x, fn, tb, self.columns, grid, draw, fix, torch.randn, gen, torch.add, torch.mul,
-                   self.steps, x.shape, x.dtype, x.device, Tensor)
+                   self.steps, x.shape, x.dtype, x.device, Tensor, mutated, ver)
         term.nfe += self.steps * self.evals
         return out
