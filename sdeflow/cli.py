@@ -148,9 +148,21 @@ def _version() -> str:
             f"{os.path.dirname(os.path.abspath(__file__))})")
 
 
+class _Version(argparse.Action):
+    """``--version``: one unwrapped line (argparse's own version action re-wraps it)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="sdeflow", description=_DESCRIPTION)
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument("--version", action=_Version, help="show sdeflow's version, torch's and where it is "
+                        "installed, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     b = sub.add_parser("bench", help="error against NFE and wall time on exact problems (quick by default)",
                        description="Quick by default (eight_gaussians, 1000 samples: about 11 s on 2 idle "

@@ -51,7 +51,7 @@ def test_python_m_sdeflow_and_version():
     out = _run("-m", "sdeflow", "--version")
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith(f"sdeflow {sdeflow.__version__} (torch {torch.__version__}")
-    assert str(ROOT / "sdeflow") in out.stdout
+    assert out.stdout.rstrip("\n").endswith(f"{ROOT / 'sdeflow'})") and out.stdout.count("\n") == 1  # one line
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert 'dynamic = ["version"]' in pyproject and 'version = { attr = "sdeflow.__version__" }' in pyproject
     out = _run("-m", "sdeflow", "bench", "--list")

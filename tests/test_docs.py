@@ -249,3 +249,37 @@ def test_api_index_lists_every_top_level_name():
     page = (ROOT / "docs" / "api" / "index.md").read_text()
     missing = [name for name in sf.__all__ if f"`{name}`" not in page]
     assert not missing, f"add to docs/api/index.md: {missing}"
+
+
+def test_readme_commands_install_what_they_use_and_ci_runs_the_test_command():
+    """README command 1 installs the extra with the peers and plots its table needs; command 2 is exactly what
+    ``.ci/run`` runs; docs/index.md shows the same two commands."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert block in (ROOT / "docs" / "index.md").read_text()
+    bench_cmd, test_cmd = (line.split("  #")[0].strip() for line in block.strip().splitlines())
+    assert bench_cmd.startswith("pip install torch==2.13.0 && ") and bench_cmd.endswith(" && sdeflow bench")
+    assert test_cmd.startswith("pip install torch==2.13.0 && ")
+    assert test_cmd in (ROOT / ".ci" / "run").read_text().splitlines()
+    extra = re.search(r'pip install "\.\[(\w+)\]"', bench_cmd).group(1)
+    deps = re.search(rf"^{extra} = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert "diffusers" in deps and "matplotlib" in deps, deps
+
+
+def test_readme_headline_is_the_best_of_its_full_table():
+    """The README's headline table is what ``benchmarks/readme_figures.py`` computes from the README's own full
+    table (sdeflow's best against the best peer at each budget), so the two cannot drift apart."""
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = (ROOT / "README.md").read_text()
+    full = re.search(r"```\n\[pathwise_rms\]\n(.*?)```", readme, re.S).group(1).splitlines()
+    budgets = [int(h.split("<=")[1]) for h in full[0].split() if h.startswith("NFE<=")]
+    rows = []
+    for line in full[2:]:
+        problem, solver, grid, *cells = line.split()
+        for b, c in zip(budgets, cells):
+            rows.append(dict(problem=problem, solver=solver, grid=grid, nfe_budget=b, metric="pathwise_rms",
+                             error=None if c == "-" else float(c), peer=":" in solver))
+    table = mod.headline(rows)
+    assert table in readme, f"README headline differs from its full table; expected:\n{table}"
