@@ -120,7 +120,9 @@ class _SDESetup:
 
     def __init__(self, problem, x, sde_nfes, seed, notes):
         self.problem, self.x = problem, x
-        top = max(sde_nfes)
+        # the finest coarse grid: the largest power of two of steps within the largest budget (one evaluation
+        # per step, no final step); the fine grid is 8x that (budgets 2^k and 2^k + 1 share it)
+        top = 1 << (int(max(sde_nfes)).bit_length() - 1)
         fine = _SDE_FINE_MIN
         while fine < 8 * top:
             fine *= 2
