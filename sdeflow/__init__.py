@@ -18,7 +18,10 @@ from .sample import sample
 from .solution import Solution
 from .solve import solve
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place (pyproject.toml reads it)
+
+# modules with heavier imports, loaded on first attribute access: ``sdeflow.metrics`` works without an import
+_LAZY_MODULES = ("metrics", "grid_opt", "testing", "bench", "distributed", "cli")
 
 __all__ = [
     "sample", "solve", "Solution",
@@ -32,3 +35,17 @@ __all__ = [
     "analytic", "conversions", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "stability",
     "train", "window",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY_MODULES:
+        import importlib
+
+        module = importlib.import_module(f".{name}", __name__)
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'sdeflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_MODULES))

@@ -1,6 +1,6 @@
-"""The ``sdeflow`` command. ``sdeflow bench`` measures error against NFE and wall time for every solver (and
-the peers torchdiffeq / torchsde / diffusers) on problems with exact answers; ``--out DIR`` writes the rows
-(JSON) and work-precision diagrams (PNG)."""
+"""The ``sdeflow`` command (also ``python -m sdeflow``): ``sdeflow bench`` measures error against NFE and
+wall time for every solver and the peers (torchdiffeq, torchsde, diffusers) on problems with exact answers;
+``--out DIR`` writes the rows (JSON) and work-precision diagrams (PNG)."""
 
 from __future__ import annotations
 
@@ -14,13 +14,19 @@ import torch
 
 __all__ = ["main"]
 
+_DESCRIPTION = ("sdeflow: verified ODE/SDE solvers for diffusion, score-based, flow-matching and energy-based "
+                "models. 'sdeflow bench' measures error against NFE and wall time for every solver and the peers "
+                "(torchdiffeq, torchsde, diffusers) on problems with exact answers; --out DIR writes the rows "
+                "(JSON) and work-precision diagrams (PNG).")
+
 _LEGEND = ("pathwise_rms: RMS distance to the exact / float64 probability-flow reference from the same noise; "
            "strong_rms: to a fine reverse-SDE solve on the same Brownian path; weak_*: mean / covariance error, "
            "sliced W2 and MMD between the SDE samples and as many exact target samples, beside mc_floor (the "
            "same metric between two independent exact sets: below it a difference means nothing). Peers "
            "(torchdiffeq:*, diffusers:*, torchsde:*) run in this process on the same noise, field and Brownian "
            "path; 'optimized' rows use grids bought once by sdeflow.grid_opt.optimize_grid (pilot cost in the "
-           "JSON). Wall times: median of --repeats runs after a warm-up, on this machine under its current load.")
+           "JSON). Wall times (wall_s): time.perf_counter around each call, median of --repeats runs after one "
+           "untimed warm-up, on this machine under its current load; the total above is the whole command.")
 
 
 def _ints(s: str) -> list[int]:
@@ -68,11 +74,28 @@ def _overhead_and_scaling(args) -> int:
 
 
 def _bench(args) -> int:
+    if args.threads is not None and args.threads < 1:
+        from .errors import SdeflowValueError
+
+        raise SdeflowValueError(f"--threads must be a positive integer, got {args.threads}")
+    threads = args.threads
+    if threads is None and not (args.overhead or args.scaling):
+        threads = 1
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        if args.overhead or args.scaling:
+            return _overhead_and_scaling(args)
+        return _error_bench(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _error_bench(args) -> int:
     from . import solvers as _solvers
     from .bench import FULL, PROBLEMS, QUICK, format_table, run_bench
 
-    if args.overhead or args.scaling:
-        return _overhead_and_scaling(args)
     if args.list:
         for name, p in PROBLEMS.items():
             print(f"{name:22} d={p.dim:<3} {p.description}")
@@ -81,16 +104,21 @@ def _bench(args) -> int:
     preset = FULL if args.full else QUICK
     pick = lambda v, k: preset[k] if v is None else v  # noqa: E731
     dtype = {"float32": torch.float32, "float64": torch.float64}[args.dtype or "float64"]
+    progress = sys.stderr.isatty() if args.progress is None else args.progress
     t0 = time.perf_counter()
     notes: list[str] = []
     rows = run_bench(problems=pick(args.problems, "problems"), solvers=args.solvers, nfes=pick(args.nfe, "nfes"),
                      sde_nfes=pick(args.sde_nfe, "sde_nfes"), grids=args.grids, n=pick(args.n, "n"),
                      seed=args.seed, dtype=dtype, device=args.device, repeats=pick(args.repeats, "repeats"),
-                     sde=args.sde, peers=args.peers, optimized=args.optimized, notes=notes)
-    print(format_table(rows))
-    for line in dict.fromkeys(notes):
+                     sde=args.sde, peers=args.peers, optimized=args.optimized, notes=notes, progress=progress)
+    wall = time.perf_counter() - t0
+    for line in dict.fromkeys(notes):  # skipped peers first: they change what the tables compare
         print(line)
-    print(f"\n{len(rows)} rows in {time.perf_counter() - t0:.1f} s. {_LEGEND}")
+    if notes:
+        print()
+    print(format_table(rows))
+    print(f"\n{len(rows)} rows in {wall:.1f} s ({torch.get_num_threads()} intra-op thread(s), "
+          f"{os.cpu_count()} cores). {_LEGEND}")
     paths = []
     if args.json:
         paths.append(args.json)
@@ -113,19 +141,41 @@ def _bench(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+
+    return (f"sdeflow {__version__} (torch {torch.__version__}, Python {sys.version.split()[0]}, "
+            f"{os.path.dirname(os.path.abspath(__file__))})")
+
+
+class _Version(argparse.Action):
+    """``--version``: one unwrapped line (argparse's own version action re-wraps it)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="sdeflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="sdeflow", description=_DESCRIPTION)
+    parser.add_argument("--version", action=_Version, help="show sdeflow's version, torch's and where it is "
+                        "installed, and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     b = sub.add_parser("bench", help="error against NFE and wall time on exact problems (quick by default)",
-                       description="Quick by default (eight_gaussians, 1000 samples: under 2 minutes on 2 idle "
+                       description="Quick by default (eight_gaussians, 1000 samples: about 11 s on 2 idle "
                                    "cores); --full runs every built-in problem with more budgets, 4000 samples "
-                                   "and 3 timed repeats. Explicit options override the preset.")
+                                   "and 3 timed repeats. Explicit options override the preset. Progress "
+                                   "(problem, solver, budget) goes to stderr when it is a terminal.")
     b.add_argument("--full", action="store_true", help="every built-in problem, more budgets, n=4000, 3 repeats")
     b.add_argument("--problems", type=_strs, default=None, help="comma-separated problem names (see --list)")
     b.add_argument("--solvers", type=_strs, default=None, help="comma-separated solver names (default: a "
                    "representative set, sdeflow.bench.run.DEFAULT_SOLVERS)")
     b.add_argument("--nfe", type=_ints, default=None, help="ODE NFE budgets (quick: 10,20,50,100)")
-    b.add_argument("--sde-nfe", type=_ints, default=None, help="SDE NFE budgets (quick: 32,64,128)")
+    b.add_argument("--sde-nfe", type=_ints, default=None, help="SDE NFE budgets (quick: 33,65,129: 2^k steps of a "
+                   "one-evaluation solver plus the final denoising step)")
     b.add_argument("--grids", type=_strs, default=["karras", "log_snr"],
                    help="named ODE grids (log_snr only for the exponential integrators)")
     b.add_argument("--no-sde", dest="sde", action="store_false", help="skip the SDE solvers")
@@ -141,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--device", default="cpu")
     b.add_argument("--repeats", type=int, default=None,
                    help="timed repeats after a warm-up, median reported (quick: 1)")
+    b.add_argument("--threads", type=int, default=None,
+                   help="intra-op threads (torch.set_num_threads) while the command runs; default 1 for the "
+                        "error bench (its 2-D batches gain little from threads and several threads slow it down "
+                        "severalfold when the cores are shared, see docs/bench.md), torch's default for "
+                        "--overhead and --scaling")
+    b.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bar on stderr (default: only when stderr is a terminal)")
     b.add_argument("--out", default=None, help="directory for rows.json and the work-precision PNGs")
     b.add_argument("--json", default=None, help="also write the rows to this JSON file")
     b.add_argument("--list", action="store_true", help="list problems and solvers")

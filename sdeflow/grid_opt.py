@@ -23,14 +23,14 @@ import numpy as np
 import torch
 
 from . import solvers as _solvers
-from .errors import SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError
 from .grids import GRIDS, make_grid
 from .noise import as_noise_source
 from .paths import GaussianPath
 from .sample import resolve_steps, sample
 from .terms import map_times
 
-__all__ = ["OptimizedGrid", "optimize_grid"]
+__all__ = ["OptimizedGrid", "optimize_grid", "network_dtype"]
 
 Tensor = torch.Tensor
 
@@ -61,15 +61,36 @@ class OptimizedGrid:
 
 
 def _rms(a: Tensor, b: Tensor) -> float:
-    return float((a.double() - b.double()).reshape(a.shape[0], -1).pow(2).sum(1).mean().sqrt())
+    return float((a.detach().double() - b.detach().double()).reshape(a.shape[0], -1).pow(2).sum(1).mean().sqrt())
+
+
+def network_dtype(field) -> torch.dtype | None:
+    """The floating dtype of the parameters and buffers of the ``torch.nn.Module`` objects reachable from
+    ``field`` through its attributes (a ``NoiseField(net)``, adapters, ``SumField`` terms, ...); None when
+    there is none (an exact oracle, a plain function) or they disagree."""
+    seen, found, todo = set(), set(), [(field, 0)]
+    while todo:
+        obj, depth = todo.pop()
+        if id(obj) in seen or depth > 6:
+            continue
+        seen.add(id(obj))
+        if isinstance(obj, torch.nn.Module):
+            found |= {p.dtype for p in list(obj.parameters()) + list(obj.buffers()) if p.is_floating_point()}
+            continue
+        if isinstance(obj, (list, tuple)):
+            todo += [(v, depth + 1) for v in obj[:64]]
+        elif hasattr(obj, "__dict__") and not isinstance(obj, (type, torch.Tensor)):
+            todo += [(v, depth + 1) for v in vars(obj).values()]
+    return found.pop() if len(found) == 1 else None
 
 
 def optimize_grid(path: GaussianPath, field, solver, nfe: int, *, shape, n_pilot: int = 128,
                   n_validation: int = 128, generator: torch.Generator | None = None, t_max: float | None = None,
                   t_min: float | None = None, final_denoise: bool = False,
-                  integration_path: GaussianPath | None = None, dtype=torch.float64, device=None,
+                  integration_path: GaussianPath | None = None, dtype: torch.dtype | None = None, device=None,
                   starts=("karras", "log_snr", "uniform", "quadratic"), maxfev: int = 600,
-                  reference_rtol: float = 1e-7, reference_atol: float = 1e-8, solver_options: dict | None = None,
+                  reference_rtol: float | None = None, reference_atol: float | None = None,
+                  solver_options: dict | None = None,
                   gamma=0.0, knots: int | None = 10) -> OptimizedGrid:
     """Optimise the time grid of ``solver`` at ``nfe`` evaluations for ``field`` on ``path``.
 
@@ -79,7 +100,33 @@ def optimize_grid(path: GaussianPath, field, solver, nfe: int, *, shape, n_pilot
     than this, the log step sizes are a piecewise-linear function of the step index through ``knots``
     control values (a smooth step density, few parameters: Nelder-Mead converges), optimised first, then
     every increment is refined with the budget left; ``None`` optimises every increment from the start.
+
+    ``dtype``: the pilot samples' dtype (the solves run in it). By default the dtype of the field's network
+    (its ``torch.nn.Module`` parameters, found through the field's attributes: a float32 network is solved in
+    float32), and float64 when the field has none (exact oracles, plain functions). ``reference_rtol`` /
+    ``reference_atol`` of the Dopri5 reference: by default ``1e-7`` / ``1e-8`` in float64 and ``1e-5`` /
+    ``1e-6`` in float32 (tighter than float32 rounding cannot be met). The pilot solves run without autograd
+    (``torch.no_grad``): nothing here is differentiated.
     """
+    auto = dtype is None
+    if auto:
+        dtype = network_dtype(field) or torch.float64
+    if not (isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.float64)):
+        raise SdeflowTypeError(f"dtype must be torch.float32 or torch.float64, got {dtype}"
+                               f"{' (the dtype of the field network)' if auto else ''}; pass dtype=torch.float32 "
+                               f"or torch.float64, one the network accepts")
+    tight = dtype == torch.float64
+    reference_rtol = (1e-7 if tight else 1e-5) if reference_rtol is None else reference_rtol
+    reference_atol = (1e-8 if tight else 1e-6) if reference_atol is None else reference_atol
+    with torch.no_grad():
+        return _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator, t_max, t_min,
+                         final_denoise, integration_path, dtype, device, starts, maxfev, reference_rtol,
+                         reference_atol, solver_options, gamma, knots)
+
+
+def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator, t_max, t_min, final_denoise,
+              integration_path, dtype, device, starts, maxfev, reference_rtol, reference_atol, solver_options,
+              gamma, knots) -> OptimizedGrid:
     solver_options = dict(solver_options or {})
     s = _solvers.get(solver, **solver_options)
     if s.adaptive:
@@ -101,7 +148,13 @@ def optimize_grid(path: GaussianPath, field, solver, nfe: int, *, shape, n_pilot
         x_all = x_all.to(device)
     common = dict(t_max=t_max, t_min=t_min, final_denoise=final_denoise, integration_path=integration_path,
                   gamma=gamma)
-    ref = sample(path, field, "dopri5", x_init=x_all, rtol=reference_rtol, atol=reference_atol, **common)
+    try:
+        ref = sample(path, field, "dopri5", x_init=x_all, rtol=reference_rtol, atol=reference_atol, **common)
+    except RuntimeError as e:
+        if "dtype" not in str(e) and "Double" not in str(e) and "Float" not in str(e):
+            raise
+        raise SdeflowTypeError(f"the field failed on {dtype} pilot samples ({e}); pass dtype= with the dtype "
+                               f"its network computes in, e.g. dtype=torch.float32") from e
     ref_nfe = ref.nfe
     x_p, x_v = x_all[:n_pilot], x_all[n_pilot:]
     r_p, r_v = ref.x[:n_pilot], ref.x[n_pilot:]

@@ -12,7 +12,32 @@ from .errors import SdeflowTypeError, SdeflowValueError, check_int, check_number
 __all__ = ["fit", "mlp"]
 
 
-def fit(loss_fn, net, data, steps: int = 1000, lr: float = 1e-3, batch: int = 256, clip: float | None = 1.0):
+def fit(loss_fn, net, data, steps: int = 1000, lr: float = 1e-3, batch: int = 256,
+        clip: float | None = 1.0) -> list[float]:
+    """Minimise ``loss_fn`` over the parameters of ``net`` with Adam (Kingma & Ba 2015).
+
+    Each of ``steps`` iterations draws ``data(batch)``, evaluates ``loss = loss_fn(batch)``, back-propagates,
+    clips the global gradient norm to ``clip`` and takes one Adam step; the learning rate follows a cosine
+    schedule from ``lr`` down to ``0.05 lr`` over the run (``CosineAnnealingLR``). The loop runs on whatever
+    device and dtype ``net`` and ``data`` use, and draws randomness only through ``data`` and ``loss_fn``.
+
+    Args:
+        loss_fn: ``batch -> scalar tensor``, e.g. ``lambda x0: sdeflow.losses.eps_loss(field, path, x0, generator=g)``.
+        net: a ``torch.nn.Module`` with parameters, or a list of tensors with ``requires_grad=True``.
+        data: ``n -> batch`` of ``n`` training samples.
+        steps: optimisation steps (positive integer).
+        lr: initial learning rate (> 0).
+        batch: samples per step.
+        clip: maximal global gradient norm (``torch.nn.utils.clip_grad_norm_``), or None for no clipping.
+
+    Returns:
+        the loss of every step (Python floats).
+
+    Raises:
+        SdeflowValueError: a non-positive ``steps``, ``batch``, ``lr`` or ``clip``, or ``net`` without
+            trainable parameters.
+        SdeflowTypeError: a non-integer ``steps`` or ``batch``; ``loss_fn`` or ``data`` not callable.
+    """
     steps = check_int("steps", steps)
     batch = check_int("batch", batch)
     lr = check_number("lr", lr, gt=0.0, hint="a learning rate such as 1e-3")

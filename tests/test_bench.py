@@ -4,6 +4,7 @@ reference agrees with the exact flow; SDE rows carry strong and weak errors besi
 
 import math
 
+import pytest
 import torch
 
 import sdeflow as sf
@@ -72,8 +73,6 @@ def test_registered_custom_problem_runs_with_its_reference_and_sampler():
 
 
 def test_problem_rejects_bad_input():
-    import pytest
-
     from sdeflow.errors import SdeflowTypeError, SdeflowValueError
 
     with pytest.raises(SdeflowValueError, match="target= .* or"):
@@ -84,3 +83,56 @@ def test_problem_rejects_bad_input():
         Problem("bad", path=PATH, exact_field=sf.NoiseField(_eps_net))
     with pytest.raises(SdeflowTypeError, match="register_problem takes"):
         register_problem("gaussian2")
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny batches: one intra-op thread is as fast, and robust when the cores are shared (see docs/bench.md)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_sde_budgets_are_spent_and_headed_by_what_is_spent(one_thread):
+    """The default SDE budgets 2^k + 1 buy 2^k one-evaluation or 2^(k-1) two-evaluation steps plus the final
+    denoising step: those rows spend exactly their budget (they used to spend 17 of "NFE<=32"), torchsde's SRK
+    (3 evaluations per step) spends less and never more; each column's heading is the most any row spent."""
+    from sdeflow.bench import format_table
+    from sdeflow.bench.run import DEFAULT_SDE_NFES
+
+    rows = run_bench(problems=["eight_gaussians"], solvers=["euler_maruyama", "stochastic_heun", "sra1"],
+                     nfes=[10], sde_nfes=DEFAULT_SDE_NFES, n=32, optimized=False)
+    sde = [r for r in rows if r["metric"] == "strong_rms"]
+    assert {r["solver"] for r in sde} >= {"euler_maruyama", "stochastic_heun", "sra1", "torchsde:euler",
+                                          "torchsde:srk"}
+    for r in sde:
+        if r["solver"] == "torchsde:srk":
+            assert r["nfe_budget"] * 3 // 4 - 1 < r["nfe"] < r["nfe_budget"]
+        else:
+            assert r["nfe"] == r["nfe_budget"], r
+    for b in DEFAULT_SDE_NFES:
+        assert max(r["nfe"] for r in sde if r["nfe_budget"] == b) == b
+    strong = format_table(rows).split("[strong_rms]")[1].splitlines()[1]
+    assert strong.split()[3:] == [f"NFE<={b}" for b in DEFAULT_SDE_NFES]
+
+
+def test_progress_total_is_the_number_of_runs(one_thread):
+    """The progress bar's total (planned before the run) is the number of timed rows it then produces, on a
+    VE problem with every kind of row and on the DDPM-schedule problem with diffusers' own-timestep rows."""
+    import importlib.util
+
+    from sdeflow.bench.run import _planned_runs
+
+    configs = [dict(problems=["eight_gaussians"], solvers=["heun", "dpmpp_2m", "euler_maruyama", "sra1"],
+                    nfes=[10, 20], sde_nfes=[5, 17])]
+    if importlib.util.find_spec("diffusers") is not None:
+        configs.append(dict(problems=["eight_gaussians_ddpm"], solvers=["euler", "euler_maruyama"], nfes=[10],
+                            sde_nfes=[9]))
+    for cfg in configs:
+        rows = run_bench(n=16, **cfg)
+        runs = [r for r in rows if r["solver"] != "mc_floor"]
+        planned = _planned_runs(get_problem(cfg["problems"][0]), cfg["solvers"], ("karras", "log_snr"), cfg["nfes"],
+                                cfg["sde_nfes"], True, True, True)
+        assert planned == len(runs), (cfg["problems"], planned, len(runs))
+        assert any(r["grid"] == "optimized" for r in runs) or cfg["problems"] == ["eight_gaussians_ddpm"]

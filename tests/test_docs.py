@@ -10,7 +10,10 @@ from __future__ import annotations
 import ast
 import importlib.util
 import math
+import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
 
@@ -38,15 +41,64 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
-                    reason="mkdocs/mkdocstrings not installed (pip install -e '.[dev]' installs them)")
+def _mkdocs_build(site, config=ROOT / "mkdocs.yml"):
+    """``mkdocs build --strict`` as the README runs it. Not ``--quiet``: that raises the log level above
+    WARNING, and strict mode counts only the warnings it logs, so a quiet strict build passes with warnings."""
+    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(config), "-d", str(site)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+
+
+def _warnings(out) -> list[str]:
+    return [line for line in (out.stdout + out.stderr).splitlines() if line.lstrip().startswith("WARNING")]
+
+
+needs_mkdocs = pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("mkdocstrings") is None,
+    reason="mkdocs/mkdocstrings not installed (pip install -e '.[dev]' installs them)")
+
+
+@needs_mkdocs
 def test_mkdocs_build_strict(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--quiet", "-f",
-                          str(ROOT / "mkdocs.yml"), "-d", str(tmp_path / "site")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**__import__("os").environ, "NO_MKDOCS_2_WARNING": "1"})
-    assert out.returncode == 0, f"mkdocs build --strict failed:\n{out.stdout}\n{out.stderr}"
-    assert (tmp_path / "site" / "index.html").is_file()
+    """The site builds with ``mkdocs build --strict`` and logs no warning at all."""
+    out = _mkdocs_build(tmp_path / "site")
+    assert out.returncode == 0 and not _warnings(out), (f"mkdocs build --strict failed or warned:\n"
+                                                        f"{out.stdout}\n{out.stderr}")
+    site = tmp_path / "site"
+    assert (site / "index.html").is_file()
+    # the API reference: parameters documented together ("steps / nfe: ...") are split, so each shows its own
+    # default; only sample's path and field are required
+    params = _parameters((site / "api" / "sample" / "index.html").read_text(), "sdeflow.sample.sample")
+    assert {"steps", "nfe", "t_max", "t_min", "x_init", "n", "generator", "noise"} <= set(params), params
+    assert {name for name, required in params.items() if required} == {"path", "field"}, params
+    for page in site.glob("api/**/index.html"):
+        grouped = [m for m in re.findall(r'<tr class="doc-section-item">\s*<td>\s*<code>([^<]+)</code>',
+                                         page.read_text()) if "," in m or "/" in m]
+        assert not grouped, f"{page}: parameters rendered as one name: {grouped}"
+    text = (site / "api" / "train" / "index.html").read_text()
+    assert "sdeflow.train.fit" in text and "Adam" in text  # fit has a docstring on its page
+
+
+def _parameters(page: str, anchor: str) -> dict[str, bool]:
+    """``{name: required}`` from the parameter table of the object ``anchor`` on a rendered API page."""
+    start = page.index(f'id="{anchor}"')
+    table = page[page.index("<table", start):page.index("</table>", start)]
+    rows = re.findall(r'<tr class="doc-section-item">(.*?)</tr>', table, re.S)
+    return {re.search(r"<code>([^<]+)</code>", r).group(1): "<em>required</em>" in r for r in rows}
+
+
+@needs_mkdocs
+def test_mkdocs_build_fails_on_a_warning(tmp_path):
+    """The check above can fail: the same build of a copy of the docs with one broken link fails and says why."""
+    shutil.copytree(ROOT / "docs", tmp_path / "docs")
+    (tmp_path / "docs" / "index.md").write_text((ROOT / "docs" / "index.md").read_text()
+                                                + "\n[broken](no_such_page.md)\n")
+    config = (ROOT / "mkdocs.yml").read_text().replace("docs_dir: docs", f"docs_dir: {tmp_path / 'docs'}")
+    assert config != (ROOT / "mkdocs.yml").read_text()
+    (tmp_path / "mkdocs.yml").write_text(config)
+    out = _mkdocs_build(tmp_path / "site", tmp_path / "mkdocs.yml")
+    assert out.returncode != 0
+    assert any("no_such_page.md" in w for w in _warnings(out)), out.stdout + out.stderr
 
 
 # ---- docs/concepts/conversions.md: the table, cell by cell ---------------------------------------
@@ -171,6 +223,12 @@ def test_rst_docstrings_extension():
     assert "as in:\n" in out and "\n\n$$\na = b + c\n$$\n\n" in out
     assert "| kind | value |" in out and "| data | $x_0$ |" in out
     assert ":math:" not in out and ":class:" not in out and "``" not in out
+    grouped = ("Args:\n    path: the path.\n    steps / nfe: steps, or a budget\n        (continued).\n"
+               "    t_max, t_min: the ends.\n\nReturns:\n    a, b: not a parameter section.\n")
+    assert mod.split_grouped_params(grouped) == (
+        "Args:\n    path: the path.\n    steps: steps, or a budget\n        (continued).\n"
+        "    nfe: See ``steps`` (documented together).\n    t_max: the ends.\n"
+        "    t_min: See ``t_max`` (documented together).\n\nReturns:\n    a, b: not a parameter section.\n")
 
 
 SNIPPET_PAGES = ["index.md", "concepts/layers.md", "concepts/reverse-dynamics.md", "concepts/choosing-a-solver.md"]
@@ -179,8 +237,6 @@ SNIPPET_PAGES = ["index.md", "concepts/layers.md", "concepts/reverse-dynamics.md
 @pytest.mark.parametrize("page", SNIPPET_PAGES)
 def test_page_code_runs(page, one_thread):
     """The Python blocks on the home and concept pages run as written (each page in a fresh namespace)."""
-    import re
-
     text = (ROOT / "docs" / page).read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert blocks, f"no python block on {page}"
@@ -193,3 +249,37 @@ def test_api_index_lists_every_top_level_name():
     page = (ROOT / "docs" / "api" / "index.md").read_text()
     missing = [name for name in sf.__all__ if f"`{name}`" not in page]
     assert not missing, f"add to docs/api/index.md: {missing}"
+
+
+def test_readme_commands_install_what_they_use_and_ci_runs_the_test_command():
+    """README command 1 installs the extra with the peers and plots its table needs; command 2 is exactly what
+    ``.ci/run`` runs; docs/index.md shows the same two commands."""
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"```bash\n(.*?)```", readme, re.S).group(1)
+    assert block in (ROOT / "docs" / "index.md").read_text()
+    bench_cmd, test_cmd = (line.split("  #")[0].strip() for line in block.strip().splitlines())
+    assert bench_cmd.startswith("pip install torch==2.13.0 && ") and bench_cmd.endswith(" && sdeflow bench")
+    assert test_cmd.startswith("pip install torch==2.13.0 && ")
+    assert test_cmd in (ROOT / ".ci" / "run").read_text().splitlines()
+    extra = re.search(r'pip install "\.\[(\w+)\]"', bench_cmd).group(1)
+    deps = re.search(rf"^{extra} = \[(.*?)\]", (ROOT / "pyproject.toml").read_text(), re.M).group(1)
+    assert "diffusers" in deps and "matplotlib" in deps, deps
+
+
+def test_readme_headline_is_the_best_of_its_full_table():
+    """The README's headline table is what ``benchmarks/readme_figures.py`` computes from the README's own full
+    table (sdeflow's best against the best peer at each budget), so the two cannot drift apart."""
+    spec = importlib.util.spec_from_file_location("readme_figures", ROOT / "benchmarks" / "readme_figures.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    readme = (ROOT / "README.md").read_text()
+    full = re.search(r"```\n\[pathwise_rms\]\n(.*?)```", readme, re.S).group(1).splitlines()
+    budgets = [int(h.split("<=")[1]) for h in full[0].split() if h.startswith("NFE<=")]
+    rows = []
+    for line in full[2:]:
+        problem, solver, grid, *cells = line.split()
+        for b, c in zip(budgets, cells):
+            rows.append(dict(problem=problem, solver=solver, grid=grid, nfe_budget=b, metric="pathwise_rms",
+                             error=None if c == "-" else float(c), peer=":" in solver))
+    table = mod.headline(rows)
+    assert table in readme, f"README headline differs from its full table; expected:\n{table}"

@@ -3,7 +3,10 @@
 sdeflow's docstrings write math and cross-references in reST (``:math:`...```, ``.. math::``,
 ``:class:`~sdeflow.x.Y```, double-backquoted code). mkdocstrings renders docstrings as Markdown, so before
 rendering this extension rewrites them: inline math to ``$...$`` and display math to ``$$...$$``
-(pymdownx.arithmatex), roles to code spans, double backquotes to single ones. The source is unchanged.
+(pymdownx.arithmatex), roles to code spans, double backquotes to single ones. An ``Args:`` entry that
+documents several parameters together (``steps / nfe: ...``, ``t_max, t_min: ...``) becomes one entry per
+parameter (the first carries the text, the others point to it), so that each gets its type and default from
+the signature instead of showing as one required parameter named "steps / nfe". The source is unchanged.
 """
 
 from __future__ import annotations
@@ -57,7 +60,45 @@ def _simple_table(lines: list[str], i: int, out: list[str]) -> int:
     return j + 1
 
 
+_SECTION = re.compile(r"^(\s*)(Args|Arguments|Parameters|Keyword Args|Keyword Arguments|Other Parameters):\s*$")
+_GROUPED = re.compile(r"^(\s*)([A-Za-z_]\w*(?:\s*[,/]\s*[A-Za-z_]\w*)+)\s*:(.*)$")
+
+
+def split_grouped_params(text: str) -> str:
+    """In Google-style parameter sections, ``a, b / c: text`` -> ``a: text``, ``b: See `a`.``, ``c: ...``."""
+    lines, out, i = text.split("\n"), [], 0
+    while i < len(lines):
+        m = _SECTION.match(lines[i])
+        out.append(lines[i])
+        i += 1
+        if not m:
+            continue
+        head = len(m.group(1))
+        item = None
+        while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > head):
+            line = lines[i]
+            indent = len(line) - len(line.lstrip())
+            if line.strip() and item is None:
+                item = indent
+            g = _GROUPED.match(line) if line.strip() and indent == item else None
+            if not g:
+                out.append(line)
+                i += 1
+                continue
+            names = re.split(r"\s*[,/]\s*", g.group(2).strip())
+            out.append(f"{g.group(1)}{names[0]}:{g.group(3)}")
+            i += 1
+            while i < len(lines) and (not lines[i].strip() or len(lines[i]) - len(lines[i].lstrip()) > item):
+                if not lines[i].strip() and (i + 1 >= len(lines) or len(lines[i + 1]) - len(lines[i + 1].lstrip()) <= item):
+                    break
+                out.append(lines[i])
+                i += 1
+            out += [f"{g.group(1)}{name}: See ``{names[0]}`` (documented together)." for name in names[1:]]
+    return "\n".join(out)
+
+
 def rst_to_markdown(text: str) -> str:
+    text = split_grouped_params(text)
     lines, out, i = text.split("\n"), [], 0
     while i < len(lines):
         line = lines[i]

@@ -12,8 +12,10 @@
   DDPM-schedule schedulers on ``eight_gaussians_ddpm`` (on common timesteps, and DDIM / UniPC on the
   timesteps they choose, each beside sdeflow's ``ddim`` / ``unipc`` on those times), torchsde on the SDE on the same Brownian path (see
   :mod:`sdeflow.bench.peers`); cached grid-optimised UniPC rows (``grid="optimized"``).
-* Wall time: median of ``repeats`` timed runs, after one untimed warm-up run of each (solver, grid) at
-  its first budget.
+* Wall time: ``time.perf_counter`` around each call, median of ``repeats`` timed runs, after one untimed
+  warm-up run of each (solver, grid) at its first budget; in the intra-op threads the caller set
+  (``sdeflow bench`` sets one, ``--threads``).
+* ``progress=True``: a tqdm bar on stderr over the runs, showing (problem, solver, grid, budget).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -35,9 +38,12 @@ from .problems import get_problem
 __all__ = ["run_bench", "QUICK", "FULL", "DEFAULT_NFES", "DEFAULT_SDE_NFES", "DEFAULT_SOLVERS"]
 
 DEFAULT_NFES = (10, 20, 50, 100)
-# the reverse SDE from sigma = 80 needs steps well below the e-folding of sigma: below ~32 uniform steps
-# every solver is far off (g^2 h > sigma^2), so the budgets start there
-DEFAULT_SDE_NFES = (32, 64, 128)
+# SDE grids have a power-of-two number of steps (they nest in the Brownian path's fine grid), and the
+# problems end with a final denoising step: budgets 2^k + 1 are spent in full by the one- and two-evaluation
+# solvers (32 Euler-Maruyama or 16 stochastic-Heun steps + 1 = 33). The reverse SDE from sigma = 80 needs
+# steps well below the e-folding of sigma: below ~32 uniform steps every solver is far off (g^2 h > sigma^2),
+# so the budgets start there.
+DEFAULT_SDE_NFES = (33, 65, 129)
 DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "dpmpp_2m", "dpmpp_3m", "unipc", "euler_maruyama",
                    "stochastic_heun", "sra1")
 _SDE_FINE_MIN = 256  # fine Brownian grid: at least this many steps and 8x the finest coarse grid
@@ -45,7 +51,7 @@ _SDE_FINE_MIN = 256  # fine Brownian grid: at least this many steps and 8x the f
 QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)
 FULL = dict(problems=("eight_gaussians", "two_blobs", "ring20_wide", "eight_gaussians_small", "gaussian2",
                       "gaussian16", "gaussian64", "eight_gaussians_ddpm"),
-            nfes=(5, 10, 20, 50, 100, 200), sde_nfes=(32, 64, 128, 256, 512, 1024), n=4000, repeats=3)
+            nfes=(5, 10, 20, 50, 100, 200), sde_nfes=(33, 65, 129, 257, 513, 1025), n=4000, repeats=3)
 
 
 def _timed(fn, repeats: int, warm: bool = True):
@@ -60,23 +66,51 @@ def _timed(fn, repeats: int, warm: bool = True):
     return out, float(np.median(times))
 
 
+class _Progress:
+    """A tqdm bar on stderr over the runs of :func:`run_bench`, labelled (problem, solver, grid, budget) before
+    each run; inert when disabled. ``leave=False``: the finished bar disappears, the tables stay clean."""
+
+    def __init__(self, enabled: bool, total: int):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="run", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+    def show(self, *label) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(" ".join(str(v) for v in label if v is not None))
+
+    def done(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def _row(problem, solver, grid, nfe_budget, nfe, error, metric, wall, **extra):
     return dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe_budget, nfe=nfe, error=error,
                 metric=metric, wall_s=wall, **extra)
 
 
-def _ode_rows(problem, solver, grids, nfes, x, repeats):
+def _ode_rows(problem, solver, grids, nfes, x, repeats, prog):
+    prog.show(problem.name, "reference solve")
     ref = problem.reference(x)
     rows = []
     for grid in grids:
         for i, nfe in enumerate(nfes):
+            prog.show(problem.name, solver, grid, f"NFE<={nfe}")
             try:
                 sol, wall = _timed(lambda: sample(problem.path, problem.field(), solver, nfe=nfe, grid=grid,
                                                   x_init=x, **problem.sample_kwargs()), repeats, warm=i == 0)
             except ValueError as e:  # budget below the solver's minimum
                 rows.append(_row(problem, solver, grid, nfe, None, None, "pathwise_rms", None, note=str(e)))
-                continue
-            rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms", wall))
+            else:
+                rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms",
+                                 wall))
+            prog.done()
     return rows
 
 
@@ -86,7 +120,9 @@ class _SDESetup:
 
     def __init__(self, problem, x, sde_nfes, seed, notes):
         self.problem, self.x = problem, x
-        top = max(sde_nfes)
+        # the finest coarse grid: the largest power of two of steps within the largest budget (one evaluation
+        # per step, no final step); the fine grid is 8x that (budgets 2^k and 2^k + 1 share it)
+        top = 1 << (int(max(sde_nfes)).bit_length() - 1)
         fine = _SDE_FINE_MIN
         while fine < 8 * top:
             fine *= 2
@@ -119,17 +155,25 @@ class _SDESetup:
                     wall, weak=weak, **extra)
 
 
-def _sde_rows(setup, solver, nfes, repeats):
-    p, s = setup.problem, _solvers.get(solver)
+def _sde_steps(solver: str, nfe: int, final_denoise: bool) -> int:
+    """Steps of an SDE row: the largest power of two within the budget (0: the budget buys no step)."""
+    steps = _solvers.get(solver).max_steps(nfe - (1 if final_denoise else 0))
+    return 0 if steps < 1 else 1 << (int(steps).bit_length() - 1)
+
+
+def _sde_rows(setup, solver, nfes, repeats, prog):
+    p = setup.problem
     rows, warm = [], True
     for nfe in nfes:
-        grid = setup.coarse(s.max_steps(nfe - (1 if p.final_denoise else 0)))
+        grid = setup.coarse(_sde_steps(solver, nfe, p.final_denoise))
         if grid is None:
             continue
+        prog.show(p.name, solver, "uniform", f"NFE<={nfe}")
         sol, wall = _timed(lambda: sample(p.path, p.field(), solver, grid=grid, x_init=setup.x, gamma="reverse",
                                           noise=setup.bm, final_denoise=p.final_denoise), repeats, warm)
         warm = False
         rows.append(setup.row(solver, nfe, sol.x, sol.nfe, wall))
+        prog.done()
     return rows
 
 
@@ -140,7 +184,7 @@ def _floor_rows(setup, nfes):
             for nfe in nfes]
 
 
-def _sde_peer_rows(setup, nfes, repeats, notes):
+def _sde_peer_rows(setup, nfes, repeats, notes, prog):
     from .peers import available_peers, run_sde_peer, sde_peer_steps
 
     names, skipped = available_peers(sde=True)
@@ -152,14 +196,16 @@ def _sde_peer_rows(setup, nfes, repeats, notes):
             grid = setup.coarse(sde_peer_steps(name, nfe, setup.problem.final_denoise))
             if grid is None:
                 continue
+            prog.show(setup.problem.name, name, "uniform", f"NFE<={nfe}")
             (y, used), wall = _timed(lambda: run_sde_peer(name, setup.problem, setup.x, grid, setup.bm, nfe),
                                      repeats, warm)
             warm = False
             rows.append(setup.row(name, nfe, y, used, wall, peer=True))
+            prog.done()
     return rows
 
 
-def _ddim_sde_rows(setup, nfes, repeats, seed):
+def _ddim_sde_rows(setup, nfes, repeats, seed, prog):
     """DDIM with eta = 1 (DDPM's ancestral sampler) on the timesteps ``DDIMScheduler.set_timesteps(nfe)``
     chooses: diffusers and sdeflow's ``ddim(eta=1)`` on the same times and the same standard-normal draws
     (``TableNoise``); weak metrics only (their grid is not a sub-grid of the Brownian path: no strong error)."""
@@ -172,6 +218,7 @@ def _ddim_sde_rows(setup, nfes, repeats, seed):
     _, run, _, label = OWN_GRID_PEERS["diffusers:ddim"]
     rows = []
     for i, nfe in enumerate(nfes):
+        prog.show(p.name, "ddim(eta=1) and diffusers:ddim(eta=1)", label, f"NFE<={nfe}")
         z = ddim_sde_noise(p, setup.x, nfe, torch.Generator().manual_seed(seed + 3))
         (y, used, taus), wall = _timed(lambda: run(p, setup.x, nfe, noise=z), repeats, warm=i == 0)
         weak = weak_metrics(y, setup.exact, setup.bandwidth)
@@ -183,25 +230,32 @@ def _ddim_sde_rows(setup, nfes, repeats, seed):
                            warm=i == 0)
         rows.append(_row(p, "ddim(eta=1)", label, nfe, sol.nfe, None, "strong_rms", wall,
                          weak=weak_metrics(sol.x, setup.exact, setup.bandwidth)))
+        prog.done(2)
     return rows
 
 
 _GRIDS_FILE = os.path.join(os.path.dirname(__file__), "optimized_grids.json")
 
 
-def _optimized_rows(problem, nfes, x, repeats):
-    """sdeflow's best sampler: UniPC on grids bought once with ``optimize_grid`` (cached in
-    ``optimized_grids.json``, regenerated by ``benchmarks/best_sampler.py``); the pilot cost is in the row."""
+def _cached_grids(problem, nfes) -> list[dict]:
     if not os.path.exists(_GRIDS_FILE):
         return []
     with open(_GRIDS_FILE) as f:
         cached = json.load(f)["grids"]
+    return [c for c in cached if c["problem"] == problem.name and c["nfe"] in nfes]
+
+
+def _optimized_rows(problem, nfes, x, repeats, prog):
+    """sdeflow's best sampler: UniPC on grids bought once with ``optimize_grid`` (cached in
+    ``optimized_grids.json``, regenerated by ``benchmarks/best_sampler.py``); the pilot cost is in the row."""
+    cached = _cached_grids(problem, nfes)
+    if not cached:
+        return []
     ref = problem.reference(x)
     rows, warmed = [], set()
     for c in cached:
-        if c["problem"] != problem.name or c["nfe"] not in nfes:
-            continue
         label = c["solver"] + "".join(f"({k}={v})" for k, v in c["options"].items())
+        prog.show(problem.name, label, "optimized", f"NFE<={c['nfe']}")
         sol, wall = _timed(lambda: sample(problem.path, problem.field(), c["solver"], grid=c["grid"], x_init=x,
                                           final_denoise=problem.final_denoise,
                                           integration_path=problem.integration_path, **c["options"]), repeats,
@@ -209,45 +263,61 @@ def _optimized_rows(problem, nfes, x, repeats):
         warmed.add(label)
         rows.append(_row(problem, label, "optimized", c["nfe"], sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms",
                          wall, pilot_network_calls=c["pilot_network_calls"]))
+        prog.done()
     return rows
 
 
-def _peer_rows(problem, nfes, x, repeats, notes):
-    from .peers import DDPM_PEERS, applicable, available_peers, ddpm_applicable, run_peer
+def _ode_peer_names(problem, notes=None) -> list[str]:
+    """The ODE peers that run on ``problem`` (installed and applicable); ``notes`` collects the skipped."""
+    from .peers import DDPM_PEERS, applicable, available_peers, ddpm_applicable
 
+    notes = [] if notes is None else notes
     if ddpm_applicable(problem):
         names = [n for n, (lib, _) in DDPM_PEERS.items() if importlib.util.find_spec(lib) is not None]
         if not names:
             notes.append("skipped diffusers DDPM-schedule peers: diffusers is not installed "
                          "(pip install 'sdeflow[bench]')")
-        run = lambda name, nfe: DDPM_PEERS[name][1](problem, x, nfe)  # noqa: E731
-        grid_of = lambda name: "ddpm_linspace"  # noqa: E731
-    elif applicable(problem):
+        return names
+    if applicable(problem):
         names, skipped = available_peers()
         notes.extend(skipped)
+        return names
+    notes.append(f"ODE peers skipped on {problem.name}: they are posed in EDM form on VE problems, or on "
+                 f"DDPM's default schedule (DiscreteVP())")
+    return []
+
+
+def _peer_rows(problem, nfes, x, repeats, notes, prog):
+    from .peers import DDPM_PEERS, ddpm_applicable, run_peer
+
+    names = _ode_peer_names(problem, notes)
+    if not names:
+        return []
+    if ddpm_applicable(problem):
+        run = lambda name, nfe: DDPM_PEERS[name][1](problem, x, nfe)  # noqa: E731
+        grid_of = lambda name: "ddpm_linspace"  # noqa: E731
+    else:
         run = lambda name, nfe: run_peer(name, problem, x, nfe)  # noqa: E731
         grid_of = lambda name: "adaptive" if "dopri" in name else "karras"  # noqa: E731
-    else:
-        notes.append(f"ODE peers skipped on {problem.name}: they are posed in EDM form on VE problems, or on "
-                     f"DDPM's default schedule (DiscreteVP())")
-        return []
     ref = problem.reference(x)
     rows = []
     for name in names:
         grid = grid_of(name)
         for i, nfe in enumerate(nfes):
+            prog.show(problem.name, name, grid, f"NFE<={nfe}")
             out, wall = _timed(lambda: run(name, nfe), repeats, warm=i == 0)
             if out is None:
                 rows.append(_row(problem, name, grid, nfe, None, None, "pathwise_rms", None, peer=True))
-                continue
-            rows.append(_row(problem, name, grid, nfe, out[1], pathwise_rms(out[0], ref), "pathwise_rms", wall,
-                             peer=True))
-    if ddpm_applicable(problem) and names:
-        rows += _own_grid_rows(problem, nfes, x, repeats)
+            else:
+                rows.append(_row(problem, name, grid, nfe, out[1], pathwise_rms(out[0], ref), "pathwise_rms", wall,
+                                 peer=True))
+            prog.done()
+    if ddpm_applicable(problem):
+        rows += _own_grid_rows(problem, nfes, x, repeats, prog)
     return rows
 
 
-def _own_grid_rows(problem, nfes, x, repeats):
+def _own_grid_rows(problem, nfes, x, repeats, prog):
     """diffusers' DDIM and UniPC on the timesteps their ``set_timesteps(nfe)`` chooses, each beside sdeflow's
     matching solver on exactly those times (same window, noise and field); both measured against the exact
     flow over that window."""
@@ -256,9 +326,11 @@ def _own_grid_rows(problem, nfes, x, repeats):
     rows = []
     for name, (_, run, ours, label) in OWN_GRID_PEERS.items():
         for i, nfe in enumerate(nfes):
+            prog.show(problem.name, f"{name} and {ours}", label, f"NFE<={nfe}")
             out, wall = _timed(lambda: run(problem, x, nfe), repeats, warm=i == 0)
             if out is None:
                 rows.append(_row(problem, name, label, nfe, None, None, "pathwise_rms", None, peer=True))
+                prog.done(2)
                 continue
             y, used, taus = out
             grid = own_grid(problem, taus)
@@ -267,43 +339,101 @@ def _own_grid_rows(problem, nfes, x, repeats):
             sol, wall = _timed(lambda: sample(problem.path, problem.field(), ours, grid=grid, x_init=x,
                                               final_denoise=problem.final_denoise), repeats, warm=i == 0)
             rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms", wall))
+            prog.done(2)
     return rows
+
+
+def _planned_runs(problem, solvers, grids, nfes, sde_nfes, sde, peers, optimized) -> int:
+    """How many rows :func:`run_bench` times on ``problem`` (the progress bar's total; mc_floor rows are not
+    runs). Mirrors the loops below; ``tests/test_bench.py`` checks it against the rows."""
+    from .peers import OWN_GRID_PEERS, SDE_PEERS, ddpm_applicable, sde_peer_steps
+
+    count = 0
+    for solver in solvers:
+        s = _solvers.get(solver)
+        if not s.sde:
+            count += len(_ode_grids(s, grids)) * len(nfes)
+    if optimized:
+        count += len(_cached_grids(problem, nfes))
+    if peers:
+        names = _ode_peer_names(problem)
+        count += len(names) * len(nfes)
+        if names and ddpm_applicable(problem):
+            count += 2 * len(OWN_GRID_PEERS) * len(nfes)
+    sde_solvers = [s for s in solvers if _solvers.get(s).sde]
+    if sde and sde_solvers:
+        fd = problem.final_denoise
+        count += sum(1 for s in sde_solvers for nfe in sde_nfes if _sde_steps(s, nfe, fd) >= 1)
+        if peers:
+            installed = [n for n, (lib, _) in SDE_PEERS.items() if importlib.util.find_spec(lib) is not None]
+            count += sum(1 for n in installed for nfe in sde_nfes if sde_peer_steps(n, nfe, fd) >= 1)
+            if (ddpm_applicable(problem) and importlib.util.find_spec("diffusers") is not None
+                    and _has_target_samples(problem)):
+                count += 2 * len(sde_nfes)
+    return count
+
+
+def _has_target_samples(problem) -> bool:
+    """Whether ``problem.target_samples`` returns samples (not None), without drawing any."""
+    return (problem.target is not None and problem.exact_field is None) or problem.target_sampler is not None
+
+
+def _ode_grids(s, grids) -> tuple:
+    """The named grids an ODE solver runs on: ``log_snr`` only for the exponential integrators."""
+    return grids if s.needs == "prediction" else tuple(g for g in grids if g != "log_snr") or grids
 
 
 def run_bench(problems=QUICK["problems"], solvers=None, nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES,
               grids=("karras", "log_snr"), n: int = 1000, seed: int = 0, dtype=torch.float64, device="cpu",
               repeats: int = 1, sde: bool = True, peers: bool = True, optimized: bool = True,
-              notes: list | None = None) -> list[dict]:
+              notes: list | None = None, progress: bool = False) -> list[dict]:
     """Rows of ``{problem, solver, grid, nfe_budget, nfe, error, metric, wall_s}``; SDE rows add
     ``weak={mean, cov, sliced_w2, mmd}``, peers ``peer=True``, optimised grids ``pilot_network_calls``;
     ``solver="mc_floor"`` rows hold the weak metrics' Monte Carlo floor. ``notes`` collects lines on skipped
     peers and metrics. ``solvers=None`` runs ``DEFAULT_SOLVERS``; ``grids`` apply to the ODE solvers
-    (``log_snr`` only to the exponential integrators)."""
+    (``log_snr`` only to the exponential integrators). ``progress``: a tqdm bar on stderr showing (problem,
+    solver, grid, budget) of the run in progress (``sdeflow bench`` turns it on when stderr is a terminal).
+    ``nfe`` is what a row spent: at most ``nfe_budget``; SDE rows take the largest power of two of steps
+    within the budget (see ``DEFAULT_SDE_NFES`` for budgets spent in full)."""
     solvers = DEFAULT_SOLVERS if solvers is None else tuple(solvers)
+    grids = tuple(grids)
     notes = [] if notes is None else notes
+    problems = [get_problem(p) for p in problems]
+    prog = _Progress(progress, sum(_planned_runs(p, solvers, grids, nfes, sde_nfes, sde, peers, optimized)
+                                   for p in problems) if progress else 0)
     rows = []
-    for pname in problems:
-        problem = get_problem(pname)
-        x = problem.initial(n, seed, dtype=dtype, device=device)
-        sde_solvers = [s for s in solvers if _solvers.get(s).sde]
-        for solver in solvers:
-            s = _solvers.get(solver)
-            if not s.sde:
-                use = grids if s.needs == "prediction" else tuple(g for g in grids if g != "log_snr") or grids
-                rows += _ode_rows(problem, solver, use, nfes, x, repeats)
-        if optimized:
-            rows += _optimized_rows(problem, nfes, x, repeats)
-        if peers:
-            rows += _peer_rows(problem, nfes, x, repeats, notes)
-        if sde and sde_solvers:
-            setup = _SDESetup(problem, x, sde_nfes, seed, notes)
-            for solver in sde_solvers:
-                rows += _sde_rows(setup, solver, sde_nfes, repeats)
-            if peers:
-                rows += _sde_peer_rows(setup, sde_nfes, repeats, notes)
-                from .peers import ddpm_applicable
+    try:
+        for problem in problems:
+            rows += _problem_rows(problem, solvers, grids, nfes, sde_nfes, n, seed, dtype, device, repeats, sde,
+                                  peers, optimized, notes, prog)
+    finally:
+        prog.close()
+    return rows
 
-                if ddpm_applicable(problem) and importlib.util.find_spec("diffusers") is not None:
-                    rows += _ddim_sde_rows(setup, sde_nfes, repeats, seed)
-            rows += _floor_rows(setup, sde_nfes)
+
+def _problem_rows(problem, solvers, grids, nfes, sde_nfes, n, seed, dtype, device, repeats, sde, peers, optimized,
+                  notes, prog) -> list[dict]:
+    x = problem.initial(n, seed, dtype=dtype, device=device)
+    sde_solvers = [s for s in solvers if _solvers.get(s).sde]
+    rows = []
+    for solver in solvers:
+        s = _solvers.get(solver)
+        if not s.sde:
+            rows += _ode_rows(problem, solver, _ode_grids(s, grids), nfes, x, repeats, prog)
+    if optimized:
+        rows += _optimized_rows(problem, nfes, x, repeats, prog)
+    if peers:
+        rows += _peer_rows(problem, nfes, x, repeats, notes, prog)
+    if sde and sde_solvers:
+        prog.show(problem.name, "SDE reference solve and exact samples")
+        setup = _SDESetup(problem, x, sde_nfes, seed, notes)
+        for solver in sde_solvers:
+            rows += _sde_rows(setup, solver, sde_nfes, repeats, prog)
+        if peers:
+            rows += _sde_peer_rows(setup, sde_nfes, repeats, notes, prog)
+            from .peers import ddpm_applicable
+
+            if ddpm_applicable(problem) and importlib.util.find_spec("diffusers") is not None:
+                rows += _ddim_sde_rows(setup, sde_nfes, repeats, seed, prog)
+        rows += _floor_rows(setup, sde_nfes)
     return rows

@@ -16,7 +16,9 @@ def error_ratio(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: flo
     """Scaled RMS error ``|err / (atol + rtol max(|x0|, |x1|))|``: per sample then the worst sample
     (``norm="sample"``: every sample meets the tolerance) or over the whole batch (``"batch"``).
 
-    One host synchronisation per step: adaptive stepping decides on the host."""
+    One host synchronisation per step: adaptive stepping decides on the host. The norm only reads values:
+    it is taken on detached tensors (no autograd graph, no requires_grad-to-scalar warning)."""
+    err, x0, x1 = err.detach(), x0.detach(), x1.detach()
     sc = atol + rtol * torch.maximum(x0.abs(), x1.abs())
     r = (err / sc).reshape(err.shape[0], -1).pow(2)
     if norm == "sample":

@@ -42,13 +42,14 @@ class Dopri5(ODESolver):
     def _initial_step(self, term, x, t0, t1, f0):
         if self.first_step is not None:
             return math.copysign(abs(self.first_step), t1 - t0)
+        x, f0 = x.detach(), f0.detach()  # the step size only reads values: no graph, no requires_grad warning
         sc = self.atol + self.rtol * x.abs()
         d0 = float((x / sc).pow(2).mean().sqrt())
         d1 = float((f0 / sc).pow(2).mean().sqrt())
         h0 = 1e-6 if (d0 < 1e-5 or d1 < 1e-5) else 0.01 * d0 / d1
         h0 = min(h0, abs(t1 - t0))
         d = math.copysign(h0, t1 - t0)
-        f1 = term.drift_at(t0 + d, x + d * f0)
+        f1 = term.drift_at(t0 + d, x + d * f0).detach()
         d2 = float(((f1 - f0) / sc).pow(2).mean().sqrt()) / h0
         h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
         return math.copysign(min(100 * h0, h1, abs(t1 - t0)), t1 - t0)
