@@ -104,8 +104,8 @@ class GaussianMixture:
     def _check_x(self, x: Tensor) -> None:
         if not isinstance(x, Tensor) or x.dim() != 2 or x.shape[1] != self.dim:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-            raise SdeflowValueError(f"this {self.dim}-D oracle takes x of shape (batch, {self.dim}), got {got}; "
-                                    f"sample with shape=({self.dim},)")
+            raise SdeflowValueError(f"this {self.dim}-D oracle takes x of shape (batch, {self.dim}) (or (batch, ..., "
+                                    f"{self.dim}) for its predictions), got {got}; sample with shape=({self.dim},)")
 
     def marginal(self, path: GaussianPath, t: float) -> "GaussianMixture":
         """The mixture of ``x_t`` under ``path``."""
@@ -159,9 +159,15 @@ class GaussianMixture:
         return x0, eps, score
 
     def predict(self, x: Tensor, t, path: GaussianPath, kind: str = "score") -> Tensor:
-        """The exact field of ``kind`` at ``(x, t)`` under ``path``."""
+        """The exact field of ``kind`` at ``(x, t)`` under ``path``. ``x`` is ``(batch, dim)``, or
+        ``(batch, ..., dim)``: each trailing ``dim``-vector is an independent draw (a product of mixtures)."""
         check_kind(kind)
-        a, s, da, ds = path.coefficients(batch_time(t, x))
+        tb = batch_time(t, x)
+        if isinstance(x, Tensor) and x.dim() > 2 and x.shape[-1] == self.dim:
+            rows = x.shape[1:-1].numel()
+            flat = self.predict(x.reshape(-1, self.dim), tb.repeat_interleave(rows), path, kind)
+            return flat.reshape(x.shape)
+        a, s, da, ds = path.coefficients(tb)
         x0, eps, score = self.posterior(x, a, s)
         if kind == "score":
             return score

@@ -262,7 +262,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         state_dtype = x_init.dtype if x_init is not None else dtype
         given = t_max
         t_max, t_min = default_window(path, field.kind, gamma2_fn=resolve_gamma2(gamma, path),
-                                      final_denoise=final_denoise, dtype=state_dtype, t_max=t_max, t_min=t_min)
+                                      final_denoise=final_denoise, dtype=state_dtype, t_max=t_max, t_min=t_min,
+                                      targets=solver.targets)
         if given is None and x_init is not None and t_max != float(path.t_max):
             raise SingularityError(
                 f"{path!r}'s noise end t={float(path.t_max):g} is singular for a {field.kind} field"
@@ -299,7 +300,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     grid_list = np.asarray(grid_tau, dtype=np.float64).tolist()
     if not solver.planned:  # no tables to check: the window's ends, where our paths are singular, up front
         check_ends(path, t_max, t_min, field.kind, gamma2_fn=resolve_gamma2(gamma, path),
-                   final_denoise=final_denoise, dtype=dtype)
+                   final_denoise=final_denoise, dtype=dtype, targets=solver.targets)
 
     # ---- the evaluation plan and gamma table ---------------------------------------------------
     if not solver.planned:

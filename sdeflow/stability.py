@@ -37,6 +37,7 @@ __all__ = ["probe", "PROBE_VARIANCE", "PROBE_VARIANCES", "conditional_mean_facto
 PROBE_VARIANCES = (0.25, 4.0)
 PROBE_VARIANCE = PROBE_VARIANCES[0]
 _LIMIT = 1.0  # relative error of the probe that refuses a configuration
+_MC_ROWS = 512  # samples of the Monte Carlo probe (solvers with their own Brownian path: torchsde)
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
 
 
@@ -64,7 +65,7 @@ def conditional_mean_factor(path, grid: np.ndarray, gamma2_fn=None, c: float = P
 
 def _key(path, kind, solver, grid_tau, ipath, gamma, dtype):
     g = gamma if isinstance(gamma, (str, int, float, type(None))) else id(gamma)
-    return (kind, repr(solver), id(ipath), repr(ipath), g, str(dtype), tuple(np.asarray(grid_tau).tolist()))
+    return (kind, repr(solver), id(ipath), repr(ipath), g, str(dtype), np.asarray(grid_tau, dtype=np.float64).tobytes())
 
 
 def _rel_errors(path, ipath, grid_train, grid_tau, gamma2_fn, traj, scale, c) -> tuple[np.ndarray, np.ndarray]:
@@ -83,7 +84,7 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
     """Raise :class:`~sdeflow.errors.UnstableError` if ``solver`` on this configuration gets the exact Gaussian
     probe wrong by more than the answer itself (module docstring); ``grid_train`` in ``path``'s time,
     ``grid_tau`` in the integration path's. Cached on ``path`` per configuration."""
-    if solver.adaptive or not solver.planned or (getattr(solver, "stochastic", False) and not solver.sde):
+    if solver.adaptive or (getattr(solver, "stochastic", False) and not solver.sde):
         return
     cache = path.__dict__.setdefault("_preflight", {})
     key = _key(path, kind, solver, grid_tau, integration_path, gamma, dtype)
@@ -103,7 +104,12 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
     steps = len(grid_train) - 1
     run_solver = solver
     start = torch.tensor([v ** 0.5 for v in V0], dtype=dtype)
-    if solver.sde:
+    monte_carlo = solver.sde and not solver.planned  # torchsde: its own Brownian path, no prescribed normals
+    if monte_carlo:  # row 0 noise-free is unavailable: 512 rows from the exact prior, seeded
+        gen = torch.Generator().manual_seed(0)
+        x0 = torch.randn(_MC_ROWS, len(cs), generator=gen, dtype=torch.float64).to(dtype) * start
+        noise = None
+    elif solver.sde:
         # the output is affine in x_init and the normals: row 0 is x = sqrt(V_max) without noise (the conditional
         # mean), each further row one unit normal (the noise's contribution): the exact output variance
         if getattr(solver, "name", "") == "pc":  # its corrector's norms are not affine: probe its predictor
@@ -128,14 +134,20 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
     try:
         sol = sample(path, target.field(kind), run_solver, grid=np.asarray(grid_train), x_init=x0,
                      integration_path=integration_path, gamma=gamma, noise=noise, return_trajectory=True,
-                     check_finite=False, preflight=False)
+                     check_finite=False, preflight=False,
+                     generator=torch.Generator().manual_seed(1) if monte_carlo else None)
     except (SingularityError, SdeflowValueError):
         return  # refused by the same checks the real solve makes: let it raise them there, with its context
     out = sol.x.to(torch.float64)
     for i, c in enumerate(cs):
         traj = sol.trajectory[:, 0, i].to(torch.float64).numpy()
         rel, exact = _rel_errors(path, ipath, grid_train, grid_tau, gamma2_fn, traj, V0[i] ** 0.5, c)
-        if solver.sde:  # the output's standard deviation against the exact marginal's
+        if monte_carlo:  # the sample standard deviation (512 rows: within about 6% of the output's)
+            got = float(out[:, i].std())
+            want = V1[i] ** 0.5
+            what = f"its output's standard deviation is {got:.3g} where the exact marginal's is {want:.3g}"
+            rel = np.zeros_like(rel)  # row 0 is a sample, not the conditional mean: name the worst step below
+        elif solver.sde:  # the output's standard deviation against the exact marginal's
             got = float((out[0, i] ** 2 + (out[1:, i] ** 2).sum()).sqrt())
             want = V1[i] ** 0.5
             what = f"its output's standard deviation is {got:.3g} where the exact marginal's is {want:.3g}"

@@ -59,11 +59,12 @@ def singular_reason(path: GaussianPath, t: float, kind: str, *, gamma2=None, tar
 
 def default_window(path: GaussianPath, kind: str, *, gamma2_fn=None, final_denoise: bool = False,
                    dtype: torch.dtype = torch.float64, t_max: float | None = None,
-                   t_min: float | None = None) -> tuple[float, float]:
+                   t_min: float | None = None, targets=("drift",)) -> tuple[float, float]:
     r"""``(t_max, t_min)``: the given ends, or the path's defaults moved off a singular end (module docstring).
 
     ``gamma2_fn`` maps float64 times to :math:`\\gamma_t^2` (None: the probability-flow ODE); ``final_denoise``
-    adds the data prediction at ``t_min`` to what must be regular there."""
+    adds the data prediction at ``t_min`` to what must be regular there; ``targets`` are the conversions the
+    solver asks for (``solver.targets``: ``"drift"``, ``"data"``, ``"noise"``, ``"score"``)."""
     def g2(t):
         if gamma2_fn is None:
             return None
@@ -73,14 +74,14 @@ def default_window(path: GaussianPath, kind: str, *, gamma2_fn=None, final_denoi
     span = float(path.t_max - path.t_min)
     if t_max is None:
         t_max = float(path.t_max)
-        if singular_reason(path, t_max, kind, gamma2=g2(t_max), dtype=dtype, span=span) is not None:
+        if singular_reason(path, t_max, kind, gamma2=g2(t_max), targets=targets, dtype=dtype, span=span) is not None:
             alt = float(path.t_from_log_snr(torch.tensor(LOG_SNR_NOISE_END, dtype=torch.float64)))
             if 0.0 < alt < t_max:
                 t_max = alt
     if t_min is None:
         t_min = float(path.t_min)
-        targets = ("drift", "data") if final_denoise else ("drift",)
-        if singular_reason(path, t_min, kind, gamma2=g2(t_min), targets=targets, dtype=dtype, span=span) is not None:
+        at_min = tuple(targets) + (("data",) if final_denoise else ())
+        if singular_reason(path, t_min, kind, gamma2=g2(t_min), targets=at_min, dtype=dtype, span=span) is not None:
             alt = float(path.t_from_log_snr(torch.tensor(LOG_SNR_DATA_END, dtype=torch.float64)))
             if t_min < alt < t_max:
                 t_min = alt
@@ -88,15 +89,15 @@ def default_window(path: GaussianPath, kind: str, *, gamma2_fn=None, final_denoi
 
 
 def check_ends(path: GaussianPath, t_max: float, t_min: float, kind: str, *, gamma2_fn=None,
-               final_denoise: bool = False, dtype: torch.dtype = torch.float64) -> None:
+               final_denoise: bool = False, dtype: torch.dtype = torch.float64, targets=("drift",)) -> None:
     """Raise :class:`~sdeflow.errors.SingularityError` if either end of the window is singular for this field
     kind and noise level (the check adaptive solvers get up front; fixed-step solvers check every planned
     evaluation in their term's tables)."""
     from .errors import SingularityError
 
     span = abs(float(t_max) - float(t_min))
-    for end, t, targets in (("t_max", t_max, ("drift",)), ("t_min", t_min, ("drift", "data") if final_denoise
-                                                          else ("drift",))):
+    ends = (("t_max", t_max, tuple(targets)), ("t_min", t_min, tuple(targets) + (("data",) if final_denoise else ())))
+    for end, t, targets in ends:
         g2 = None
         if gamma2_fn is not None:
             with torch.no_grad():

@@ -33,7 +33,11 @@ def test_bench_quick_subset(tmp_path, capsys):
     assert [r["nfe_budget"] for r in ode] == [10, 20]
     assert all(r["nfe"] is None or r["nfe"] <= r["nfe_budget"] for r in rows)
     assert any(r.get("peer") for r in rows) and any(r["grid"] == "optimized" for r in rows)
-    assert ode[1]["error"] < ode[0]["error"]  # more evaluations, smaller error
+    assert ode[1]["error"] is not None
+    if ode[0]["error"] is None:  # heun's 4 steps are refused up front (preflight): the row says why
+        assert "cannot integrate" in ode[0]["note"]
+    else:
+        assert ode[1]["error"] < ode[0]["error"]  # more evaluations, smaller error
 
 
 def test_bench_list(capsys):

@@ -128,7 +128,7 @@ _MILLION = textwrap.dedent("""
     import resource, torch, sdeflow as sf
     torch.set_num_threads(1)
     field = sf.NoiseField(lambda x, t: 0.5 * x)  # near free: the cost is the noise and the update
-    kw = dict(steps=1, n=10**6, shape=(2,), noise=sf.PerSampleNoise(0), gamma="reverse")
+    kw = dict(steps=1, n=10**6, shape=(2,), noise=sf.PerSampleNoise(0), gamma="reverse", preflight=False)
     sf.sample(sf.VP(), field, "euler_maruyama", **{**kw, "n": 1000})  # warm up
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     seen = []

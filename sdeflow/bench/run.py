@@ -169,8 +169,13 @@ def _sde_rows(setup, solver, nfes, repeats, prog):
         if grid is None:
             continue
         prog.show(p.name, solver, "uniform", f"NFE<={nfe}")
-        sol, wall = _timed(lambda: sample(p.path, p.field(), solver, grid=grid, x_init=setup.x, gamma="reverse",
-                                          noise=setup.bm, final_denoise=p.final_denoise), repeats, warm)
+        try:
+            sol, wall = _timed(lambda: sample(p.path, p.field(), solver, grid=grid, x_init=setup.x, gamma="reverse",
+                                              noise=setup.bm, final_denoise=p.final_denoise), repeats, warm)
+        except ValueError as e:  # refused up front (e.g. an unstable step: sdeflow.errors.UnstableError)
+            rows.append(_row(p, solver, "uniform", nfe, None, None, "strong_rms", None, note=str(e)))
+            prog.done()
+            continue
         warm = False
         rows.append(setup.row(solver, nfe, sol.x, sol.nfe, wall))
         prog.done()

@@ -41,6 +41,9 @@ class Solver:
     sde: ClassVar[bool] = False
     sde_type: ClassVar[str] = "ito"
     needs: ClassVar[str] = "drift"
+    #: what the solver asks the term for (``term.drift`` / ``term.predict(kind)``): the conversions that must be
+    #: regular in the sampling window (``sdeflow.window`` moves a default end off a singular one)
+    targets: ClassVar[tuple] = ("drift",)
     normals_per_step: ClassVar[int] = 1  # standard normals drawn per step (NoiseSource.draw count)
     adaptive: ClassVar[bool] = False  # chooses its own steps
     planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))

@@ -32,6 +32,7 @@ class PredictionSolver(Solver):
     """A solver that needs ``FieldTerm`` predictions (``needs = "prediction"``)."""
 
     needs = "prediction"
+    targets = ("data", "noise")
     stochastic: bool = False  # draws its own noise (set by eta or a variance rule, not by gamma)
 
     def init_state(self, term, x, grid):

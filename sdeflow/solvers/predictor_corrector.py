@@ -74,6 +74,7 @@ class PredictorCorrector(SDESolver):
     weak_order_additive = None
     sde_type = "ito"
     needs = "prediction"  # the corrector asks the field for its score (``term.predict``)
+    targets = ("drift", "score")
 
     def __init__(self, snr: float = 0.16, corrector_steps: int = 1, alpha: float = 1.0, norm: str = "batch"):
         if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
