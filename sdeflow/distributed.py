@@ -234,6 +234,7 @@ def gather_rows(x_local: Tensor, n: int, *, dst: int = 0, group=None) -> Tensor 
 
 # ---- shards on disk ---------------------------------------------------------------------------------------
 _MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists ~150 bytes per rank; anything bigger is not one
+_MAX_HEADER_BYTES = 8 + 100_000_000  # safetensors' length prefix and its largest header
 _HEX = frozenset("0123456789abcdef")
 
 
@@ -477,9 +478,10 @@ def load_shards(location: str | os.PathLike, *, device=None, rows: tuple[int, in
     optional ``(start, stop)`` to read only those rows (only the shards that hold them are opened).
     ``device``: where to put the result (default CPU, where safetensors loads).
 
-    Before anything is allocated, every needed shard must exist and be large enough for the rows the
-    manifest declares, and the result (``rows x prod(shape) x itemsize`` bytes) must fit in the device's
-    memory; so a manifest claiming, say, ``n = 10**12`` rows is refused at once, with the estimate. Then each
+    Before anything is read or allocated, every needed shard must exist with a size that fits the rows the
+    manifest declares (their bytes plus at most a safetensors header), and the result (``rows x prod(shape)
+    x itemsize`` bytes) must fit in the device's memory; so a manifest claiming, say, ``n = 10**12`` rows is
+    refused at once, with the estimate, and no call hashes more than the declared data. Then each
     shard must match its SHA-256 digest, hold exactly one tensor ``"x"`` of the declared shape and dtype, and
     record in its own (checksummed) metadata the rank, rows, ``n`` and world size the manifest gives it.
     Every failure raises :class:`ShardError` naming the file, the rank and rows, and the fix.
@@ -507,12 +509,13 @@ def load_shards(location: str | os.PathLike, *, device=None, rows: tuple[int, in
         if not os.path.isfile(file):
             raise ShardError(f"shard {file} ({rows_of}) is missing: copy it from the machine that ran rank "
                              f"{sh['rank']}, re-run the sharded sampling, or {regen}", file=file)
-        need = (sh["stop"] - sh["start"]) * row_bytes
-        if os.path.getsize(file) < need:
-            raise ShardError(f"shard {file} ({rows_of}) is {os.path.getsize(file)} bytes, but the manifest declares "
-                             f"{sh['stop'] - sh['start']} rows of shape {shape} {dtype}, {_gib(need)}: the manifest's "
-                             f"n, shape or dtype was edited or the file belongs to another run; nothing was allocated. "
-                             f"Restore the manifest, re-run the sharded sampling, or {regen}", file=file)
+        need, size = (sh["stop"] - sh["start"]) * row_bytes, os.path.getsize(file)
+        if not need <= size <= need + _MAX_HEADER_BYTES:  # (an oversized file would take long to hash)
+            raise ShardError(f"shard {file} ({rows_of}) is {size} bytes, but the manifest declares "
+                             f"{sh['stop'] - sh['start']} rows of shape {shape} {dtype}, {_gib(need)} (plus a header "
+                             f"of at most 100 MB): the manifest's n, shape or dtype was edited or "
+                             f"the file belongs to another run; nothing was read or allocated. Restore the manifest, "
+                             f"re-run the sharded sampling, or {regen}", file=file)
         files[sh["rank"]] = file
     total = (b - a) * row_bytes
     avail = _physical_memory(dev)

@@ -642,8 +642,8 @@ def load_state_dict(path, *, device="cpu") -> dict[str, Tensor]:
         if kind == "field":
             return {k[len("state."):]: v for k, v in tensors.items() if k.startswith("state.")}
         if kind is not None:
-            raise SdeflowValueError(f"{file!r} holds an sdeflow {kind!r}, not weights; load the file with "
-                                    f"{_LOADERS.get(kind, 'load_tensors') if isinstance(kind, str) else 'load_tensors'}")
+            use = _LOADERS.get(kind, "load_tensors") if isinstance(kind, str) else "load_tensors"
+            raise SdeflowValueError(f"{file!r} holds an sdeflow {kind!r}, not weights; load the file with {use}")
         return tensors
     try:
         obj = torch.load(file, map_location=dev, weights_only=True)

@@ -77,7 +77,9 @@ def torchrun_out(tmp_path_factory):
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     out = tmp_path_factory.mktemp("dist")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers import this checkout's sdeflow
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.abspath(__file__), str(out)]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
@@ -335,9 +337,15 @@ def test_huge_claims_are_refused_before_allocating(run, monkeypatch):
     big = 10 ** 12
     _edit(run, lambda doc: (doc.update(n=big), [sh.update(zip(("start", "stop"), sd.block(big, r, 3)))
                                                 for r, sh in enumerate(doc["shards"])]))
-    with pytest.raises(sd.ShardError, match=rf"{S[0]} \(rank 0, rows 0:333333333334 of n=1000000000000\) is \d+ bytes, "
-                                            r"but the manifest declares 333333333334 rows of shape \(2,\) torch.float64, "
-                                            r"4.97e\+03 GiB.*nothing was allocated"):
+    with pytest.raises(sd.ShardError, match=rf"{S[0]} \(rank 0, rows 0:333333333334 of n=1000000000000\) is \d+ "
+                                            r"bytes, but the manifest declares 333333333334 rows of shape \(2,\) "
+                                            r"torch.float64, 4.97e\+03 GiB.*nothing was read or allocated"):
+        sd.load_shards(run)
+    sd._write_shards(X37, run, 3)
+    with open(run / S[1], "r+b") as f:  # a 200 MB file (sparse on disk) in place of a 12-row shard: not hashed
+        f.truncate(200 << 20)
+    with pytest.raises(sd.ShardError, match=rf"{S[1]} \(rank 1, rows 13:25 of n=37\) is 209715200 bytes, but the "
+                                            r"manifest declares 12 rows .*nothing was read or allocated"):
         sd.load_shards(run)
     sd._write_shards(X37, run, 3)
     monkeypatch.setattr(sd, "_physical_memory", lambda device: 100)

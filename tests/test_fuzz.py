@@ -277,8 +277,9 @@ def _write_kind(kind: str, f, seed: int):
         return io.load_grid
     if kind == "solution":
         ts = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
-        io.save_solution(f, sf.Solution(x=torch.randn(2, 2, generator=g), ts=ts, trajectory=torch.randn(3, 2, 2, generator=g),
-                                        nfe=6, stats={"solver": "heun", "steps": 2, "err": float("inf")}))
+        io.save_solution(f, sf.Solution(x=torch.randn(2, 2, generator=g), ts=ts, nfe=6,
+                                        trajectory=torch.randn(3, 2, 2, generator=g),
+                                        stats={"solver": "heun", "steps": 2, "err": float("inf")}))
         return io.load_solution
     net = torch.nn.Linear(2, 2)
     with torch.no_grad():  # every byte of the file a function of seed (hypothesis replays examples)

@@ -310,9 +310,11 @@ G2 = {"grid": torch.tensor([1.0, 0.0], dtype=D)}
     (lambda f: _raw(f, G2, json.dumps({"sha256": io._digest('{"format_version": 2, "kind": "grid"}', G2),
                                        "format_version": 2, "kind": "grid"})), io.load_grid,
      "checksum field 'sha256' is missing or damaged"),
-    (lambda f: _raw(f, G2, io._signed('{"format_version": 2, "kind": "grid", "note": 2}', G2).replace('"note": 2', '"note": 3')),
+    (lambda f: _raw(f, G2, io._signed('{"format_version": 2, "kind": "grid", "note": 2}', G2)
+                    .replace('"note": 2', '"note": 3')),
      io.load_grid, "is corrupt: its tensors or metadata do not match the SHA-256 checksum"),
-    (lambda f: _raw(f, G2, {"format_version": 2}), io.load_grid, r"holds plain tensors \(no sdeflow kind\), not a grid"),
+    (lambda f: _raw(f, G2, {"format_version": 2}), io.load_grid,
+     r"holds plain tensors \(no sdeflow kind\), not a grid"),
     (lambda f: _raw(f, G2, {"format_version": 2, "kind": "grid"}), io.load_solution,
      r"holds a 'grid', not a solution; load the file with the matching function \(load_grid\)"),
     (lambda f: _raw(f, G2, {"format_version": 2, "kind": ["grid"]}), io.load_grid, r"holds a \['grid'\], not a grid"),
@@ -413,7 +415,8 @@ def test_path_from_metadata_rebuilds_every_built_in_path(tmp_path):
 
 def test_load_state_dict_reports_a_damaged_safetensors_file_and_refuses_other_kinds(tmp_path):
     io.save_grid(tmp_path / "g.safetensors", [1.0, 0.0])
-    with pytest.raises(sf.SdeflowValueError, match="holds an sdeflow 'grid', not weights; load the file with load_grid"):
+    with pytest.raises(sf.SdeflowValueError, match="holds an sdeflow 'grid', not weights; load the file with "
+                                                   "load_grid"):
         io.load_state_dict(tmp_path / "g.safetensors")
     io.save_field(tmp_path / "f.safetensors", torch.nn.Linear(2, 2))
     raw = bytearray((tmp_path / "f.safetensors").read_bytes())
