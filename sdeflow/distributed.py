@@ -22,9 +22,13 @@ Results leave the ranks in one of two ways (both without pickle):
   trim and concatenate (block sizes are known from ``N`` and ``W``, so nothing else is exchanged).
 * :func:`save_shards` — each rank writes ``shard-<rank>-of-<W>.safetensors`` (:mod:`sdeflow.io`); the
   SHA-256 digests travel as uint8 tensors to rank 0, which writes ``manifest.json`` (N, event shape,
-  dtype, world size, the rows and digest of every shard). :func:`load_shards` checks every shard against
-  the manifest and reassembles the N samples, raising :class:`ShardError` that names a missing or corrupt
-  file and how to get it back.
+  dtype, world size, the rows and digest of every shard). :func:`load_shards` reassembles the N samples
+  (or any ``rows=(start, stop)``), trusting nothing it has not checked: the manifest field by field
+  (:func:`read_manifest`: strict JSON integers, one shard per rank, rows covering ``0..N`` exactly), the
+  shard files' sizes against the declared rows and the result's size against the device's memory before
+  anything is read or allocated, then each shard's digest, its single tensor ``"x"`` (shape, dtype) and
+  the rank and rows recorded in its own metadata. Every failure is a :class:`ShardError` naming the file
+  (the manifest, or the shard with its rank and rows) and how to get it back.
 
 Without an initialised process group every function runs as a single process (rank 0 of 1), so the same
 script works under ``python`` and under ``torchrun``.
