@@ -52,8 +52,8 @@ wrong data:
   parameter names).
 
 Safetensors files without sdeflow metadata (weights from other libraries) load with :func:`load_tensors`
-and :func:`load_state_dict`. Errors of the file system itself (permission denied, a missing directory
-when saving, a full disk) propagate as Python's ``OSError``.
+and :func:`load_state_dict`. Errors of the file system itself (permission denied, a full disk) are
+Python's ``OSError``.
 
 Files of ``format_version`` 1 stored non-finite metadata floats as the strings ``'nan'``, ``'inf'`` and
 ``'-inf'``; they load as those strings (sdeflow does not guess which strings were numbers).
@@ -133,7 +133,9 @@ def _jsonable(v, where: str = "metadata", depth: int = 0):
         return [_jsonable(u, f"{where}[{i}]", depth + 1) for i, u in enumerate(v)]
     if isinstance(v, torch.dtype):
         return str(v)
-    raise SdeflowTypeError(f"{where} = {v!r} of type {type(v).__name__} is not JSON-serialisable; store "
+    text = repr(v)
+    text = text if len(text) <= 80 else text[:77] + "..."
+    raise SdeflowTypeError(f"{where} = {text} of type {type(v).__name__} is not JSON-serialisable; store "
                            f"numbers, strings, lists or dicts (or tensors in the tensor dict)")
 
 
@@ -281,10 +283,19 @@ def _save(path, tensors, metadata, fixed: dict, who: str) -> None:
     if os.path.isdir(file):
         raise SdeflowValueError(f"path {file!r} is a directory; give a file name such as "
                                 f"{os.path.join(file, 'data.safetensors')!r}")
+    parent = os.path.dirname(os.path.abspath(file))
+    if not os.path.isdir(parent):
+        raise SdeflowValueError(f"path {file!r}: the directory {parent!r} does not exist; create it first "
+                                f"(os.makedirs({parent!r}, exist_ok=True))")
     header = {_META_KEY: _signed(body, out)}  # one key: safetensors writes its metadata map in random order
     tmp = f"{file}.{secrets.token_hex(4)}.tmp"
     try:
-        save_file(out, tmp, metadata=header)
+        try:
+            save_file(out, tmp, metadata=header)
+        except (OSError, MemoryError):
+            raise
+        except Exception as e:  # safetensors reports I/O failures (a full disk, permissions) as its own type
+            raise OSError(f"could not write {file!r}: {e}") from e
         os.replace(tmp, file)
     except BaseException:
         if os.path.exists(tmp):
@@ -296,10 +307,11 @@ def save_tensors(path, tensors: Mapping[str, Tensor], metadata: Mapping[str, Any
     """Write ``tensors`` (names -> tensors, any device: stored from CPU copies) and JSON ``metadata``.
 
     ``metadata`` values must be JSON-able (see the module notes: NaN/Inf floats round-trip, tuples and small
-    tensors become lists); the key ``format_version`` is reserved. Refused with
+    tensors become lists); the keys ``format_version`` and ``sha256`` are reserved. Refused with
     :class:`~sdeflow.errors.SdeflowValueError` / :class:`~sdeflow.errors.SdeflowTypeError` before anything
     is written: a tensor named ``"__metadata__"``, a meta-device or sparse tensor, a dtype safetensors cannot
-    store, metadata that would not load back as given.
+    store, metadata that would not load back as given, a directory or a path in a missing directory. A
+    failure of the file system while writing raises ``OSError`` and leaves any previous file in place.
     """
     _save(path, tensors, metadata, {}, "save_tensors")
 

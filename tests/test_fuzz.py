@@ -289,7 +289,7 @@ def _write_kind(kind: str, f, seed: int):
 
     def load_field(f):
         state, meta = io.load_field_state(f)
-        return state, meta, io.path_from_metadata(meta)
+        return state, meta, io.path_from_metadata(meta), io.load_state_dict(f)
     return load_field
 
 

@@ -238,6 +238,17 @@ def test_save_is_atomic(tmp_path, monkeypatch):
     assert torch.equal(io.load_tensors(f)[0]["a"], torch.ones(3)) and os.listdir(tmp_path) == ["t.safetensors"]
     with pytest.raises(sf.SdeflowValueError, match="is a directory"):
         io.save_tensors(tmp_path, {"a": torch.ones(1)})
+    with pytest.raises(sf.SdeflowValueError, match="the directory .*absent' does not exist; create it first"):
+        io.save_tensors(tmp_path / "absent" / "t.safetensors", {"a": torch.ones(1)})
+    import safetensors
+
+    def full(tensors, filename, metadata=None):
+        raise safetensors.SafetensorError("Error while serializing: I/O error: No space left on device")
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    with pytest.raises(OSError, match="could not write .*No space left on device"):
+        io.save_tensors(f, {"a": torch.zeros(3)})
+    monkeypatch.undo()
+    assert torch.equal(io.load_tensors(f)[0]["a"], torch.ones(3)) and os.listdir(tmp_path) == ["t.safetensors"]
 
 
 # ---- issue 13: every damaged file is refused; nothing wrong is ever returned --------------------------------
