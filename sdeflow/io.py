@@ -536,9 +536,10 @@ def _path_info(info, where: str) -> tuple[str, dict]:
         raise SdeflowValueError(f"{where} must be an object {{'class': ..., 'params': {{...}}}}, got {info!r}")
     cls, params = info.get("class"), info.get("params", {})
     if not isinstance(cls, str):
-        raise SdeflowValueError(f"{where}['class'] must be the path's class name, got {cls!r}")
+        raise SdeflowValueError(f"{where} must name the path's class under 'class', got {cls!r}")
     if not isinstance(params, Mapping):
-        raise SdeflowValueError(f"{where}['params'] must be an object of parameter names -> values, got {params!r}")
+        raise SdeflowValueError(f"{where} must hold an object of parameter names -> values under 'params', got "
+                                f"{params!r}")
     return cls, dict(params)
 
 
@@ -604,7 +605,7 @@ def path_from_metadata(meta: Mapping[str, Any]):
         raise SdeflowValueError(f"path {info.get('repr', name)} cannot be rebuilt from metadata (user functions "
                                 f"are not stored); construct it again in code")
     if name not in known:
-        raise SdeflowValueError(f"meta['path']['class'] = {name!r} is not a built-in path (known: "
+        raise SdeflowValueError(f"meta['path'] names the class {name!r}, which is not a built-in path (known: "
                                 f"{', '.join(sorted(known))}); construct the path in code")
     cls = known[name]
     if cls is P.DiscreteVP:
@@ -618,7 +619,7 @@ def path_from_metadata(meta: Mapping[str, Any]):
                  if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
         for k in params:
             if k not in takes:
-                raise SdeflowTypeError(f"meta['path']['params'] has {k!r}, which {name} does not take (it takes "
+                raise SdeflowTypeError(f"meta['path'] has the parameter {k!r}, which {name} does not take (it takes "
                                        f"{', '.join(takes) or 'no parameters'}); the metadata was edited or written "
                                        f"by another sdeflow version: fix the key or construct the path in code")
         build = lambda: cls(**params)  # noqa: E731
@@ -628,8 +629,8 @@ def path_from_metadata(meta: Mapping[str, Any]):
         err = SdeflowTypeError if isinstance(e, TypeError) else SdeflowValueError
         raise err(f"meta['path'] = {name}(**{params!r}) cannot be rebuilt: {e}") from e
     if cls is P.DiscreteVP and "T" in params and params["T"] != path.T:
-        raise SdeflowValueError(f"meta['path']['params']['T'] = {params['T']!r} disagrees with the {path.T} stored "
-                                f"betas; the metadata was edited: construct the path in code")
+        raise SdeflowValueError(f"meta['path'] has the parameter T={params['T']!r}, which disagrees with the "
+                                f"{path.T} stored betas; the metadata was edited: construct the path in code")
     return path
 
 

@@ -375,7 +375,7 @@ W = {"state.weight": torch.ones(1, 1)}
     (W, {k: v for k, v in FM.items() if k != "field_kind"}, None),  # field_kind null is allowed (a bare module)
     (W, {**FM, "module_class": None}, "metadata field 'module_class' must be a class name"),
     (W, {**FM, "path": ["VP"]}, r"metadata\['path'\] must be an object"),
-    (W, {**FM, "path": {"class": 3}}, r"metadata\['path'\]\['class'\] must be the path's class name"),
+    (W, {**FM, "path": {"class": 3}}, r"metadata\['path'\] must name the path's class under 'class'"),
     (W, {**FM, "path": {"class": "DiscreteVP", "params": {"T": 2}}}, "recorded path is DiscreteVP but the tensor "
                                                                      "'path.betas' is missing"),
     ({**W, "path.betas": torch.full((2,), 0.1, dtype=D)}, FM, "holds the tensor 'path.betas' but records no path"),
@@ -392,20 +392,21 @@ def test_malformed_field_checkpoints(tmp_path, tensors, meta, msg):
 
 @pytest.mark.parametrize("meta, exc, msg", [
     ({"path": {"class": "VP", "params": {"foo": 1}}}, sf.SdeflowTypeError,
-     r"meta\['path'\]\['params'\] has 'foo', which VP does not take \(it takes beta_min, beta_max\)"),
+     r"meta\['path'\] has the parameter 'foo', which VP does not take \(it takes beta_min, beta_max\)"),
     ({"path": {"class": "LinearFlow", "params": {"x": 1}}}, sf.SdeflowTypeError, "LinearFlow does not take"),
     ({"path": {"class": "VP", "params": {"beta_min": "nan"}}}, sf.SdeflowTypeError,
      r"meta\['path'\] = VP\(\*\*\{'beta_min': 'nan'\}\) cannot be rebuilt: beta_min must be a real number"),
     ({"path": {"class": "VE", "params": {"sigma_min": 2.0, "sigma_max": 1.0}}}, sf.SdeflowValueError,
      "cannot be rebuilt: sigma_max must be > sigma_min"),
-    ({"path": {"class": "VP", "params": [0.1, 20]}}, sf.SdeflowValueError, r"\['params'\] must be an object"),
-    ({"path": {"class": "Tensor"}}, sf.SdeflowValueError, r"'Tensor' is not a built-in path \(known: CosineVP, "),
-    ({"path": {"class": "GaussianPath"}}, sf.SdeflowValueError, "'GaussianPath' is not a built-in path"),
+    ({"path": {"class": "VP", "params": [0.1, 20]}}, sf.SdeflowValueError, "must hold an object .* under 'params'"),
+    ({"path": {"class": "Tensor"}}, sf.SdeflowValueError, r"names the class 'Tensor', which is not a built-in path "
+                                                           r"\(known: CosineVP, "),
+    ({"path": {"class": "GaussianPath"}}, sf.SdeflowValueError, "'GaussianPath', which is not a built-in path"),
     ({"path": {"class": "AffinePath", "params": {}, "repr": "AffinePath(name='x')"}}, sf.SdeflowValueError,
      "cannot be rebuilt from metadata"),
     ({"path": {"class": "DiscreteVP", "params": {"T": 2}}}, sf.SdeflowValueError, "holds no 'betas' table"),
     ({"path": {"class": "DiscreteVP", "params": {"T": 3}, "betas": torch.full((2,), 0.1)}}, sf.SdeflowValueError,
-     r"\['T'\] = 3 disagrees with the 2 stored betas"),
+     r"has the parameter T=3, which disagrees with the 2 stored betas"),
     ({"path": {"class": "DiscreteVP", "params": {}, "betas": torch.full((2,), 2.0)}}, sf.SdeflowValueError,
      "cannot be rebuilt: betas must be a non-empty table"),
     ({}, sf.SdeflowValueError, "the metadata records no path"),
