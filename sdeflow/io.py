@@ -85,6 +85,7 @@ _SUM_TAIL = re.compile(r', "sha256": "([0-9a-f]{64})"}\Z')
 _RESERVED_NAMES = ("__metadata__",)  # safetensors' header key: a tensor of that name makes an unreadable file
 _MAX_DEPTH = 64  # nesting of metadata containers (a recursive structure would never end)
 _MAX_LIST = 64  # elements of a tensor stored in the metadata (bigger ones belong in the tensor dict)
+_MAX_HEADER = 100_000_000  # safetensors refuses to read a longer header: such a file could not be loaded back
 _DTYPES = tuple(getattr(torch, n) for n in (
     "float64", "float32", "float16", "bfloat16", "int64", "int32", "int16", "int8", "uint8", "uint16", "uint32",
     "uint64", "bool", "complex64", "float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz", "float8_e5m2fnuz")
@@ -288,6 +289,11 @@ def _save(path, tensors, metadata, fixed: dict, who: str) -> None:
         raise SdeflowValueError(f"path {file!r}: the directory {parent!r} does not exist; create it first "
                                 f"(os.makedirs({parent!r}, exist_ok=True))")
     header = {_META_KEY: _signed(body, out)}  # one key: safetensors writes its metadata map in random order
+    size = len(header[_META_KEY]) + sum(len(k) + 100 for k in out)  # + per tensor: name, dtype, shape, offsets
+    if size > _MAX_HEADER // 2:
+        raise SdeflowValueError(f"metadata of {len(body)} characters and {len(out)} tensors would make a header of "
+                                f"about {size} bytes, near safetensors' limit of {_MAX_HEADER} (a file it could not "
+                                f"read back); store long lists as tensors, or split the tensors over several files")
     tmp = f"{file}.{secrets.token_hex(4)}.tmp"
     try:
         try:

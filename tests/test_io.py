@@ -451,3 +451,11 @@ def test_paths_and_devices_are_checked(tmp_path):
         io.load_tensors(tmp_path / "t.safetensors", device="gpu7")
     with pytest.raises(sf.SdeflowValueError, match="device='meta' would drop the data"):
         io.load_solution(tmp_path / "t.safetensors", device="meta")
+
+
+def test_a_header_safetensors_could_not_read_back_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(io, "_MAX_HEADER", 2000)  # safetensors' real limit is 10**8 bytes
+    io.save_tensors(tmp_path / "ok.safetensors", {"a": torch.zeros(1)}, {"s": "x" * 500})
+    with pytest.raises(sf.SdeflowValueError, match="near safetensors' limit of 2000 .*store long lists as tensors"):
+        io.save_tensors(tmp_path / "t.safetensors", {"a": torch.zeros(1)}, {"s": "x" * 1000})
+    assert os.listdir(tmp_path) == ["ok.safetensors"]

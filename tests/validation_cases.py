@@ -333,7 +333,7 @@ def markdown_table() -> str:
             c.call()
             msg = "(no error!)"
         except Exception as e:  # noqa: BLE001
-            msg = str(e).replace("|", "/").replace("\n", " ")
+            msg = VF.shown(str(e)).replace("|", "/").replace("\n", " ")
             msg = msg if len(msg) <= 110 else msg[:107] + "..."
         rows.append(f"| `{c.entry}` | `{c.argument}` | {c.condition} | `{c.exc.__name__}` | {msg} |")
     return "\n".join(rows)

@@ -1,11 +1,13 @@
 """Damaged files for the io and distributed rows of the validation table (tests/validation_cases.py).
 
-Each helper writes its files when the row runs, under one fixed directory (``<tmp>/sdeflow-validation``), so
-the messages printed in docs/errors.md do not change from run to run.
+Each helper writes its files when the row runs, in a temporary directory of this process (removed at exit;
+processes running the suite side by side never share files). docs/errors.md shows that directory as
+``<tmp>`` (:func:`shown`), so its messages do not change from run to run.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -16,12 +18,21 @@ import torch
 from sdeflow import distributed as sd
 from sdeflow import io
 
-DIR = os.path.join(tempfile.gettempdir(), "sdeflow-validation")
+_DIR: str | None = None
 
 
 def path(name: str) -> str:
-    os.makedirs(DIR, exist_ok=True)
-    return os.path.join(DIR, name)
+    """``name`` in this process's directory of validation files."""
+    global _DIR
+    if _DIR is None:
+        _DIR = tempfile.mkdtemp(prefix="sdeflow-validation-")
+        atexit.register(shutil.rmtree, _DIR, True)
+    return os.path.join(_DIR, name)
+
+
+def shown(message: str) -> str:
+    """``message`` with this process's directory written ``<tmp>`` (for the docs table)."""
+    return message.replace(_DIR, "<tmp>") if _DIR else message
 
 
 def grid(name: str = "grid.safetensors") -> str:
