@@ -113,13 +113,13 @@ def _grid(path, t_max, t_min) -> str:
 
 
 def _steps(solver, path, t_max, t_min) -> list[int]:
-    """Three halvings (the order is fitted on them): coarser for high orders; finer where an end's log-SNR is
-    infinite (the steps next to it stay pre-asymptotic longest)."""
+    """Four levels, the order fitted on the finest three: coarser for high orders; finer where an exponential
+    integrator meets an end of infinite log-SNR (the steps next to it stay pre-asymptotic longest)."""
     if path.piecewise and solver.needs == "drift":
         return [125, 250, 500]  # towards the error floor of the knots' jumps (or first order above it)
-    if _infinite_end(path, t_max, t_min):
-        return [64, 128, 256]
-    return [32, 64, 128] if solver.order < 3 else [16, 32, 64]
+    if _infinite_end(path, t_max, t_min) and solver.needs == "prediction":
+        return [64, 128, 256, 512]
+    return [32, 64, 128, 256] if solver.order < 3 else [16, 32, 64, 128]
 
 
 def _error(path, kind, s, m, t_max, t_min, grid):
@@ -239,7 +239,9 @@ def test_dopri5_on_path(path_name):
                 assert math.isfinite(errs[-1])
             if len(errs) == len(tols):
                 scale = 1.0 + float(exact.abs().max())
-                assert errs[-1] < 10 * tols[0] * scale, (path_name, kind, errs)
+                # on a piecewise path a velocity field is one-sided at the knots by its own convention
+                floor = PIECEWISE_FLOOR if (path.piecewise and kind == "velocity") else 0.0
+                assert errs[-1] < 10 * tols[0] * scale + floor, (path_name, kind, errs)
                 assert len(errs) == 1 or errs[-1] < errs[0] or errs[0] < 1e-9, (path_name, kind, errs)
 
 

@@ -109,7 +109,7 @@ CASES = [
     Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",
          lambda: sf.sample(VP, _neg, steps=2, x_init=X)),
     Case("sample", "x_init", "integer dtype", TE_, "x_init must have a floating dtype", _s(x_init=torch.zeros(3, 2, dtype=torch.long))),
-    Case("sample", "x_init", "float16/bfloat16", TE_, "too coarse for the solver state.*NoiseField\(net, dtype", _s(x_init=X.half())),
+    Case("sample", "x_init", "float16/bfloat16", TE_, r"too coarse for the solver state.*NoiseField\(net, dtype", _s(x_init=X.half())),
     Case("sample", "x_init", "not a tensor", TE_, "x_init must be a torch.Tensor", _s(x_init=[[0.0, 1.0]])),
     Case("sample", "n, shape, dtype, device", "disagree with x_init", VE_, "n=3 disagrees with x_init's batch size 4", _s(n=3)),
     Case("sample", "dtype", "disagrees with x_init", TE_, "dtype=torch.float32 disagrees", _s(dtype=torch.float32)),
