@@ -41,7 +41,7 @@ import torch
 
 from .errors import SdeflowValueError, SingularityError, UnstableError
 
-__all__ = ["probe", "PROBE_VARIANCE", "PROBE_VARIANCES", "conditional_mean_factor", "check_rounding"]
+__all__ = ["PROBE_VARIANCE", "PROBE_VARIANCES", "check_rounding", "conditional_mean_factor", "probe"]
 
 #: data variances of the probe problem, one per coordinate: :math:`0.5^2` (EDM's :math:`\sigma_{data}`, where
 #: steps near the data end are stiffest) and :math:`2^2` (a wide target, where an unstable step near the noise end

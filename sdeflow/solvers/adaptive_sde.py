@@ -20,7 +20,14 @@ import torch
 
 from ..errors import BudgetError, SdeflowValueError
 from ..noise import GeneratorNoise
-from .adaptive import Controller, check_budget, check_options, check_progress, check_step_option, error_ratio
+from .adaptive import (
+    Controller,
+    check_budget,
+    check_options,
+    check_progress,
+    check_step_option,
+    error_ratio,
+)
 from .base import SDESolver, add_noise
 
 __all__ = ["AdaptiveHeunSDE"]
