@@ -221,9 +221,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             the result holds NaN/Inf (one reduction after the solve; off for graph capture).
         chunk_size: integrate at most this many samples at a time (bounded memory).
         preflight: before the first network call, run the same solver, path, field kind, grid and noise
-            level on exact Gaussian problems (data :math:`N(0, 0.5^2)` and :math:`N(0, 2^2)`, once per configuration, cached) and
-            refuse with :class:`~sdeflow.errors.UnstableError` if its answer there is off by more than the
-            answer itself (an unstable or far too coarse step; see ``docs/reliability.md``).
+            level on exact Gaussian problems (data standard deviations 0.05, 0.5, 2 and 10; once per
+            configuration, cached) and refuse with :class:`~sdeflow.errors.UnstableError` if its answer there
+            is more than twice the exact one or of the other sign (an unstable or far too coarse step; see
+            ``docs/reliability.md``).
 
     Returns:
         a :class:`~sdeflow.solution.Solution`.
@@ -326,7 +327,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     s_prior = float(path.sigma(t_max))
 
     chunk = N if chunk_size is None else chunk_size
-    if preflight and solver.planned:
+    if preflight and not solver.adaptive:  # fixed-step solvers, the torchdiffeq/torchsde backends' included
         probe(path, field.kind, solver, grid_train, grid_tau, integration_path=ipath, gamma=gamma,
               gamma2_fn=gamma2_fn, dtype=dtype)
     xs, trajs, nfe_max, calls, stats = [], [], 0, 0, {}

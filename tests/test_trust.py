@@ -54,7 +54,7 @@ def test_x_init_with_a_moved_default_end_is_refused_and_explicit_ends_are_kept()
     x = torch.randn(4, 2, dtype=D, generator=torch.Generator().manual_seed(1))
     with pytest.raises(sf.SingularityError, match="x_init was given"):
         sf.sample(p, TARGET.field("score"), "heun", steps=4, x_init=x)
-    out = sf.sample(p, TARGET.field("score"), "heun", steps=4, x_init=x, t_max=0.99)
+    out = sf.sample(p, TARGET.field("score"), "heun", steps=16, x_init=x, t_max=0.99)
     assert float(out.ts[0]) == 0.99
 
 
@@ -169,7 +169,7 @@ def _mutating(x, t):
 @pytest.mark.parametrize("solver,kw", [("euler", {}), ("heun", {}), ("dpmpp_2m", {}), ("ddim", {}),
                                        ("euler_maruyama", {}), ("dopri5", {}), ("heun", {"return_trajectory": True})])
 def test_a_network_writing_into_its_input_is_stopped(solver, kw):
-    steps = {} if solver == "dopri5" else {"steps": 16}
+    steps = {} if solver == "dopri5" else {"steps": 64}
     with pytest.raises(sf.InputMutationError, match="modified its input x in place"):
         sf.sample(sf.VP(), sf.NoiseField(_mutating), solver, n=3, shape=(2,), generator=torch.Generator(), **steps,
                   **kw)
@@ -177,9 +177,9 @@ def test_a_network_writing_into_its_input_is_stopped(solver, kw):
 
 def test_under_inference_mode_the_network_gets_a_copy_and_the_answer_is_right():
     x = TARGET.marginal(sf.VP(), 1.0).sample(8, generator=torch.Generator().manual_seed(5), dtype=D)
-    want = sf.sample(sf.VP(), TARGET.field("noise"), "heun", steps=8, x_init=x).x
+    want = sf.sample(sf.VP(), TARGET.field("noise"), "heun", steps=32, x_init=x).x
     with torch.inference_mode():
-        got = sf.sample(sf.VP(), sf.NoiseField(_mutating), "heun", steps=8, x_init=x.clone()).x
+        got = sf.sample(sf.VP(), sf.NoiseField(_mutating), "heun", steps=32, x_init=x.clone()).x
     assert torch.equal(got, want)
 
 
@@ -199,7 +199,7 @@ def test_a_half_precision_network_runs_through_the_field_dtype_option():
             return self.lin(x)
     net = Net().to(torch.bfloat16)
     with pytest.raises(RuntimeError) as info:
-        sf.sample(sf.VP(), sf.NoiseField(net), "heun", steps=3, n=2, shape=(2,))
+        sf.sample(sf.VP(), sf.NoiseField(net), "heun", steps=32, n=2, shape=(2,))
     assert any("NoiseField(net, dtype=torch.bfloat16)" in n for n in getattr(info.value, "__notes__", []))
-    out = sf.sample(sf.VP(), sf.NoiseField(net, dtype=torch.bfloat16), "heun", steps=3, n=2, shape=(2,))
+    out = sf.sample(sf.VP(), sf.NoiseField(net, dtype=torch.bfloat16), "heun", steps=32, n=2, shape=(2,))
     assert out.x.dtype == torch.float32 and torch.isfinite(out.x).all()
