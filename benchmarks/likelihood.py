@@ -98,7 +98,8 @@ def prior_error():
     m, V = tg.moments(path, 1.0)
     kl = 0.5 * float((V / s ** 2 - 1 - torch.log(V / s ** 2) + m ** 2 / s ** 2).sum())
     print(f"r = alpha/sigma at t = 1: {r:.5f}. Error of the default prior per sample: mean {float(diff.mean()):+.2e} "
-          f"(exact -KL = {-kl:+.2e}, -(r|mu|)^2/2 = {-(r * float(tg.mu.norm())) ** 2 / 2:+.2e}), sd {float(diff.std()):.2e} "
+          f"(exact -KL = {-kl:+.2e}, -(r|mu|)^2/2 = {-(r * float(tg.mu.norm())) ** 2 / 2:+.2e}), "
+          f"sd {float(diff.std()):.2e} "
           f"(r |mu| = {r * float(tg.mu.norm()):.2e}); after removing the first-order term -r mu.z: max "
           f"{float((diff - first).abs().max()):.1e}.")
 

@@ -97,6 +97,7 @@ Tensor = torch.Tensor
 
 #: the largest event size for which ``divergence="auto"`` takes the exact divergence (D backward passes)
 EXACT_MAX_DIM = 16
+_BIN_HINT = "the width of one quantisation bin in x's units, e.g. 1/256 for 8-bit data in [0, 1]"
 
 
 @dataclass
@@ -168,8 +169,7 @@ def bits_per_dim(log_lik: Tensor, event_size: int, bin_width: float) -> Tensor:
     ``bin_width`` :math:`=\Delta` the width of one quantisation bin in ``x``'s units (1/256 for 8-bit data
     mapped to [0, 1], 2/256 for [-1, 1]; module docstring)."""
     event_size = check_int("event_size", event_size)
-    bin_width = check_number("bin_width", bin_width, gt=0.0,
-                             hint="the width of one quantisation bin in x's units, e.g. 1/256 for 8-bit data in [0, 1]")
+    bin_width = check_number("bin_width", bin_width, gt=0.0, hint=_BIN_HINT)
     return -(log_lik + event_size * math.log(bin_width)) / (event_size * math.log(2.0))
 
 
@@ -316,8 +316,7 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
         raise SdeflowValueError(f"prior must be 'gaussian' (N(0, sigma(t_max)^2 I)) or a callable log_prob(x_T) -> "
                                 f"(batch,), got {prior!r}")
     if bin_width is not None:
-        bin_width = check_number("bin_width", bin_width, gt=0.0,
-                                 hint="the width of one quantisation bin in x's units, e.g. 1/256 for 8-bit data in [0, 1]")
+        bin_width = check_number("bin_width", bin_width, gt=0.0, hint=_BIN_HINT)
     if _energy_without_graph(field):
         raise SdeflowValueError("the field holds an EnergyField built with create_graph=False: its score is computed "
                                 "on a detached x, so its divergence would be lost; build it as EnergyField(net, "
@@ -334,7 +333,8 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
     upper = getattr(path, "t_upper", 1.0)
     if not isinstance(grid, str):
         if steps is not None or t_min is not None or t_max is not None:
-            raise SdeflowValueError("an explicit grid gives the times itself: do not pass steps, t_min or t_max with it")
+            raise SdeflowValueError("an explicit grid gives the times itself: do not pass steps, t_min or t_max "
+                                    "with it")
         g = check_grid(grid, "grid", decreasing=None, upper=upper)
         if not bool((g[1:] > g[:-1]).all()):
             raise SdeflowValueError("grid must be strictly increasing, from t_min (data end) up to t_max (noise end): "
@@ -372,15 +372,15 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
     a_min, s_min, _, _ = (float(c) for c in path.coefficients(t_min))
     if x_at == "data":
         if not a_min > 0:
-            raise SdeflowValueError(f"x_at='data' maps x to alpha(t_min) x, but alpha(t_min={t_min:g}) = {a_min:g}; use "
-                                    f"a smaller t_min")
+            raise SdeflowValueError(f"x_at='data' maps x to alpha(t_min) x, but alpha(t_min={t_min:g}) = {a_min:g}; "
+                                    f"use a smaller t_min")
         x_start, jac = x * a_min, D * math.log(a_min)
     else:
         x_start, jac = x, 0.0
     a_max, s_max, _, _ = (float(c) for c in path.coefficients(t_max))
     if prior == "gaussian" and not s_max > 0:
-        raise SdeflowValueError(f"the Gaussian prior N(0, sigma(t_max)^2 I) needs sigma(t_max) > 0, got sigma({t_max:g}) "
-                                f"= {s_max:g}; use a larger t_max or pass prior=")
+        raise SdeflowValueError(f"the Gaussian prior N(0, sigma(t_max)^2 I) needs sigma(t_max) > 0, got "
+                                f"sigma({t_max:g}) = {s_max:g}; use a larger t_max or pass prior=")
 
     state0 = torch.cat([x_start.reshape(n, D), torch.zeros(n, K, dtype=x.dtype, device=x.device)], 1)
     if differentiable and not state0.requires_grad:
@@ -399,7 +399,8 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
             log_prior = prior(xT)
             if not isinstance(log_prior, Tensor) or log_prior.shape != (n,):
                 got = tuple(log_prior.shape) if isinstance(log_prior, Tensor) else type(log_prior).__name__
-                raise SdeflowValueError(f"prior(x_T) must return a (batch,) = ({n},) tensor of log densities, got {got}")
+                raise SdeflowValueError(f"prior(x_T) must return a (batch,) = ({n},) tensor of log densities, "
+                                        f"got {got}")
             log_prior = log_prior.to(x.dtype)
         delta = ells.mean(1) + jac
         log_lik = log_prior + delta

@@ -58,7 +58,8 @@ def test_vp_with_exact_prior_converges_to_log_prob_t(target, kind):
     t_min, t_max = path.t_min, path.t_max
     prior = lambda z: target.log_prob_t(z, t_max, path)  # noqa: E731
     a = float(path.alpha(t_min))
-    exact = {"t_min": target.log_prob_t(x, t_min, path), "data": target.log_prob_t(a * x, t_min, path) + 2 * math.log(a)}
+    exact = {"t_min": target.log_prob_t(x, t_min, path),
+             "data": target.log_prob_t(a * x, t_min, path) + 2 * math.log(a)}
     for x_at in ("t_min", "data"):
         errs = []
         for tol in (1e-5, 1e-7, 1e-9):
@@ -79,8 +80,8 @@ def test_default_gaussian_prior_error_is_the_documented_one():
     field = GAUSS.field("noise")
     exact = sf.log_likelihood(path, field, x, "rk4", steps=40, prior=lambda z: GAUSS.log_prob_t(z, 1.0, path))
     approx = sf.log_likelihood(path, field, x, "rk4", steps=40)
-    torch.testing.assert_close(approx.log_lik - exact.log_lik,
-                               gaussian_log_prob(exact.x_T, float(path.sigma(1.0))) - GAUSS.log_prob_t(exact.x_T, 1.0, path))
+    by_prior = gaussian_log_prob(exact.x_T, float(path.sigma(1.0))) - GAUSS.log_prob_t(exact.x_T, 1.0, path)
+    torch.testing.assert_close(approx.log_lik - exact.log_lik, by_prior)
     r = approx.stats["prior_r"]
     assert r == pytest.approx(float(path.alpha(1.0) / path.sigma(1.0)), rel=1e-12)  # 0.0066 on the default VP
     z = exact.x_T / float(path.sigma(1.0))
@@ -152,7 +153,7 @@ def test_event_shapes_and_auto_divergence():
         D = shape[0] * shape[1]
         target = sf.Gaussian(torch.zeros(D), torch.linspace(0.5, 2.0, D))
         x = _x(target, 8, 6)
-        f = sf.VelocityField(lambda xx, t, tg=target, sh=shape: tg.velocity(xx.reshape(-1, D), t, path).reshape(xx.shape))
+        f = sf.VelocityField(lambda xx, t, tg=target: tg.velocity(xx.reshape(-1, D), t, path).reshape(xx.shape))
         r = sf.log_likelihood(path, f, x.reshape(8, *shape), "rk4", steps=12, n_probes=4)
         assert r.stats["divergence"] == method and r.log_lik.shape == (8,) and r.x_T.shape == (8,) + shape
         # a diagonal Jacobian: Rademacher Hutchinson is exact, so both agree with the flat computation
