@@ -9,7 +9,7 @@ from . import (analytic, conversions, grids, io, langevin, likelihood, losses, n
                window)
 from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
-from .errors import (BudgetError, InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError,
+from .errors import (BudgetError, GradientError, InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError,
                      SingularityError, UnstableError)
 from .fields import (DataField, EnergyField, Field, FlowScoreField, NoiseField, ScoreField, SumField,
                      VelocityField, classifier_free_guidance)
@@ -33,7 +33,7 @@ __all__ = [
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
     "NonFiniteError", "SdeflowValueError", "SdeflowTypeError", "SingularityError", "UnstableError",
-    "InputMutationError", "BudgetError",
+    "InputMutationError", "BudgetError", "GradientError",
     "analytic", "conversions", "grids", "io", "langevin", "likelihood", "losses", "noise", "paths", "solvers",
     "stability", "train", "window",
 ]

@@ -31,6 +31,14 @@ VE_, TE_, NF_ = sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError
 SG_, UE_, ME_, BE_ = (sf.errors.SingularityError, sf.errors.UnstableError, sf.errors.InputMutationError,
                       sf.errors.BudgetError)
 SE_ = sd.ShardError
+GE_ = sf.GradientError
+
+
+def _inference(call):
+    def run():
+        with torch.inference_mode():
+            return call()
+    return run
 
 
 @dataclass
@@ -220,6 +228,17 @@ CASES = [
     Case("sample / solve", "noise, generator", "both given", VE_, "either noise=", _s(solver="euler_maruyama", gamma=1.0, noise=1,
                                                                                        generator=torch.Generator())),
     Case("PerSampleNoise", "seed", "not an integer", TE_, "seed must be an integer", lambda: sf.PerSampleNoise(1.5)),
+    Case("sample", "grad", "unknown mode (e.g. 'ful', True)", GE_, "grad must be None .no autograd graph., 'full'",
+         _s(grad="ful")),
+    Case("sample", "grad", "'adjoint'", GE_, "grad='adjoint' is not supported.*use grad='checkpoint'", _s(grad="adjoint")),
+    Case("sample", "grad", "'checkpoint' with an adaptive or backend solver", GE_,
+         "grad='checkpoint' needs a fixed-step solver, but 'dopri5' chooses its own steps.*grad='full'",
+         _s(steps=None, solver="dopri5", grad="checkpoint")),
+    Case("sample", "grad", "given under torch.inference_mode()", GE_, "needs autograd, but sample was called under "
+         "torch.inference_mode", _inference(_s(grad="full"))),
+    Case("sample", "x_init", "requires grad with grad=None (its gradient would be dropped)", GE_,
+         "x_init requires grad, but grad=None builds no autograd graph.*grad='full'.*grad='checkpoint'",
+         _s(x_init=X.clone().requires_grad_(True))),
     # ---- field outputs -------------------------------------------------------------------------
     Case("sample (field output)", "field", "output of the wrong shape", VE_, r"returned shape \(4, 1\).*x has shape \(4, 2\)",
          _s(field=sf.NoiseField(lambda x, t: x[:, :1]))),
