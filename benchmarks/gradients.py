@@ -10,11 +10,14 @@ Network: an MLP (3 -> 256 -> 256 -> 2, tanh) taking (x, t), as a noise field on 
 * saved bytes: distinct storages autograd saves for backward during the solve, counted through
   ``torch.autograd.graph.saved_tensors_hooks`` (deterministic). Under "checkpoint" these are the inputs of the
   checkpointed steps (the state and carried tensors); their activations are recomputed in backward.
+* live after forward / peak: tensor bytes alive after the forward pass, and their maximum over the forward and
+  backward passes, by live tensor bytes accounting (``sdeflow.bench.scaling.LiveBytes``: every storage an
+  operation creates, until its last tensor is freed; exact and deterministic; tensors only).
 * retained heap: in-use heap bytes (glibc ``mallinfo2``) after the forward pass minus before it: everything the
-  graph keeps alive, including autograd's and the checkpoint's bookkeeping.
-* peak heap: the largest in-use heap, sampled after every tensor operation of the forward and backward passes
-  (a ``TorchDispatchMode``), minus the heap before the solve.
-* time: forward + backward (forward only for None), median of 3, one thread.
+  graph keeps alive, including what LiveBytes does not see (autograd nodes, the checkpoint's bookkeeping, the
+  generator and global RNG states recorded per step).
+* time: forward + backward (forward only for None), the fastest of 3, one thread (indicative: other jobs share
+  the machine).
 
 Gradient agreement (float64, batch 64, 16 steps): the largest relative difference between "checkpoint" and
 "full" over x_init and every parameter, and the relative error of "full" against a central difference
@@ -26,13 +29,12 @@ from __future__ import annotations
 import ctypes
 import gc
 import math
-import statistics
 import time
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import sdeflow as sf
+from sdeflow.bench.scaling import LiveBytes
 
 torch.set_num_threads(1)
 WINDOW = {"t_max": 0.99, "t_min": 0.01, "preflight": False}
@@ -55,17 +57,6 @@ def heap() -> int:
     return m.uordblks + m.hblkhd
 
 
-class _Peak(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.peak = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        self.peak = max(self.peak, heap())
-        return out
-
-
 def network(dtype, seed=0):
     torch.manual_seed(seed)
     net = torch.nn.Sequential(torch.nn.Linear(3, 256), torch.nn.Tanh(), torch.nn.Linear(256, 256), torch.nn.Tanh(),
@@ -78,7 +69,7 @@ def _kw(opts, extra):
 
 
 def memory(name, opts, extra, mode, steps, net, field, x0):
-    """(saved bytes, retained heap, peak heap, seconds)."""
+    """(saved bytes, live tensor bytes after forward, peak live tensor bytes, retained heap, seconds)."""
     seen, saved = set(), [0]
 
     def pack(t):
@@ -91,11 +82,11 @@ def memory(name, opts, extra, mode, steps, net, field, x0):
     gc.collect()
     base = heap()
     x = x0.clone().requires_grad_(mode is not None)
-    with _Peak() as pk:
+    with LiveBytes() as mem:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             out = sf.sample(sf.VP(), field, name, x_init=x, steps=steps, grad=mode, **WINDOW, **_kw(opts, extra)).x
         gc.collect()
-        retained = heap() - base
+        retained, live = heap() - base, mem.live
         if mode is not None:
             out.square().sum().backward()
     del out, x
@@ -110,21 +101,23 @@ def memory(name, opts, extra, mode, steps, net, field, x0):
         times.append(time.perf_counter() - t0)
         del out, x
         net.zero_grad(set_to_none=True)
-    return saved[0], retained, pk.peak - base, statistics.median(times)
+    return saved[0], live, mem.peak, retained, min(times)
 
 
 def memory_table(steps_list=(8, 16, 32, 64)):
     net, field = network(torch.float32)
     x0 = torch.randn(1024, 2, generator=torch.Generator().manual_seed(1))
     print("### Memory and time against the number of steps (float32, batch 1024, MLP 256x256)\n")
-    print("| solver | grad | steps | saved bytes (MB) | retained heap (MB) | peak heap (MB) | time (s) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| solver | grad | steps | saved bytes (MB) | live after forward (MB) | peak, forward + backward (MB) | "
+          "retained heap (MB) | time (s) |")
+    print("|---|---|---|---|---|---|---|---|")
     for name, opts, extra in SOLVERS:
         for mode in (None, "full", "checkpoint"):
             memory(name, opts, extra, mode, steps_list[0], net, field, x0)  # warm-up: caches, generated loops
             for steps in steps_list:
-                s, r, p, t = memory(name, opts, extra, mode, steps, net, field, x0)
-                print(f"| {name} | {mode} | {steps} | {s / 1e6:.3f} | {r / 1e6:.3f} | {p / 1e6:.2f} | {t:.3f} |")
+                s, lv, p, r, t = memory(name, opts, extra, mode, steps, net, field, x0)
+                print(f"| {name} | {mode} | {steps} | {s / 1e6:.3f} | {lv / 1e6:.3f} | {p / 1e6:.2f} | {r / 1e6:.3f} | "
+                      f"{t:.3f} |")
 
 
 def agreement():

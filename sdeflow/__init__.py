@@ -5,12 +5,12 @@ The layers (data flows down): paths (:mod:`sdeflow.paths`) -> fields (:mod:`sdef
 (:mod:`sdeflow.analytic`) as ground truth. Time runs from 0 (data) to 1 (noise).
 """
 
-from . import (analytic, conversions, grids, io, langevin, likelihood, losses, noise, paths, solvers, stability, train,
-               window)
+from . import (analytic, conversions, gradients, grids, io, langevin, likelihood, losses, noise, paths, solvers,
+               stability, train, window)
 from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
-from .errors import (BudgetError, GradientError, InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError,
-                     SingularityError, UnstableError)
+from .errors import (BudgetError, GradientError, InputMutationError, NonFiniteError, SdeflowTypeError,
+                     SdeflowValueError, SingularityError, UnstableError)
 from .fields import (DataField, EnergyField, Field, FlowScoreField, NoiseField, ScoreField, SumField,
                      VelocityField, classifier_free_guidance)
 from .likelihood import LikelihoodResult, log_likelihood
@@ -34,8 +34,8 @@ __all__ = [
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
     "NonFiniteError", "SdeflowValueError", "SdeflowTypeError", "SingularityError", "UnstableError",
     "InputMutationError", "BudgetError", "GradientError",
-    "analytic", "conversions", "grids", "io", "langevin", "likelihood", "losses", "noise", "paths", "solvers",
-    "stability", "train", "window",
+    "analytic", "conversions", "gradients", "grids", "io", "langevin", "likelihood", "losses", "noise", "paths",
+    "solvers", "stability", "train", "window",
 ]
 
 

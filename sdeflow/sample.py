@@ -225,6 +225,14 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             level on an exact Gaussian problem (data :math:`N(0, 0.5^2)`, once per configuration, cached) and
             refuse with :class:`~sdeflow.errors.UnstableError` if its answer there is off by more than the
             answer itself (an unstable or far too coarse step; see ``docs/reliability.md``).
+        grad: gradients through the solve (:mod:`sdeflow.gradients`). ``None`` (default): no autograd graph;
+            the solve runs under ``torch.no_grad()`` even when the network has parameters that require grad,
+            so memory stays flat in the steps; an ``x_init`` that requires grad raises
+            :class:`~sdeflow.errors.GradientError` (its gradient would be dropped) unless autograd is off.
+            ``"full"``: backpropagation through every step (keeps every step's activations). ``"checkpoint"``:
+            each step is recomputed in backward (``torch.utils.checkpoint``) from its input state and the
+            tensors a multistep solver carries, with the same noise; gradients equal ``"full"``'s to rounding,
+            with one step's activations in memory plus the state per step; fixed-step solvers only.
 
     Returns:
         a :class:`~sdeflow.solution.Solution`.

@@ -214,3 +214,43 @@ def test_saved_bytes_flat_for_checkpoint_linear_for_full(name, opts, carried):
     # the network's width changes what "full" keeps, not what "checkpoint" keeps
     assert saved_bytes(wide, name, n, "full", **opts) > 10 * saved_bytes(narrow, name, n, "full", **opts)
     assert saved_bytes(wide, name, n, "checkpoint", **opts) == saved_bytes(narrow, name, n, "checkpoint", **opts)
+
+
+def peak_live_bytes(net, name, steps, mode, **opts) -> int:
+    """Peak live tensor bytes over the forward and backward passes (sdeflow.bench.scaling.LiveBytes: every
+    storage an operation creates, until its last tensor is freed; exact and deterministic)."""
+    from sdeflow.bench.scaling import LiveBytes
+
+    x = _x0(64).requires_grad_(mode is not None)
+    with LiveBytes() as mem:
+        out = sf.sample(PATH, _field(net), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts).x
+        if mode is not None:
+            out.square().sum().backward()
+    del out
+    net.zero_grad(set_to_none=True)
+    return mem.peak
+
+
+@pytest.mark.parametrize("name,opts,carried", [("heun", {}, 1), ("dpmpp_2m", {}, 2),
+                                              ("euler_maruyama", {"gamma": "reverse"}, 1)])
+def test_peak_memory_of_forward_and_backward(name, opts, carried):
+    """Twice the steps: "full" keeps every step's activations (the peak doubles, minus the fixed part);
+    "checkpoint" adds only the carried state per step (plus the per-step float tables, a few bytes); None adds
+    nothing but those tables."""
+    net = _net(256)
+    state = 64 * 2 * 8
+    n = 8
+    none = [peak_live_bytes(net, name, s, None, **opts) for s in (n, 2 * n)]
+    full = [peak_live_bytes(net, name, s, "full", **opts) for s in (n, 2 * n)]
+    ck = [peak_live_bytes(net, name, s, "checkpoint", **opts) for s in (n, 2 * n)]
+    assert none[1] - none[0] < state
+    assert full[1] - full[0] > 0.9 * full[0] - none[0]
+    assert n * carried * state <= ck[1] - ck[0] < n * carried * state + state
+
+
+def test_checkpoint_with_an_integration_path():
+    net = _net()
+    g = {mode: _grads(net, "dpmpp_2m", {"integration_path": sf.LinearFlow()}, None, mode)[1]
+         for mode in ("full", "checkpoint")}
+    for a, b in zip(g["checkpoint"], g["full"]):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
