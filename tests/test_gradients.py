@@ -254,3 +254,22 @@ def test_checkpoint_with_an_integration_path():
          for mode in ("full", "checkpoint")}
     for a, b in zip(g["checkpoint"], g["full"]):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("name", sf.solvers.available())
+def test_every_solver_either_checkpoints_exactly_or_is_refused_by_name(name):
+    """Every registered solver: "checkpoint" equals "full" (4 steps, seeded noise), or, for the adaptive solvers
+    and the backends that run their own loops, GradientError naming grad="full"."""
+    s = sf.solvers.get(name)
+    opts = {"gamma": "reverse"} if s.sde else {}
+    noise = lambda: {"generator": torch.Generator().manual_seed(3)}  # noqa: E731 - ancestral draws too
+    net = _net()
+    if s.adaptive or not s.planned:
+        with pytest.raises(sf.GradientError, match="grad='full'"):
+            _grads(net, name, opts, noise, "checkpoint", steps=4 if not s.adaptive else None)
+        return
+    out_f, g_f = _grads(net, name, opts, noise, "full", steps=4)
+    out_c, g_c = _grads(net, name, opts, noise, "checkpoint", steps=4)
+    torch.testing.assert_close(out_c, out_f, rtol=0, atol=0)
+    for a, b in zip(g_c, g_f):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
