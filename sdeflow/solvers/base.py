@@ -15,7 +15,10 @@ A solver is a small class with class-level declarations (as in diffrax):
 * ``normals_per_step`` — standard normals an SDE step draws from its noise source (2 for SRA methods,
   which also need the time integral of the Brownian increment);
 * ``adaptive`` — chooses its own steps; ``planned`` — evaluates only at times known before the solve (fixed
-  steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``.
+  steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``;
+* ``carried`` — the keys of the state dict that a step reads from earlier steps or writes for later ones
+  (a multistep method's history); with a step program's carried buffers, they are the inputs and outputs of
+  each checkpointed step (``sample(..., grad="checkpoint")``, :mod:`sdeflow.gradients`).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ class Solver:
     normals_per_step: ClassVar[int] = 1  # standard normals drawn per step (NoiseSource.draw count)
     adaptive: ClassVar[bool] = False  # chooses its own steps
     planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))
+    carried: ClassVar[tuple] = ()  # state keys passed from step to step (checkpointing replays them)
 
     # ---- budgets ------------------------------------------------------------------------------
     def nfe_for_steps(self, steps: int) -> int:
