@@ -52,7 +52,9 @@ class Case:
 
 
 def _s(**kw):
-    args = dict(x_init=X, steps=3)
+    # three Euler steps are too coarse for the preflight's narrow probe (its own rows below): these rows check
+    # what comes after it
+    args = dict(x_init=X, steps=3, preflight=False)
     args.update(kw)
     for k in [k for k, v in args.items() if v is None]:
         del args[k]
