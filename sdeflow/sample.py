@@ -30,7 +30,7 @@ from .solution import Solution
 from .solve import make_solver
 from .terms import FieldTerm, map_times
 from .stability import check_rounding, probe
-from .window import check_ends, default_window
+from .window import EXTREME_LOG_SNR, check_ends, check_prior, default_window
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
 
@@ -278,7 +278,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if given is None and x_init is not None and t_max != float(path.t_max):
             raise SingularityError(
                 f"{path!r}'s noise end t={float(path.t_max):g} is singular for a {field.kind} field"
-                f"{' with this noise level' if gamma2_fn is not None else ''}, so the default window starts at "
+                f"{' with this noise level' if gamma2_fn is not None else ''} (or beyond log-SNR "
+                f"-{EXTREME_LOG_SNR:g}, where steps change nothing), so the default window starts at "
                 f"t_max={t_max:.6g} instead, but x_init was given for the path's own end; pass t_max explicitly "
                 f"and draw x_init there (path.prior_sample(shape, t=t_max)), or omit x_init (n=, shape=)",
                 t=float(path.t_max), kind=field.kind)
@@ -337,6 +338,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     s_prior = float(path.sigma(t_max))
 
     chunk = N if chunk_size is None else chunk_size
+    if x_init is None:
+        check_prior(path, t_max)
     if preflight and not solver.adaptive:  # fixed-step solvers, the torchdiffeq/torchsde backends' included
         probe(path, field.kind, solver, grid_train, grid_tau, integration_path=ipath, gamma=gamma,
               gamma2_fn=gamma2_fn, dtype=dtype)
