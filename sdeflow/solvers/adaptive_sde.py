@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..errors import BudgetError, SdeflowValueError
 from ..noise import GeneratorNoise
-from .adaptive import Controller, check_budget, check_options, check_progress, check_step_option, error_ratio
+from .adaptive import (Controller, check_budget, check_options, check_progress, check_step_option, error_ratio,
+                       sample_stats)
 from .base import SDESolver, add_noise
 
 __all__ = ["AdaptiveHeunSDE"]
@@ -101,10 +103,14 @@ class AdaptiveHeunSDE(SDESolver):
                 h = min(h_max, abs(hs) * self.controller.factor(ratio)) if not (last and ratio <= 1.0) else h
             if callback is not None:
                 callback(i, x)
-        return x, {"accepted": acc, "rejected": rej, "step_times": times}
+        n = x.shape[0]
+        return x, {"accepted": np.full(n, acc), "rejected": np.full(n, rej), "evaluations": np.full(n, 2 * (acc + rej)),
+                   "step_times": times}
 
     def stats(self, state):
-        return dict(state)
+        """One step size for the batch: every sample's figures are the batch's
+        (:func:`~sdeflow.solvers.adaptive.sample_stats`), and ``step_times``."""
+        return sample_stats(state["accepted"], state["rejected"], state["evaluations"], step_times=state["step_times"])
 
     def __repr__(self):
         return f"AdaptiveHeunSDE(rtol={self.rtol}, atol={self.atol}, error_norm={self.error_norm!r})"
