@@ -35,7 +35,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import BudgetError, SdeflowValueError
+from ..errors import BudgetError, SdeflowTypeError, SdeflowValueError
 from .adaptive import (Controller, check_budget, check_budget_rows, check_options, check_progress,
                        check_progress_rows, check_step_option, error_ratio, row_errors, sample_stats)
 from .base import ODESolver
@@ -85,7 +85,7 @@ class Dopri5(ODESolver):
                  max_steps: int = 100000, first_step: float | None = None, per_sample: bool = True):
         check_options(rtol, atol, error_norm, max_steps)
         if not isinstance(per_sample, bool):
-            raise SdeflowValueError(f"per_sample must be True or False, got {per_sample!r}")
+            raise SdeflowTypeError(f"per_sample must be True or False, got {per_sample!r}")
         if per_sample and error_norm == "batch":
             raise SdeflowValueError("error_norm='batch' pools the whole batch's error into one step size, which "
                                     "per-sample step control cannot do; use per_sample=False with it (or the "
