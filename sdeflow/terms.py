@@ -404,9 +404,8 @@ class FieldTerm(Term):
             [float(t)], dtype=torch.float64)
         if self.span is not None:
             tt = tt.clamp(self.span[0], self.span[1])
-        g2 = None
-        if kind == "drift":
-            g2 = self.gamma2_fn(tt) if self.gamma2_fn is not None else torch.zeros_like(tt)
+        # gamma = 0 (no gamma2_fn) adds exactly nothing to the drift: conversion's gamma2=None
+        g2 = self.gamma2_fn(tt) if kind == "drift" and self.gamma2_fn is not None else None
         P, Q, ttrain, c = self._coeffs_at(tt, kind, g2)
         t0 = float(tt[0])  # reported by the metadata and mutation checks
         if not rows:

@@ -57,15 +57,17 @@ class Controller:
         self.safety, self.fac_min, self.fac_max = safety, fac_min, fac_max
 
     def factor(self, err: float) -> float:
-        if err == 0.0:
-            return self.fac_max
-        if not math.isfinite(err):
-            return self.fac_min
-        return min(self.fac_max, max(self.fac_min, self.safety * err ** (-self.k)))
+        return float(self.factors(np.array([err], dtype=np.float64))[0])
 
     def factors(self, err: np.ndarray) -> np.ndarray:
-        """:meth:`factor` of each entry of a float64 array (one controller per sample)."""
-        return np.array([self.factor(float(e)) for e in err], dtype=np.float64)
+        """The step-size factor for each entry of a float64 array of error ratios (one controller per sample;
+        elementwise, so an entry's factor does not depend on the others): ``fac_max`` for a zero error,
+        ``fac_min`` for a non-finite one."""
+        err = np.asarray(err, dtype=np.float64)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            f = np.clip(self.safety * np.power(err, -self.k), self.fac_min, self.fac_max)
+        f = np.where(err == 0.0, self.fac_max, f)
+        return np.where(np.isfinite(err), f, self.fac_min)
 
 
 def check_options(rtol: float, atol: float, norm: str, max_steps: int) -> None:
