@@ -25,8 +25,8 @@ rtol = atol = 1e-12 on the same ``v``.
 
 Reported per method and tolerance: RMS error over all entries; the worst sample's error; batched calls of ``v``;
 row evaluations (the samples ``v`` was evaluated on, summed over calls: the work); wall time (best of
-``--repeats``, after a warm-up; noisy on a shared machine, the evaluations are the figure to compare); and batch invariance: the
-largest difference between 4 samples solved alone and the same samples inside the batch.
+``--repeats``, after a warm-up; noisy on a shared machine, the evaluations are the figure to compare); and batch
+invariance: the largest difference between 4 samples solved alone and the same samples inside the batch.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ import math
 import sys
 import time
 
-import numpy as np
 import torch
 
 import sdeflow as sf
@@ -231,7 +230,6 @@ def main(argv=None):
                 inv = (alone - out[:4]).abs().max().item()
                 rows.append(dict(problem=name, method=mname, tol=tol, n=a.n, rms_error=err, worst_sample_error=worst,
                                  calls=v.calls, row_evaluations=v.rows, seconds=best, alone_vs_batch=inv))
-                r = rows[-1]
                 print(f"{name:26s} {mname:19s} tol {tol:.0e}  rms {err:.2e}  worst {worst:.2e}  calls {v.calls:5d}  "
                       f"row evals {v.rows:7d}  {best:6.2f} s  alone-vs-batch {inv:.1e}", flush=True)
     print()
