@@ -423,8 +423,14 @@ class FieldTerm(Term):
     def drift_at(self, t, x: Tensor) -> Tensor:
         return self.predict_at(t, x, "drift")
 
-    def diffusion_at(self, t: float, x: Tensor) -> float:
-        return float(np.sqrt(self._gamma2_at(t)))
+    def diffusion_at(self, t, x: Tensor):
+        r""":math:`\gamma(t)` at a number ``t`` (a float) or at per-row times (a ``(batch, 1, ...)`` tensor)."""
+        if not isinstance(t, Tensor):
+            return float(np.sqrt(self._gamma2_at(t)))
+        if self.gamma2_fn is None:
+            return 0.0
+        g2 = self.gamma2_fn(t.detach().to(device="cpu", dtype=torch.float64).reshape(-1))
+        return torch.sqrt(g2).to(dtype=x.dtype, device=x.device).reshape((-1,) + (1,) * (x.dim() - 1))
 
 
 class CallableTerm(Term):
@@ -497,8 +503,12 @@ class CallableTerm(Term):
         return self._checked(self._call(self.fn, x, tb, t), x, None, t)
 
     def diffusion_at(self, t, x):
+        """``diffusion(x, t)`` at a number ``t`` or at per-row times (a ``(batch,)`` tensor)."""
         if self._g_fn is None:
             return self._g_const
+        if isinstance(t, Tensor):
+            return self._diff(self._call(self._g_fn, x, t.to(dtype=x.dtype, device=x.device), float(t[0])), x,
+                              float(t[0]))
         tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
         return self._diff(self._call(self._g_fn, x, tb, t), x, t)
 
