@@ -221,7 +221,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             the result holds NaN/Inf (one reduction after the solve; off for graph capture).
         chunk_size: integrate at most this many samples at a time (bounded memory).
         preflight: before the first network call, run the same solver, path, field kind, grid and noise
-            level on an exact Gaussian problem (data :math:`N(0, 0.5^2)`, once per configuration, cached) and
+            level on exact Gaussian problems (data :math:`N(0, 0.5^2)` and :math:`N(0, 2^2)`, once per configuration, cached) and
             refuse with :class:`~sdeflow.errors.UnstableError` if its answer there is off by more than the
             answer itself (an unstable or far too coarse step; see ``docs/reliability.md``).
 

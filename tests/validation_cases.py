@@ -337,7 +337,7 @@ CASES = [
          lambda: io.load_tensors(VF.raw("list.safetensors", VF.G, "[1, 2]"))),
     Case("io.load_*", "file", "written by a newer sdeflow", VE_, "written by a newer sdeflow",
          lambda: io.load_grid(VF.raw("new.safetensors", VF.G, {"format_version": 99, "kind": "grid"}))),
-    Case("io.load_*", "device", "unknown or 'meta'", VE_, "device must be a torch.device",
+    Case("io.load_*", "device", "unknown or 'meta'", VE_, "is not a device torch knows",
          lambda: io.load_solution(VF.grid(), device="gpu")),
     Case("io.load_grid / load_solution / load_field_state", "file", "another kind of file", VE_,
          r"holds a 'grid', not a solution; load the file with the matching function \(load_grid\)",

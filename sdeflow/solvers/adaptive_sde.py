@@ -27,8 +27,18 @@ import torch
 
 from ..errors import BudgetError, SdeflowValueError
 from ..noise import GeneratorNoise, PerSampleNoise, VirtualBrownianTree
-from .adaptive import (Controller, check_budget, check_budget_rows, check_options, check_progress,
-                       check_progress_rows, check_step_option, error_ratio, row_errors, sample_stats)
+from .adaptive import (
+    Controller,
+    check_budget,
+    check_budget_rows,
+    check_options,
+    check_progress,
+    check_progress_rows,
+    check_step_option,
+    error_ratio,
+    row_errors,
+    sample_stats,
+)
 from .base import SDESolver, add_noise
 
 __all__ = ["AdaptiveHeunSDE"]
@@ -82,6 +92,7 @@ class AdaptiveHeunSDE(SDESolver):
         h = min(self.h_init, h_max)
         t = grid[0]
         span = abs(grid[-1] - grid[0])
+        lo, hi = min(grid), max(grid)
         for i in range(len(grid) - 1):
             t_end = grid[i + 1]
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
@@ -96,7 +107,8 @@ class AdaptiveHeunSDE(SDESolver):
                 f0 = term.drift_at(t, x)
                 em = torch.add(x, f0, alpha=hs)
                 if bm is not None:
-                    dw = bm(min(t, t + hs), max(t, t + hs))
+                    # the ends clamped to the interval's span: t + hs may round past the grid's end
+                    dw = bm(max(min(t, t + hs), lo), min(max(t, t + hs), hi))
                     g0 = term.diffusion_at(t, x)
                     add_noise(em, g0, dw, 1.0)
                 f1 = term.drift_at(t + hs, em)
