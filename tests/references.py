@@ -141,21 +141,15 @@ def closest(c: dict) -> Closest:
                 return Closest("exp_multistep", dict(order=1, predict=predict))
             if order == 2 and predict == "data" and stype == "dpmsolver":
                 return Closest("dpmpp_2m", dict(lower_order_final=lof))
-            solver, opts = (("dpmpp_3m", {}) if order == 3 and predict == "data"
-                            else ("exp_multistep", dict(order=order, predict=predict)))
-            opts["lower_order_final"] = lof
-            gaps = (("3m-D2",) if order == 3 else ()) + (("2-form",) if stype == "dpmsolver" else ())
-            return Closest(solver, opts, gaps=gaps)
+            if order == 3 and predict == "data":
+                return Closest("dpmpp_3m", dict(solver_type=stype, lower_order_final=lof))
+            return Closest("exp_multistep", dict(order=order, predict=predict, variant=stype, lower_order_final=lof))
         solver = "dpm_solver_2" if order == 2 else "dpm_solver_3"
         gaps = () if c["skip_type"] == "logSNR" else ("stages",)
-        if (order, stype) == (2, "dpmsolver"):
-            gaps += ("ss2-form",)
-        if (order, stype) == (3, "taylor"):
-            gaps += ("ss3-taylor",)
-        return Closest(solver, dict(predict=predict), gaps=gaps)
+        return Closest(solver, dict(predict=predict, solver_type=stype), gaps=gaps)
     if ref == "unipc":
         return Closest("unipc", dict(order=c["order"], predict="data" if c["predict_x0"] else "noise",
-                                     lower_order_final=bool(c["lower_order_final"])), gaps=("bh",))
+                                     variant=c["variant"], lower_order_final=bool(c["lower_order_final"])))
     label = c["label"]
     # EDM's and k-diffusion's Heun step into sigma = 0 is an Euler step, x -> D(x, sigma_{N-1}): sdeflow's
     # final_denoise after the grid without its last point
@@ -170,9 +164,9 @@ def closest(c: dict) -> Closest:
         "lms": Closest("euler", gaps=("lms",)),
         "dpmpp_2m": Closest("dpmpp_2m"),
         "dpmpp_2m_sde_heun": Closest("sde_dpmpp_2m", sample=sde, gaps=()),  # E = h exactly for the reverse SDE
-        "dpmpp_2m_sde_midpoint": Closest("sde_dpmpp_2m", sample=sde, gaps=("sde-midpoint",)),
-        "dpmpp_3m_sde_eta0": Closest("dpmpp_3m", gaps=("3m-D2",)),
-        "dpmpp_3m_sde_eta1": Closest("sde_dpmpp_2m", sample=sde, gaps=("sde-3m",)),
+        "dpmpp_2m_sde_midpoint": Closest("sde_dpmpp_2m", dict(solver_type="midpoint"), sample=sde),
+        "dpmpp_3m_sde_eta0": Closest("dpmpp_3m", dict(solver_type="taylor")),
+        "dpmpp_3m_sde_eta1": Closest("sde_dpmpp_3m", sample=sde),
         "euler_ancestral": Closest("ancestral", dict(variance="posterior")),
     }
     return table[label]

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import SdeflowValueError
-from .exponential import apply_exp, exp_coefficients
+from .exponential import apply_exp, dpm_solver_2_weights, exp_coefficients
 from .prediction import PredictionSolver
 
 __all__ = ["ExpSingleStep", "DPMSolver2", "DPMSolver3"]
@@ -78,10 +78,13 @@ class ExpSingleStep(PredictionSolver):
     uses: ClassVar[tuple] = ((),)
     final: ClassVar[tuple] = (0,)
 
-    def __init__(self, predict: str = "noise"):
+    def __init__(self, predict: str = "noise", solver_type: str = "dpmsolver"):
         if predict not in ("data", "noise"):
             raise SdeflowValueError(f"predict must be 'data' or 'noise', got {predict!r}")
+        if solver_type not in ("dpmsolver", "taylor"):
+            raise SdeflowValueError(f"solver_type must be 'dpmsolver' or 'taylor', got {solver_type!r}")
         self.predict = predict
+        self.solver_type = solver_type
 
     def eval_times(self, grid, path=None):
         if path is None:
@@ -98,17 +101,35 @@ class ExpSingleStep(PredictionSolver):
     def step(self, term, k, x, t0, t1, noise, st):
         preds, lam_nodes = stage_predictions(self, term, k * len(self.nodes_c), x, st, k, self.predict)
         h = st["half"][k + 1] - st["half"][k]
-        u = [self.nodes_c[j] for j in self.final]
+        final = self.final_stages()
+        u = [self.nodes_c[j] for j in final]
         lin, w = exp_coefficients(self.predict, h, u, st["alpha"][k], st["sigma"][k], st["alpha"][k + 1],
                                   st["sigma"][k + 1])
-        return apply_exp(x, lin, w, [preds[j] for j in self.final])
+        if len(self.nodes_c) == 2 and self.solver_type == "dpmsolver":
+            c = st["alpha"][k + 1] if self.predict == "data" else st["sigma"][k + 1]
+            w = dpm_solver_2_weights(self.predict, h, self.nodes_c[1], c)
+        return apply_exp(x, lin, w, [preds[j] for j in final])
+
+    def final_stages(self) -> tuple:
+        """The stages the update interpolates: ``final``, or all of them for ``solver_type='taylor'``."""
+        return tuple(range(len(self.nodes_c))) if self.solver_type == "taylor" else self.final
 
     def __repr__(self):
-        return f"{type(self).__name__}(predict={self.predict!r})"
+        return f"{type(self).__name__}(predict={self.predict!r}, solver_type={self.solver_type!r})"
 
 
 class DPMSolver2(ExpSingleStep):
-    """DPM-Solver-2 (Lu et al. 2022a, Algorithm 1 with r1 = 1/2); DPM-Solver++(2S) with ``predict="data"``."""
+    r"""DPM-Solver-2 (Lu et al. 2022a, Algorithm 1 with :math:`r_1 = 1/2`); DPM-Solver++(2S) with
+    ``predict="data"``. Stage :math:`s_1` at half the step's log-SNR, reached by a first-order step; then
+
+    * ``solver_type="dpmsolver"`` (default, the authors' default and Algorithm 1):
+      :math:`x_t = \ell x_s - c\varphi_1 m_s - \frac{1}{2r_1}c\varphi_1(m_{s_1} - m_s)`;
+    * ``solver_type="taylor"``: the exact integral of the line through :math:`m_s, m_{s_1}`,
+      :math:`x_t = \ell x_s - c\varphi_1 m_s + \frac{s}{r_1}c\varphi_2(m_{s_1} - m_s)`,
+
+    with :math:`c, \varphi_1, \varphi_2`, the sign ``s`` and :math:`\ell` as in
+    :func:`~sdeflow.solvers.exponential.dpm_solver_weights`. Both are second order and equal dpm-solver's
+    ``singlestep_fixed`` (order 2) of that type to rounding on grids uniform in log-SNR."""
 
     name = "dpm_solver_2"
     order = 2
@@ -119,7 +140,11 @@ class DPMSolver2(ExpSingleStep):
 
 
 class DPMSolver3(ExpSingleStep):
-    """DPM-Solver-3 (Lu et al. 2022a, Algorithm 2 with r1 = 1/3, r2 = 2/3); DPM-Solver++(3S) with data."""
+    """DPM-Solver-3 (Lu et al. 2022a, Algorithm 2 with r1 = 1/3, r2 = 2/3); DPM-Solver++(3S) with data.
+
+    ``solver_type="dpmsolver"`` (default, Algorithm 2): the update integrates the line through stages 0
+    and 2; ``"taylor"``: the quadratic through all three stages, exactly (dpm-solver's ``'taylor'`` type:
+    its :math:`D_2 = 2(D_{1,1} - D_{1,0})/(r_2 - r_1)`). Both third order."""
 
     name = "dpm_solver_3"
     order = 3
