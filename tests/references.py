@@ -21,6 +21,7 @@ rounding (``equal``) or is a known gap; ``run_sdeflow(case)`` runs it.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -154,14 +155,21 @@ def closest(c: dict) -> Closest:
     # EDM's and k-diffusion's Heun step into sigma = 0 is an Euler step, x -> D(x, sigma_{N-1}): sdeflow's
     # final_denoise after the grid without its last point
     if ref == "edm":
-        return Closest("heun", denoise_last=True, gaps=("churn",) if label == "churn" else ())
+        if label == "churn":
+            kw = c["kwargs"]
+            return Closest("edm_heun", dict(S_churn=kw["S_churn"], S_tmin=kw["S_min"], S_tmax=kw["S_max"],
+                                            S_noise=kw["S_noise"]))
+        return Closest("heun", denoise_last=True)
     sde = dict(gamma="reverse")
+    kw = c["kwargs"]
+    churn = dict(S_churn=kw.get("s_churn", 0.0), S_tmin=kw.get("s_tmin", 0.0), S_tmax=kw.get("s_tmax", math.inf),
+                 S_noise=kw.get("s_noise", 1.0))
     table = {
         "euler": Closest("euler"),
-        "euler_churn": Closest("euler", gaps=("churn",)),
+        "euler_churn": Closest("edm_euler", churn),
         "heun": Closest("heun", denoise_last=True),
-        "heun_churn": Closest("heun", denoise_last=True, gaps=("churn",)),
-        "lms": Closest("euler", gaps=("lms",)),
+        "heun_churn": Closest("edm_heun", churn),
+        "lms": Closest("lms"),
         "dpmpp_2m": Closest("dpmpp_2m"),
         "dpmpp_2m_sde_heun": Closest("sde_dpmpp_2m", sample=sde, gaps=()),  # E = h exactly for the reverse SDE
         "dpmpp_2m_sde_midpoint": Closest("sde_dpmpp_2m", dict(solver_type="midpoint"), sample=sde),
@@ -176,7 +184,7 @@ def run_sdeflow(case: dict, how: Closest | None = None) -> torch.Tensor:
     """sdeflow's output on the case's problem, grid, initial state and noise, with ``closest`` by default."""
     how = closest(case["meta"]) if how is None else how
     kw = dict(how.sample)
-    if case["noise_table"] is not None and _is_stochastic(how.solver):
+    if case["noise_table"] is not None and _is_stochastic(how.solver, how.options):
         kw["noise"] = sf.TableNoise(case["noise_table"])
     grid = case["t_grid"]
     if how.denoise_last:
@@ -189,9 +197,9 @@ def run_sdeflow(case: dict, how: Closest | None = None) -> torch.Tensor:
     return sol.x
 
 
-def _is_stochastic(solver: str) -> bool:
-    cls = sf.solvers.registry()[solver]
-    return bool(getattr(cls, "sde", False) or getattr(cls, "stochastic", False))
+def _is_stochastic(solver: str, options: dict) -> bool:
+    s = sf.solvers.get(solver, **options)
+    return bool(s.sde or getattr(s, "stochastic", False))
 
 
 def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:
