@@ -339,10 +339,11 @@ class DPMSolverPP3M(ExpMultistep):
 
     name = "dpmpp_3m"
     order = 2
-    #: order checks on a window ending where the log-SNR is infinite take 4x finer steps: the steps next to
-    #: that end stay pre-asymptotic until ~1000 steps (full VP window, quadratic grid: observed order 1.34,
-    #: 1.75, 1.87, 1.92 from 256 to 2048 steps; docs/reliability.md)
-    pre_asymptotic_factor = 4
+    #: order checks on a window ending where the log-SNR is infinite take 8x finer steps: there the exact
+    #: part's higher-order error and the halved third-order term's O(h^2) error cross near 1000 steps (full
+    #: EDM window, quadratic grid, local slopes 3.90, 3.42, 1.09, 1.63, 1.86, 1.94, 1.97 from 128 to 16384
+    #: steps; docs/reliability.md)
+    pre_asymptotic_factor = 8
 
     def __init__(self, solver_type: str = "dpmsolver", lower_order_final: bool = False,
                  startup: str = "lower_order"):
