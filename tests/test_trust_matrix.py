@@ -120,7 +120,7 @@ def _steps(solver, path, t_max, t_min) -> list[int]:
         return [125, 250, 500]  # towards the error floor of the knots' jumps (or first order above it)
     if _infinite_end(path, t_max, t_min) and solver.needs == "prediction":
         # a solver may declare that it needs finer steps still there (dpmpp_3m: docs/reliability.md)
-        f = getattr(solver, "pre_asymptotic_factor", 1)
+        f = solver.pre_asymptotic_factor
         return [64 * f, 128 * f, 256 * f, 512 * f]
     return [32, 64, 128, 256] if solver.order < 3 else [16, 32, 64, 128]
 

@@ -28,8 +28,8 @@ Variants (``variant``):
 * ``corrector=True`` — UniPC-style (Zhao et al. 2023): after the field is evaluated at the predicted
   :math:`x_t` (an evaluation the next step needs anyway), :math:`x_t` is recomputed from :math:`x_s` with the
   interpolant that also passes through the new prediction (an exponential Adams-Moulton corrector), raising
-  the order by one at no extra NFE: with ``"exact"`` the weights are the exact integrals, with ``"bh1"`` /
-  ``"bh2"`` UniPC's (``unipc``).
+  the order by one at no extra NFE: with ``"exact"`` the weights are the exact integrals (``exp_pc``), with
+  ``"bh1"`` / ``"bh2"`` UniPC's (``unipc``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from .exponential import apply_exp, dpm_solver_weights, exp_coefficients, unipc_
 from .prediction import PredictionSolver
 from .program import Program
 
-__all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "Exp3MExact", "UniPC", "SDEDPMSolverPP2M",
+__all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "Exp3MExact", "UniPC", "ExpPC", "SDEDPMSolverPP2M",
            "SDEDPMSolverPP3M", "step_damping", "VARIANTS"]
 
 #: update formulas of :class:`ExpMultistep` (see the module docstring)
@@ -375,7 +375,7 @@ class UniPC(ExpMultistep):
     predictor and the order-1 corrector (formulas in :func:`~sdeflow.solvers.exponential.unipc_weights`).
     As in the reference the corrector is not applied on the last step (no evaluation follows it). The reference's
     own default is ``"bh1"``; diffusers' is ``"bh2"``. sdeflow's variant integrating every interpolant
-    exactly against the exponential kernel is ``exp_multistep(order=order, corrector=True)``.
+    exactly against the exponential kernel is ``exp_pc``.
     """
 
     name = "unipc"
@@ -387,8 +387,26 @@ class UniPC(ExpMultistep):
             raise SdeflowValueError(f"UniPC order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
         if variant not in _UNIPC:
             raise SdeflowValueError(f"UniPC variant must be 'bh1' or 'bh2', got {variant!r} (the exact-integral "
-                                    f"corrector is exp_multistep(order={order}, corrector=True))")
+                                    f"corrector is exp_pc(order={order}))")
         super().__init__(order, predict, variant, corrector=True, lower_order_final=lower_order_final,
+                         startup=startup)
+
+
+class ExpPC(ExpMultistep):
+    """Exponential predictor-corrector with exact weights (sdeflow's own; ``exp_multistep(corrector=True)``):
+    the structure of UniPC (a predictor through ``order`` predictions, then a corrector through the
+    prediction at the predicted end too, no extra evaluation) with every interpolant integrated exactly
+    against the exponential kernel instead of UniPC's B(h) weights. Declared order ``order + 1``. This was
+    sdeflow's ``unipc`` before ``unipc`` reproduced the reference (``variant="bh1"|"bh2"``)."""
+
+    name = "exp_pc"
+    order = 3
+
+    def __init__(self, order: int = 2, predict: str = "data", lower_order_final: bool = False,
+                 startup: str = "lower_order"):
+        if order not in (1, 2, 3):
+            raise SdeflowValueError(f"exp_pc order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
+        super().__init__(order, predict, "exact", corrector=True, lower_order_final=lower_order_final,
                          startup=startup)
 
 
