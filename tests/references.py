@@ -86,26 +86,8 @@ def load(name: str) -> dict:
 
 
 GAPS = {
-    "3m-D2": "the authors' third-order multistep term is -phi_3 D2 with D2 = (D1_0 - D1_1)/(r0 + r1) = "
-             "h^2 P''/2, half what the exact integral of the quadratic interpolant P needs (h^2 P''); their "
-             "DPM-Solver++(3M) converges at order 2 (dpm-solver, k-diffusion's dpmpp_3m_sde and diffusers alike)",
-    "2-form": "their order-2 multistep steps (the start-up step; the lowered final steps) use the 'dpmsolver' "
-              "form -(1/2) phi_1 (m0 - m1)/r0 instead of the exact integral of the linear interpolant",
-    "ss2-form": "DPM-Solver-2 'dpmsolver' type: the update uses -(1/(2 r1)) phi_1 (m_s1 - m_s), not the exact "
-                "integral of the line through the two stages ('taylor' type)",
-    "ss3-taylor": "DPM-Solver-3 'taylor' type: the update integrates the quadratic through all three stages; "
-                  "sdeflow's (Lu et al. Alg. 2, 'dpmsolver' type) uses stages 0 and 2 only",
     "stages": "on a 'time_uniform' grid their inner stages are uniform in time (r1, r2 the log-SNR fractions "
               "of those times); sdeflow's sit at fixed log-SNR fractions (1/2; 1/3, 2/3)",
-    "bh": "UniPC B(h) variants (bh1: B(h) = h, bh2: B(h) = e^h - 1, h in their sign) and rho = 1/2 at order 1 "
-          "(corrector) and 2 (predictor); sdeflow's unipc integrates the interpolants exactly",
-    "churn": "churn (Karras et al. 2022, Alg. 2: the noise raised to sigma_hat = (1 + gamma) sigma before the "
-             "step) is not implemented",
-    "lms": "no linear multistep (k-diffusion's 4-step Adams-Bashforth in sigma, coefficients by scipy quad) in "
-           "sdeflow; Euler is its first step",
-    "sde-midpoint": "'midpoint' type: (1/2)(1 - e^{-2h}) (D - D_prev)/r; the exact integral of the linear "
-                    "interpolant is the 'heun' type",
-    "sde-3m": "no third-order SDE-DPM-Solver++ in sdeflow",
 }
 
 
