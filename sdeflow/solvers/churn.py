@@ -31,11 +31,10 @@ import math
 import numpy as np
 import torch
 
-from ..errors import SdeflowValueError
-from ..errors import check_number
+from ..errors import SdeflowValueError, check_number
 from .base import ODESolver
 
-__all__ = ["EDMHeun", "EDMEuler"]
+__all__ = ["EDMEuler", "EDMHeun"]
 
 
 class _Churn(ODESolver):
