@@ -5,13 +5,15 @@ Stages sit at half log-SNR fractions :math:`c_i` of the step (:math:`\hat\lambda
 takes the exponential step of length :math:`c_i h` with the polynomial through the predictions of the
 stages it uses (:mod:`sdeflow.solvers.exponential`), and the update uses the final set:
 
-* DPM-Solver-2: :math:`c = (0, \tfrac12)`; stage 1 is a first-order step, the update interpolates stages
-  0 and 1 (second order);
+* DPM-Solver-2: :math:`c = (0, \tfrac12)`; stage 1 is a first-order step; the update is Lu et al.'s
+  Algorithm 1 (``solver_type="dpmsolver"``, default:
+  :func:`~sdeflow.solvers.exponential.dpm_solver_2_weights`) or the exact integral of the line through stages
+  0 and 1 (``"taylor"``); second order;
 * DPM-Solver-3: :math:`c = (0, \tfrac13, \tfrac23)`; stage 2 interpolates stages 0 and 1, the update stages
-  0 and 2 (third order, as in Lu et al.'s Algorithm 2).
+  0 and 2 (``"dpmsolver"``, Lu et al.'s Algorithm 2) or all three (``"taylor"``); third order.
 
-With exact integration of the interpolants these are Lu et al.'s updates with their :math:`\varphi`
-functions evaluated exactly. ``predict="noise"`` (DPM-Solver, default) or ``"data"`` (DPM-Solver++).
+These are dpm-solver's ``singlestep_fixed`` updates of each ``solver_type`` to rounding on grids uniform in
+log-SNR (on its ``time_uniform`` grids the reference places the inner stages uniformly in time instead). ``predict="noise"`` (DPM-Solver, default) or ``"data"`` (DPM-Solver++).
 Every grid time must have a finite log-SNR (start at ``t_max < 1`` on paths with :math:`\alpha_1 = 0`).
 """
 
