@@ -85,10 +85,8 @@ def load(name: str) -> dict:
     return case
 
 
-GAPS = {
-    "stages": "on a 'time_uniform' grid their inner stages are uniform in time (r1, r2 the log-SNR fractions "
-              "of those times); sdeflow's sit at fixed log-SNR fractions (1/2; 1/3, 2/3)",
-}
+#: known gaps, by key: none since issue 14 (every stored case is reproduced); a new gap gets a key and a reason
+GAPS: dict[str, str] = {}
 
 
 @dataclass
@@ -128,8 +126,8 @@ def closest(c: dict) -> Closest:
                 return Closest("dpmpp_3m", dict(solver_type=stype, lower_order_final=lof))
             return Closest("exp_multistep", dict(order=order, predict=predict, variant=stype, lower_order_final=lof))
         solver = "dpm_solver_2" if order == 2 else "dpm_solver_3"
-        gaps = () if c["skip_type"] == "logSNR" else ("stages",)
-        return Closest(solver, dict(predict=predict, solver_type=stype), gaps=gaps)
+        stages = "log_snr" if c["skip_type"] == "logSNR" else "time_uniform"
+        return Closest(solver, dict(predict=predict, solver_type=stype, stages=stages))
     if ref == "unipc":
         return Closest("unipc", dict(order=c["order"], predict="data" if c["predict_x0"] else "noise",
                                      variant=c["variant"], lower_order_final=bool(c["lower_order_final"])))

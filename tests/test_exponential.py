@@ -34,6 +34,8 @@ CONFIGS = [
     ("dpmpp_2m", {}, "data", K),
     ("dpm_solver_2", {"solver_type": "taylor"}, "noise", L),
     ("dpm_solver_3", {"solver_type": "taylor"}, "noise", L),
+    ("dpm_solver_2", {"stages": "time_uniform"}, "noise", L),
+    ("dpm_solver_3", {"stages": "time_uniform", "solver_type": "taylor"}, "data", ("log_snr", [64, 128, 256, 512])),
     ("dpmpp_3m", {}, "velocity", K),
     ("dpmpp_3m", {"solver_type": "taylor"}, "data", K),
     ("exp_3m_exact", {}, "velocity", K),

@@ -108,6 +108,8 @@ CASES = [
          lambda: sf.solvers.get("unipc", variant="exact")),
     Case("solvers.get: dpmpp_3m, dpm_solver_2/3", "solver_type", "not 'dpmsolver' or 'taylor'", VE_,
          "solver_type must be 'dpmsolver' or 'taylor'", lambda: sf.solvers.get("dpm_solver_2", solver_type="midpoint")),
+    Case("solvers.get: dpm_solver_2/3", "stages", "not 'log_snr' or 'time_uniform'", VE_,
+         "stages must be 'log_snr' or 'time_uniform'", lambda: sf.solvers.get("dpm_solver_3", stages="uniform")),
     Case("solvers.get: sde_dpmpp_2m", "solver_type", "not 'heun' or 'midpoint'", VE_,
          "solver_type must be 'heun' or 'midpoint'", lambda: sf.solvers.get("sde_dpmpp_2m", solver_type="taylor")),
     Case("solvers.get: exp_multistep", "variant", "an authors' form with order 4 or a corrector", VE_,
