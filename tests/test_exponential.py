@@ -38,6 +38,7 @@ CONFIGS = [
     ("dpm_solver_3", {"stages": "time_uniform", "solver_type": "taylor"}, "data", ("log_snr", [64, 128, 256, 512])),
     ("dpmpp_3m", {}, "velocity", K),
     ("dpmpp_3m", {"solver_type": "taylor"}, "data", K),
+    ("dpmpp_3m", {"startup": "singlestep"}, "score", K),
     ("exp_3m_exact", {}, "velocity", K),
     ("exp_3m_exact", {"startup": "singlestep"}, "data", K),
     ("unipc", {}, "data", K),

@@ -136,7 +136,9 @@ class ExpMultistep(PredictionSolver):
         self.order = (min(self.steps_order, 2) if variant in _AUTHORS
                       else self.steps_order + (1 if self.corrector else 0))
         self.startup = startup
-        self._start = _STARTUPS.get(self.order - 1) if startup == "singlestep" else None
+        # the start-up step: DPM-Solver-2/3 of one order below the interpolation (+ corrector) order
+        start = self.steps_order + (1 if self.corrector else 0) - 1
+        self._start = _STARTUPS.get(start) if startup == "singlestep" else None
         self._extra = len(self._start.nodes_c) - 1 if self._start is not None else 0
 
     # ---- plan and budget ----------------------------------------------------------------------
