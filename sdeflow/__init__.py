@@ -5,13 +5,15 @@ The layers (data flows down): paths (:mod:`sdeflow.paths`) -> fields (:mod:`sdef
 (:mod:`sdeflow.analytic`) as ground truth. Time runs from 0 (data) to 1 (noise).
 """
 
-from . import analytic, conversions, grids, io, langevin, losses, noise, paths, solvers, stability, train, window
+from . import (analytic, conversions, gradients, grids, io, langevin, likelihood, losses, noise, paths, solvers,
+               stability, train, window)
 from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
-from .errors import (BudgetError, InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError,
-                     SingularityError, UnstableError)
+from .errors import (BudgetError, GradientError, InputMutationError, NonFiniteError, SdeflowTypeError,
+                     SdeflowValueError, SingularityError, UnstableError)
 from .fields import (DataField, EnergyField, Field, FlowScoreField, NoiseField, ScoreField, SumField,
                      VelocityField, classifier_free_guidance)
+from .likelihood import LikelihoodResult, log_likelihood
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
 from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
 from .sample import sample
@@ -24,16 +26,16 @@ __version__ = "0.1.0"  # the one place (pyproject.toml reads it)
 _LAZY_MODULES = ("metrics", "grid_opt", "testing", "bench", "distributed", "cli")
 
 __all__ = [
-    "sample", "solve", "Solution",
+    "sample", "solve", "Solution", "log_likelihood", "LikelihoodResult",
     "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
     "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "EnergyField", "SumField", "FlowScoreField",
     "classifier_free_guidance", "FlipTime", "ColumnTime", "IndexTime", "SigmaTime",
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
     "NonFiniteError", "SdeflowValueError", "SdeflowTypeError", "SingularityError", "UnstableError",
-    "InputMutationError", "BudgetError",
-    "analytic", "conversions", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "stability",
-    "train", "window",
+    "InputMutationError", "BudgetError", "GradientError",
+    "analytic", "conversions", "gradients", "grids", "io", "langevin", "likelihood", "losses", "noise", "paths",
+    "solvers", "stability", "train", "window",
 ]
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "UnstableError",
     "InputMutationError",
     "BudgetError",
+    "GradientError",
     "check_float_tensor",
     "check_device",
     "check_int",
@@ -83,6 +84,12 @@ class InputMutationError(SdeflowValueError):
 class BudgetError(SdeflowValueError):
     """A solve would exceed a bound it was given or that the machine has: evaluations (``nfe``), steps
     (``max_steps``), a step size that no longer moves time, or memory (estimated before allocating)."""
+
+
+class GradientError(SdeflowValueError):
+    """A gradient through a solve was asked for in a way the sampler cannot honour (an unknown ``grad`` mode,
+    checkpointing an adaptive solver, inference mode), or would be dropped silently (``x_init`` requires grad
+    but ``grad`` was not given); the message names the mode to pass instead."""
 
 
 def check_float_tensor(name: str, x, *, allow_half: bool = True) -> torch.Tensor:

@@ -72,7 +72,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_device
 
 __all__ = ["save_tensors", "load_tensors", "save_grid", "load_grid", "save_solution", "load_solution",
            "save_field", "load_field_state", "load_state_dict", "path_from_metadata", "FORMAT_VERSION"]
@@ -172,11 +172,7 @@ def _fspath(path, name: str = "path") -> str:
 
 def _device(device) -> torch.device:
     """``device`` as a torch.device that exists here (tensors are read on the CPU and moved there)."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise SdeflowValueError(f"device must be a torch.device or a device string such as 'cpu' or 'cuda:0', "
-                                f"got {device!r}") from None
+    dev = check_device(device)
     if dev.type == "meta":
         raise SdeflowValueError("device='meta' would drop the data being loaded; load on 'cpu' (or a GPU) and "
                                 "build meta tensors from the shapes if that is what you need")

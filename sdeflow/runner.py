@@ -19,8 +19,9 @@ Tensor = torch.Tensor
 
 
 def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool = False,
-        progress: bool = False, desc: str = "sdeflow"):
-    """``(x_final, trajectory list or None, solver stats)``."""
+        progress: bool = False, desc: str = "sdeflow", grad: str | None = None):
+    """``(x_final, trajectory list or None, solver stats)``; ``grad="checkpoint"`` runs each step as a
+    checkpointed segment (:func:`sdeflow.gradients.integrate_checkpointed`), other modes the solver's loop."""
     traj = [x] if trajectory else None
     pbar = None
     if progress:
@@ -35,7 +36,12 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
             if pbar is not None:
                 pbar.update(1)
     try:
-        out, state = solver.integrate(term, x, grid, noise, cb)
+        if grad == "checkpoint":
+            from .gradients import integrate_checkpointed
+
+            out, state = integrate_checkpointed(solver, term, x, grid, noise, cb)
+        else:
+            out, state = solver.integrate(term, x, grid, noise, cb)
     finally:
         if pbar is not None:
             pbar.close()

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 
 from . import solvers as _solvers
-from .errors import (BudgetError, SingularityError, SdeflowTypeError, SdeflowValueError, check_device, check_float_tensor, check_int,
-                     check_memory, check_number)
+from .errors import (SdeflowTypeError, SdeflowValueError, SingularityError, check_device, check_float_tensor,
+                     check_int, check_memory, check_number)
 from .fields import Field
+from .gradients import check_grad, grad_context
 from .grids import check_grid, make_grid
 from .noise import as_noise_source
 from .paths import GaussianPath, _check_shape
@@ -29,7 +30,7 @@ from .solution import Solution
 from .solve import make_solver
 from .terms import FieldTerm, map_times
 from .stability import check_rounding, probe
-from .window import check_ends, default_window
+from .window import EXTREME_LOG_SNR, check_ends, check_prior, default_window
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
 
@@ -190,7 +191,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
            generator: torch.Generator | None = None, noise=None,
            integration_path: GaussianPath | None = None, return_trajectory: bool = False,
            progress: bool = False, check_finite: bool = True, chunk_size: int | None = None,
-           preflight: bool = True, **solver_options) -> Solution:
+           preflight: bool = True, grad: str | None = None, **solver_options) -> Solution:
     """Draw samples by integrating the reverse-time dynamics of ``path`` driven by ``field``.
 
     Args:
@@ -221,9 +222,18 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             the result holds NaN/Inf (one reduction after the solve; off for graph capture).
         chunk_size: integrate at most this many samples at a time (bounded memory).
         preflight: before the first network call, run the same solver, path, field kind, grid and noise
-            level on an exact Gaussian problem (data :math:`N(0, 0.5^2)`, once per configuration, cached) and
-            refuse with :class:`~sdeflow.errors.UnstableError` if its answer there is off by more than the
-            answer itself (an unstable or far too coarse step; see ``docs/reliability.md``).
+            level on exact Gaussian problems (data standard deviations 0.05, 0.5, 2 and 10; once per
+            configuration, cached) and refuse with :class:`~sdeflow.errors.UnstableError` if its answer there
+            is more than twice the exact one or of the other sign (an unstable or far too coarse step; see
+            ``docs/reliability.md``).
+        grad: gradients through the solve (:mod:`sdeflow.gradients`). ``None`` (default): no autograd graph;
+            the solve runs under ``torch.no_grad()`` even when the network has parameters that require grad,
+            so memory stays flat in the steps; an ``x_init`` that requires grad raises
+            :class:`~sdeflow.errors.GradientError` (its gradient would be dropped) unless autograd is off.
+            ``"full"``: backpropagation through every step (keeps every step's activations). ``"checkpoint"``:
+            each step is recomputed in backward (``torch.utils.checkpoint``) from its input state and the
+            tensors a multistep solver carries, with the same noise; gradients equal ``"full"``'s to rounding,
+            with one step's activations in memory plus the state per step; fixed-step solvers only.
 
     Returns:
         a :class:`~sdeflow.solution.Solution`.
@@ -248,6 +258,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                                 f"solver; use an SDE solver ({', '.join(_solvers.available(sde=True))}) "
                                 f"or gamma=0")
     x_init, N, shape, dtype, device = _initial_state(x_init, n, shape, dtype, device)
+    grad = check_grad(grad, solver, x_init)
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
     final_denoise = bool(final_denoise)
@@ -267,7 +278,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if given is None and x_init is not None and t_max != float(path.t_max):
             raise SingularityError(
                 f"{path!r}'s noise end t={float(path.t_max):g} is singular for a {field.kind} field"
-                f"{' with this noise level' if gamma2_fn is not None else ''}, so the default window starts at "
+                f"{' with this noise level' if gamma2_fn is not None else ''} (or beyond log-SNR "
+                f"-{EXTREME_LOG_SNR:g}, where steps change nothing), so the default window starts at "
                 f"t_max={t_max:.6g} instead, but x_init was given for the path's own end; pass t_max explicitly "
                 f"and draw x_init there (path.prior_sample(shape, t=t_max)), or omit x_init (n=, shape=)",
                 t=float(path.t_max), kind=field.kind)
@@ -326,68 +338,73 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     s_prior = float(path.sigma(t_max))
 
     chunk = N if chunk_size is None else chunk_size
-    if preflight and solver.planned:
+    if x_init is None:
+        check_prior(path, t_max)
+    if preflight and not solver.adaptive:  # fixed-step solvers, the torchdiffeq/torchsde backends' included
         probe(path, field.kind, solver, grid_train, grid_tau, integration_path=ipath, gamma=gamma,
               gamma2_fn=gamma2_fn, dtype=dtype)
-    xs, trajs, nfe_max, calls, stats = [], [], 0, 0, {}
-    term = None
-    for start in range(0, N, chunk):
-        rows = min(chunk, N - start)
-        src = noise_src.for_rows(start)
-        if x_init is None:
-            like = torch.empty((rows,) + shape, dtype=dtype, device=device)
-            x0 = s_prior * src.draw(-1, t_max, t_max, like)
-        else:
-            x0 = x_init[start:start + rows]
-        if transfer:
-            x0 = x0 * c_in
-        if term is None or term._batch != rows:
-            term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
-                             gamma2_fn=gamma2_fn, step_of=step_of, sides=sides)
-            if final_denoise:
-                term.check_final()
-            if start == 0 and preflight:
-                check_rounding(term, grid_train, grid_tau, solver, x0.dtype)
-            if not solver.planned:
-                term.span = (min(grid_list), max(grid_list))
-                if nfe is not None:
-                    term.max_nfe = int(nfe) - extra
-            if start == 0:
-                field.validate_times(term.train_times)
-        term.nfe = 0
-        term.check = bool(check_finite) and not solver.planned  # adaptive: syncs every step anyway
-        state0 = src.get_state() if check_finite else None
+    with grad_context(grad):  # None: no graph, even for a network with parameters
+        xs, trajs, nfe_max, calls, stats = [], [], 0, 0, {}
+        term = None
+        for start in range(0, N, chunk):
+            rows = min(chunk, N - start)
+            src = noise_src.for_rows(start)
+            if x_init is None:
+                like = torch.empty((rows,) + shape, dtype=dtype, device=device)
+                x0 = s_prior * src.draw(-1, t_max, t_max, like)
+            else:
+                x0 = x_init[start:start + rows]
+            if transfer:
+                x0 = x0 * c_in
+            if term is None or term._batch != rows:
+                term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
+                                 gamma2_fn=gamma2_fn, step_of=step_of, sides=sides)
+                if final_denoise:
+                    term.check_final()
+                if start == 0 and preflight:
+                    check_rounding(term, grid_train, grid_tau, solver, x0.dtype)
+                if not solver.planned:
+                    term.span = (min(grid_list), max(grid_list))
+                    if nfe is not None:
+                        term.max_nfe = int(nfe) - extra
+                if start == 0:
+                    field.validate_times(term.train_times)
+            term.nfe = 0
+            term.check = bool(check_finite) and not solver.planned  # adaptive: syncs every step anyway
+            state0 = src.get_state() if check_finite else None
 
-        def finish(x, term=term):
-            if final_denoise:
-                return term.predict(len(times) - 1, x, "data")
-            return x if c_out is None else x * c_out[-1]
+            def finish(x, term=term):
+                if final_denoise:
+                    return term.predict(len(times) - 1, x, "data")
+                return x if c_out is None else x * c_out[-1]
 
-        try:
-            x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
-        except RuntimeError as e:
-            _dtype_hint(e, field, x0.dtype)
-            raise
-        x = finish(x)
-        if check_finite and not bool(torch.isfinite(x).all()):
-            diagnose(solver, term, x0, grid_list, src, state0, finish=finish,
-                     time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]))
-        xs.append(x)
-        if traj is not None:
-            if c_out is not None:
-                traj = [xt * c for xt, c in zip(traj, c_out)]
-            if final_denoise:
-                traj.append(x)
-            trajs.append(torch.stack(traj))
-        nfe_max = max(nfe_max, term.nfe)
-        calls += term.nfe
-        stats = st
+            try:
+                x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory,
+                                  progress=progress, grad=grad)
+            except RuntimeError as e:
+                _dtype_hint(e, field, x0.dtype)
+                raise
+            x = finish(x)
+            if check_finite and not bool(torch.isfinite(x).all()):
+                with torch.no_grad():
+                    diagnose(solver, term, x0, grid_list, src, state0, finish=finish,
+                             time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]))
+            xs.append(x)
+            if traj is not None:
+                if c_out is not None:
+                    traj = [xt * c for xt, c in zip(traj, c_out)]
+                if final_denoise:
+                    traj.append(x)
+                trajs.append(torch.stack(traj))
+            nfe_max = max(nfe_max, term.nfe)
+            calls += term.nfe
+            stats = st
     ts = torch.as_tensor(np.append(grid_train, 0.0) if final_denoise else grid_train, dtype=torch.float64)
     out = torch.cat(xs) if len(xs) > 1 else xs[0]
     trajectory = (torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0]) if trajs else None
     steps_done = len(grid_list) - 1
-    info = {"solver": solver.name, "steps": steps_done, "nfe": nfe_max, "network_calls": calls, "grid": grid if isinstance(grid, str)
-            else "explicit", "final_denoise": final_denoise, "path": repr(path),
-            "integration_path": repr(ipath), "chunks": (N + chunk - 1) // chunk}
+    info = {"solver": solver.name, "steps": steps_done, "nfe": nfe_max, "network_calls": calls,
+            "grid": grid if isinstance(grid, str) else "explicit", "final_denoise": final_denoise, "path": repr(path),
+            "integration_path": repr(ipath), "chunks": (N + chunk - 1) // chunk, "grad": grad}
     info.update(stats)
     return Solution(x=out, ts=ts, trajectory=trajectory, nfe=nfe_max, stats=info)

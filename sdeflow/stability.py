@@ -5,19 +5,32 @@ an explicit step beyond its stability limit (the reverse SDE of a path whose :ma
 :class:`~sdeflow.paths.CosineVP` or :class:`~sdeflow.paths.LinearFlow` near ``t = 1``, contracts at a rate
 :math:`-f = -\alpha'/\alpha \to \infty`), and a step far too long for the change it spans (a Karras grid
 across sixty decades of :math:`\sigma`). Both show on the simplest problem with the same path, field kind,
-grid, noise level and solver: data :math:`N(0, c)` with :math:`c = 0.5^2` (the data scale EDM assumes,
-Karras et al. 2022), whose reverse dynamics are linear, :math:`dx = \lambda_t x\,dt + \gamma_t d\bar W` with
-:math:`\lambda_t = f_t + (g_t^2 + \gamma_t^2)/(2V_t)`, :math:`V_t = \alpha_t^2 c + \sigma_t^2`, so the
-exact conditional mean is known:
+grid, noise level and solver: Gaussian data :math:`N(0, c)`, whose reverse dynamics are linear,
+:math:`dx = \lambda_t x\,dt + \gamma_t d\bar W` with :math:`\lambda_t = f_t + (g_t^2 + \gamma_t^2)/(2V_t)`,
+:math:`V_t = \alpha_t^2 c + \sigma_t^2`, so everything about the solve is known exactly, e.g. the conditional
+mean
 
 .. math:: E[x_{t} \mid x_{s}] = \sqrt{V_{t}/V_{s}}\;\exp\Big(-\int_{t}^{s}\frac{\gamma_u^2}{2V_u}du\Big)\,x_{s}.
 
-:func:`probe` runs the solver on that problem with its noise set to zero (the conditional mean of an SDE
-solver's step; the probability-flow solution for an ODE solver) from :math:`x = \sqrt{V_{t_{max}}}` and
-compares every grid point with the exact value. A relative error above 1 (the solver's state off by more
-than the state itself, e.g. a sign flip or growth where the solution contracts) at any grid point refuses
-the configuration with :class:`~sdeflow.errors.UnstableError` naming the step. The probe costs one solve of
-one sample; its verdict is cached per configuration. Solvers that choose their own steps (adaptive) and
+:func:`probe` runs the solver on four such problems at once (one coordinate each, :data:`PROBE_VARIANCES`:
+data standard deviations 0.05, 0.5 (EDM's data scale), 2 and 10: a narrow direction makes the steps near the
+data end stiffest, a wide one lets an unstable step near the noise end survive the contraction longest) and
+compares the answer with the exact one:
+
+* an ODE solver (and the probability-flow family) from :math:`x = \sqrt{V_{t_{max}}}`: its answer against the
+  exact flow's;
+* a fixed-step SDE solver: its output is affine in ``x_init`` and in the normals it draws, so one row without
+  noise (the conditional mean) and one row per normal (a unit impulse, the rest zero) give the output's exact
+  standard deviation, compared with the exact marginal's :math:`\sqrt{V_{t_{min}}}` (``pc`` is probed through
+  its Euler-Maruyama predictor, its corrector's step sizes are not affine);
+* a solver with its own Brownian path (``torchsde:*``): the sample standard deviation of 512 seeded rows drawn
+  from the exact prior (within about 6 % of the output's).
+
+An answer more than twice the exact one or of the other sign (a sign flip, growth where the solution
+contracts, an exploding variance) refuses the configuration with
+:class:`~sdeflow.errors.UnstableError` naming the first step where the conditional mean leaves the exact one by
+more than itself. The probe costs one solve of a few rows; its verdict is cached per configuration (solver,
+field kind, grid, noise level, integration path, dtype). Solvers that choose their own steps (adaptive) and
 samplers whose noise is part of the update rather than of the dynamics (DDIM with ``eta > 0``, DDPM's
 ancestral sampler: posterior steps, stable by construction) are not probed.
 """
@@ -29,14 +42,15 @@ import torch
 
 from .errors import SdeflowValueError, SingularityError, UnstableError
 
-__all__ = ["probe", "PROBE_VARIANCE", "PROBE_VARIANCES", "conditional_mean_factor", "check_rounding"]
+__all__ = ["PROBE_VARIANCE", "PROBE_VARIANCES", "check_rounding", "conditional_mean_factor", "probe"]
 
-#: data variances of the probe problem, one per coordinate: :math:`0.5^2` (EDM's :math:`\sigma_{data}`, where
-#: steps near the data end are stiffest) and :math:`2^2` (a wide target, where an unstable step near the noise end
-#: survives the reverse SDE's contraction longest)
-PROBE_VARIANCES = (0.25, 4.0)
-PROBE_VARIANCE = PROBE_VARIANCES[0]
-_LIMIT = 1.0  # relative error of the probe that refuses a configuration
+#: data variances of the probe problem, one per coordinate: standard deviations 0.05 (a narrow direction, as real
+#: data has many: the dynamics are stiffest near the data end), 0.5 (EDM's :math:`\sigma_{data}`), 2 and 10 (wide
+#: targets, where an unstable step near the noise end survives the reverse SDE's contraction longest)
+PROBE_VARIANCES = (0.05 ** 2, 0.5 ** 2, 2.0 ** 2, 10.0 ** 2)
+PROBE_VARIANCE = PROBE_VARIANCES[1]
+_LIMIT = 1.0  # relative error of the probe's conditional mean that names the first bad step
+_FACTOR = 2.0  # an answer more than this factor above the exact one (or of the other sign) is refused
 _MC_ROWS = 512  # samples of the Monte Carlo probe (solvers with their own Brownian path: torchsde)
 _GL_X, _GL_W = np.polynomial.legendre.leggauss(8)
 
@@ -156,7 +170,8 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
             what = f"its answer from x = {V0[i] ** 0.5:.3g} is {got:.3g} where the exact flow gives {want:.3g}"
         with np.errstate(all="ignore"):
             err = abs(got - want) / abs(want)
-        if err <= _LIMIT:
+            ratio = got / want
+        if 0.0 <= ratio <= _FACTOR:  # an answer shrunk towards 0 is inaccurate, not unstable: accepted
             continue
         bad = np.flatnonzero(~(rel <= _LIMIT))
         k = int(bad[0]) if bad.size else int(np.argmax(np.nan_to_num(rel, nan=np.inf)))
@@ -165,7 +180,7 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
         raise UnstableError(
             f"solver {solver.name!r} cannot integrate this window on this grid: on the exact Gaussian probe (data "
             f"N(0, {c ** 0.5:g}^2), same path {path!r}, field kind {kind!r}, grid and noise level) {what} "
-            f"(relative error {err:.3g} > {_LIMIT:g}). The state first leaves the exact conditional mean by more "
+            f"(relative error {err:.3g}: more than {_FACTOR:g}x it, or of the other sign). The state first leaves the exact conditional mean by more "
             f"than itself at step {k - 1} (t={ta:.6g} -> {tb:.6g}): the step is unstable or far too coarse there. "
             f"Take more steps, a grid denser there (e.g. grid='log_snr'), "
             f"{'an exponential integrator (sde_dpmpp_2m) whose linear part is exact, ' if solver.sde else ''}"

@@ -17,6 +17,19 @@ or the noise level makes an end singular; then that end moves to a fixed log-SNR
 :data:`~sdeflow.paths.LOG_SNR_DATA_END` (:math:`\sigma/\alpha = 0.002`, EDM's smallest noise level). Ends
 the user gives are kept as given: the sampler's term then refuses the singular times before any network call
 (:class:`~sdeflow.errors.SingularityError`).
+
+An end far beyond those log-SNRs but finite (:data:`EXTREME_LOG_SNR`: :math:`30 < |\lambda| < \infty`, e.g.
+``VE(1e-30, 1e30)`` or ``VP(beta_max=1e6)``; an exact end such as LinearFlow's :math:`\alpha(1) = 0` is the
+path's own) moves to them too, for every field kind: there the data's share of the state
+(:math:`\alpha/\sigma`, or the noise's, :math:`\sigma/\alpha`) is below :math:`e^{-15} = 3\cdot10^{-7}`, under
+float32's resolution, so steps there change nothing while every named grid would spend most of its steps
+on them (a data field's samples collapse to the mean on such a window).
+
+:func:`check_prior` refuses the default prior draw :math:`N(0, \sigma_{t_{max}}^2)` where it does not stand for
+the marginal :math:`\alpha x_0 + \sigma\varepsilon`: a window starting above log-SNR :data:`LOG_SNR_PRIOR_MAX`
+(-4, :math:`\alpha/\sigma > e^{-2} = 0.14`: a path that never reaches noise, e.g. ``DiscreteVP(T=20)`` or
+``VE(sigma_max=0.5)``, or an early ``t_max``). Stable Diffusion's schedule ends at -5.4 (the noise end of
+common latent models); VP, DDPM's and cosine schedules at -10, VE/EDM with ``sigma_max = 80`` at -8.8.
 """
 
 from __future__ import annotations
@@ -28,7 +41,33 @@ import torch
 from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
-__all__ = ["default_window", "singular_reason", "check_ends"]
+__all__ = ["EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "check_ends", "check_prior", "default_window", "singular_reason"]
+
+#: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
+EXTREME_LOG_SNR = 30.0
+#: the default prior N(0, sigma^2) is refused for a window starting above this log-SNR (alpha/sigma > 0.14)
+LOG_SNR_PRIOR_MAX = -4.0
+
+
+def _log_snr(path: GaussianPath, t: float) -> float:
+    with torch.no_grad():
+        return float(path.log_snr(torch.tensor([float(t)], dtype=torch.float64))[0])
+
+
+def check_prior(path: GaussianPath, t_max: float) -> None:
+    """Raise :class:`~sdeflow.errors.SdeflowValueError` if the default prior draw :math:`N(0, \sigma^2)` at
+    ``t_max`` would misstate the marginal (log-SNR above :data:`LOG_SNR_PRIOR_MAX`; module docstring)."""
+    from .errors import SdeflowValueError
+
+    lam = _log_snr(path, t_max)
+    if lam > LOG_SNR_PRIOR_MAX:
+        raise SdeflowValueError(
+            f"the window starts at t_max={float(t_max):.6g} where {path!r} has log-SNR {lam:.3g} (alpha/sigma = "
+            f"{math.exp(lam / 2):.3g}): the data still make up a large part of x_t there, so the default prior "
+            f"N(0, sigma^2) is not the marginal alpha*x0 + sigma*eps and the samples would be wrong. Start where "
+            f"the path reaches noise (log-SNR <= {LOG_SNR_PRIOR_MAX:g}: a larger t_max, or a path/schedule that "
+            f"ends in noise), or pass x_init drawn from the marginal at t_max (e.g. path.q_sample(data, t_max) "
+            f"for SDEdit-style editing; path.prior_sample(...) if you accept the approximation)")
 
 
 def singular_reason(path: GaussianPath, t: float, kind: str, *, gamma2=None, targets=("drift",),
@@ -74,14 +113,16 @@ def default_window(path: GaussianPath, kind: str, *, gamma2_fn=None, final_denoi
     span = float(path.t_max - path.t_min)
     if t_max is None:
         t_max = float(path.t_max)
-        if singular_reason(path, t_max, kind, gamma2=g2(t_max), targets=targets, dtype=dtype, span=span) is not None:
+        if (singular_reason(path, t_max, kind, gamma2=g2(t_max), targets=targets, dtype=dtype, span=span) is not None
+                or -math.inf < _log_snr(path, t_max) < -EXTREME_LOG_SNR):
             alt = float(path.t_from_log_snr(torch.tensor(LOG_SNR_NOISE_END, dtype=torch.float64)))
             if 0.0 < alt < t_max:
                 t_max = alt
     if t_min is None:
         t_min = float(path.t_min)
         at_min = tuple(targets) + (("data",) if final_denoise else ())
-        if singular_reason(path, t_min, kind, gamma2=g2(t_min), targets=at_min, dtype=dtype, span=span) is not None:
+        if (singular_reason(path, t_min, kind, gamma2=g2(t_min), targets=at_min, dtype=dtype, span=span) is not None
+                or EXTREME_LOG_SNR < _log_snr(path, t_min) < math.inf):
             alt = float(path.t_from_log_snr(torch.tensor(LOG_SNR_DATA_END, dtype=torch.float64)))
             if t_min < alt < t_max:
                 t_min = alt

@@ -21,6 +21,8 @@ from sdeflow import langevin as L
 from sdeflow import losses as Lo
 from sdeflow import metrics as M
 
+from validation_files import same
+
 ERRORS = (sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError)
 TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
 KINDS = ("score", "noise", "data", "velocity")
@@ -290,26 +292,6 @@ def test_metrics(fn, n, m, d, e, extra):
     outcome(call)
 
 
-def _same(a, b) -> bool:
-    """Bitwise equality of loaded values: tensors (dtype, shape, bytes), NaN-aware floats, containers,
-    Solutions and paths (by repr)."""
-    if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-                and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
-    if isinstance(a, float):
-        return isinstance(b, float) and (a == b or (math.isnan(a) and math.isnan(b)))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
-    if isinstance(a, sf.Solution):
-        return isinstance(b, sf.Solution) and all(_same(getattr(a, k), getattr(b, k))
-                                                  for k in ("x", "ts", "trajectory", "nfe", "stats"))
-    if isinstance(a, sf.GaussianPath):
-        return type(a) is type(b) and repr(a) == repr(b)
-    return type(a) is type(b) and a == b
-
-
 @given(shapes=st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4),
        dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.bool]),
        meta=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-10, 10), st.floats(), st.text(max_size=5),
@@ -320,8 +302,8 @@ def test_io_round_trip(tmp_path_factory, shapes, dtype, meta):
     tensors = {f"t{i}": torch.zeros(s, dtype=dtype) for i, s in enumerate(shapes)}
     io.save_tensors(f, tensors, meta)
     back, m = io.load_tensors(f)
-    assert set(back) == set(tensors) and all(_same(back[k], v) for k, v in tensors.items())
-    assert _same({k: m[k] for k in meta}, meta)
+    assert set(back) == set(tensors) and all(same(back[k], v) for k, v in tensors.items())
+    assert same({k: m[k] for k in meta}, meta)
 
 
 # ---- damaged files and manifests: the exact original data, or an sdeflow error ------------------------------
@@ -455,7 +437,7 @@ def test_io_damaged_files(tmp_path_factory, kind, seed, data):
         header, _ = _split(raw)
         assert "sdeflow" not in (header.get("__metadata__") or {}), "metadata dropped"
         ref = (ref[0], {})
-    assert _same(got, ref), "a damaged file loaded as different data"
+    assert same(got, ref), "a damaged file loaded as different data"
 
 
 @given(kind=st.sampled_from(["grid", "solution", "field"]), seed=st.integers(0, 100), data=st.data())

@@ -12,6 +12,8 @@ import torch
 import sdeflow as sf
 from sdeflow import io
 
+from validation_files import same
+
 D = torch.float64
 
 
@@ -252,18 +254,6 @@ def test_save_is_atomic(tmp_path, monkeypatch):
 
 
 # ---- issue 13: every damaged file is refused; nothing wrong is ever returned --------------------------------
-def _same(a, b) -> bool:
-    """Bitwise equality of nested tensors/metadata (NaN equal to NaN)."""
-    if isinstance(a, torch.Tensor):
-        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
-                and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
-    if isinstance(a, float):
-        return isinstance(b, float) and (a == b or (math.isnan(a) and math.isnan(b)))
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return type(a) is type(b) and len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
-    return type(a) is type(b) and a == b
 
 
 def test_every_single_byte_flip_or_truncation_is_refused(tmp_path):
@@ -286,7 +276,7 @@ def test_every_single_byte_flip_or_truncation_is_refused(tmp_path):
         except sf.SdeflowValueError:
             refused += 1
             continue
-        assert _same(got, ref), f"wrong data from a damaged file (variant {variants.index(v)})"
+        assert same(got, ref), f"wrong data from a damaged file (variant {variants.index(v)})"
         same += 1
     padding = raw[8:8 + int.from_bytes(raw[:8], "little")].count(b" ")  # JSON whitespace a flip may keep valid
     assert same <= 2 * padding, (refused, same)
@@ -447,7 +437,7 @@ def test_paths_and_devices_are_checked(tmp_path):
     with pytest.raises(sf.SdeflowTypeError, match="path must be a file name"):
         io.load_grid(3)
     io.save_tensors(tmp_path / "t.safetensors", {"a": torch.ones(1)})
-    with pytest.raises(sf.SdeflowValueError, match="device must be a torch.device"):
+    with pytest.raises(sf.SdeflowValueError, match="is not a device torch knows"):
         io.load_tensors(tmp_path / "t.safetensors", device="gpu7")
     with pytest.raises(sf.SdeflowValueError, match="device='meta' would drop the data"):
         io.load_solution(tmp_path / "t.safetensors", device="meta")

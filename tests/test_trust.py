@@ -38,6 +38,47 @@ def test_linear_flow_default_noise_end_follows_the_field_kind_and_noise(kind, sd
     assert float(p.log_snr(t_max)) == pytest.approx(-10.0 if expect is None else -math.inf)
 
 
+@pytest.mark.parametrize("make", [lambda: sf.DiscreteVP(T=20), lambda: sf.VE(0.01, 0.5), lambda: sf.VP(beta_max=1.0)])
+def test_the_default_prior_is_refused_where_the_path_does_not_reach_noise(make):
+    """alpha/sigma > e^-2 at t_max: N(0, sigma^2) is not the marginal (a data mean of 2 would be off by several
+    standard errors); refused by name, and accepted with an explicit x_init (the user's marginal)."""
+    p = make()
+    with pytest.raises(sf.SdeflowValueError, match="default prior N.0, sigma.2. is not the marginal"):
+        sf.sample(p, TARGET.field("noise"), "heun", steps=32, n=4, shape=(2,))
+    x = TARGET.marginal(p, float(p.t_max)).sample(4, generator=torch.Generator().manual_seed(0), dtype=D)
+    sf.sample(p, TARGET.field("noise"), "heun", steps=32, x_init=x)
+
+
+@pytest.mark.parametrize("make,kind", [(lambda: sf.VE(1e-30, 1e30), "data"), (lambda: sf.VP(beta_max=1e6), "data"),
+                                       (lambda: sf.VE(1e-30, 1e30), "noise")])
+def test_ends_beyond_the_extreme_log_snr_move_to_the_default_ends(make, kind):
+    """Beyond |log-SNR| = 30 steps change nothing: the default window starts at log-SNR -10 (and stops at
+    sigma/alpha = 0.002) for every kind, and the samples have the exact marginal at the window's end."""
+    p = make()
+    t_max, t_min = default_window(p, kind)
+    assert float(p.log_snr(t_max)) == pytest.approx(-10.0, abs=1e-6)
+    assert float(p.log_snr(t_min)) <= 30.0
+    n = 4000
+    x = sf.sample(p, TARGET.field(kind), "dpmpp_2m", steps=100, grid="karras", n=n, shape=(2,), dtype=D,
+                  generator=torch.Generator().manual_seed(3)).x
+    mean, var = TARGET.moments(p, t_min)
+    assert ((x.mean(0) - mean).abs() < 5 * (var / n).sqrt()).all()
+    assert ((x.var(0) / var - 1).abs() < 5 * math.sqrt(2 / n) + 0.02).all()  # 5 SE of a variance + solver error
+
+
+@pytest.mark.parametrize("solver,path,kw", [
+    ("torchdiffeq:rk4", sf.VE, {"steps": 1}),
+    ("torchsde:euler", lambda: sf.VE(0.002, 500.0), {"steps": 10, "grid": "log_snr", "gamma": "reverse"})])
+def test_backend_fixed_step_methods_are_probed_too(solver, path, kw):
+    """torchdiffeq's fixed-step methods get the pathwise probe, torchsde's the Monte Carlo one (their answers
+    there were 112x / 3000x off); more steps pass."""
+    with pytest.raises(sf.UnstableError, match=f"solver '{solver}' cannot integrate"):
+        sf.sample(path(), TARGET.field("score"), solver, n=4, shape=(2,), dtype=D, **kw)
+    kw = {**kw, "steps": 128}
+    sf.sample(path(), TARGET.field("score"), solver, n=4, shape=(2,), dtype=D,
+              generator=torch.Generator().manual_seed(0), **kw)
+
+
 def test_default_window_samples_converge_where_t_max_1_is_refused():
     p = sf.LinearFlow()
     with pytest.raises(sf.SingularityError, match="noise field at t=1"):
@@ -54,7 +95,7 @@ def test_x_init_with_a_moved_default_end_is_refused_and_explicit_ends_are_kept()
     x = torch.randn(4, 2, dtype=D, generator=torch.Generator().manual_seed(1))
     with pytest.raises(sf.SingularityError, match="x_init was given"):
         sf.sample(p, TARGET.field("score"), "heun", steps=4, x_init=x)
-    out = sf.sample(p, TARGET.field("score"), "heun", steps=4, x_init=x, t_max=0.99)
+    out = sf.sample(p, TARGET.field("score"), "heun", steps=16, x_init=x, t_max=0.99)
     assert float(out.ts[0]) == 0.99
 
 
@@ -169,7 +210,7 @@ def _mutating(x, t):
 @pytest.mark.parametrize("solver,kw", [("euler", {}), ("heun", {}), ("dpmpp_2m", {}), ("ddim", {}),
                                        ("euler_maruyama", {}), ("dopri5", {}), ("heun", {"return_trajectory": True})])
 def test_a_network_writing_into_its_input_is_stopped(solver, kw):
-    steps = {} if solver == "dopri5" else {"steps": 16}
+    steps = {} if solver == "dopri5" else {"steps": 64}
     with pytest.raises(sf.InputMutationError, match="modified its input x in place"):
         sf.sample(sf.VP(), sf.NoiseField(_mutating), solver, n=3, shape=(2,), generator=torch.Generator(), **steps,
                   **kw)
@@ -177,9 +218,9 @@ def test_a_network_writing_into_its_input_is_stopped(solver, kw):
 
 def test_under_inference_mode_the_network_gets_a_copy_and_the_answer_is_right():
     x = TARGET.marginal(sf.VP(), 1.0).sample(8, generator=torch.Generator().manual_seed(5), dtype=D)
-    want = sf.sample(sf.VP(), TARGET.field("noise"), "heun", steps=8, x_init=x).x
+    want = sf.sample(sf.VP(), TARGET.field("noise"), "heun", steps=32, x_init=x).x
     with torch.inference_mode():
-        got = sf.sample(sf.VP(), sf.NoiseField(_mutating), "heun", steps=8, x_init=x.clone()).x
+        got = sf.sample(sf.VP(), sf.NoiseField(_mutating), "heun", steps=32, x_init=x.clone()).x
     assert torch.equal(got, want)
 
 
@@ -199,7 +240,7 @@ def test_a_half_precision_network_runs_through_the_field_dtype_option():
             return self.lin(x)
     net = Net().to(torch.bfloat16)
     with pytest.raises(RuntimeError) as info:
-        sf.sample(sf.VP(), sf.NoiseField(net), "heun", steps=3, n=2, shape=(2,))
+        sf.sample(sf.VP(), sf.NoiseField(net), "heun", steps=32, n=2, shape=(2,))
     assert any("NoiseField(net, dtype=torch.bfloat16)" in n for n in getattr(info.value, "__notes__", []))
-    out = sf.sample(sf.VP(), sf.NoiseField(net, dtype=torch.bfloat16), "heun", steps=3, n=2, shape=(2,))
+    out = sf.sample(sf.VP(), sf.NoiseField(net, dtype=torch.bfloat16), "heun", steps=32, n=2, shape=(2,))
     assert out.x.dtype == torch.float32 and torch.isfinite(out.x).all()

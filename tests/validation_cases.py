@@ -31,6 +31,14 @@ VE_, TE_, NF_ = sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError
 SG_, UE_, ME_, BE_ = (sf.errors.SingularityError, sf.errors.UnstableError, sf.errors.InputMutationError,
                       sf.errors.BudgetError)
 SE_ = sd.ShardError
+GE_ = sf.GradientError
+
+
+def _inference(call):
+    def run():
+        with torch.inference_mode():
+            return call()
+    return run
 
 
 @dataclass
@@ -44,11 +52,19 @@ class Case:
 
 
 def _s(**kw):
-    args = dict(x_init=X, steps=3)
+    # three Euler steps are too coarse for the preflight's narrow probe (its own rows below): these rows check
+    # what comes after it
+    args = dict(x_init=X, steps=3, preflight=False)
     args.update(kw)
     for k in [k for k, v in args.items() if v is None]:
         del args[k]
     return lambda: sf.sample(VP, args.pop("field", NOISE), args.pop("solver", "euler"), **args)
+
+
+def _ll(**kw):
+    args = dict(solver="dopri5", x=X)
+    args.update(kw)
+    return lambda: sf.log_likelihood(VP, args.pop("field", NOISE), args.pop("x"), args.pop("solver"), **args)
 
 
 def _solve(*a, **kw):
@@ -190,12 +206,16 @@ CASES = [
                            t_max=0.9, final_denoise=True)),
     Case("sample", "x_init", "given while the default window moved off a singular end", SG_,
          "x_init was given for the path's own end", lambda: sf.sample(sf.LinearFlow(), NOISE, "heun", steps=4, x_init=X)),
+    Case("sample", "path, t_max", "the window starts where the path has not reached noise (no x_init)", VE_,
+         r"default prior N\(0, sigma\^2\) is not the marginal",
+         lambda: sf.sample(sf.DiscreteVP(T=20), NOISE, "heun", steps=32, n=4, shape=(2,))),
     Case("sample (adaptive solver)", "t_max", "a singular end of the window", SG_, "t_max=1 is singular",
          lambda: sf.sample(sf.CosineVP(), NOISE, "dopri5", n=2, shape=(2,), t_max=1.0)),
     Case("sample", "steps, grid", "an explicit step beyond its stability limit", UE_, "cannot integrate this window",
          lambda: sf.sample(sf.CosineVP(), NOISE, "euler_maruyama", steps=5, n=2, shape=(2,))),
     Case("sample", "grid", "steps far too coarse for the change they span", UE_, "cannot integrate this window",
-         lambda: sf.sample(sf.VE(1e-30, 1e30), TARGET.field("data"), "heun", steps=20, grid="karras", n=2, shape=(2,))),
+         lambda: sf.sample(sf.VE(1e-30, 1e30), TARGET.field("data"), "heun", steps=20, grid="karras", n=2, shape=(2,),
+                           t_max=1.0, t_min=0.0)),
     Case("sample (field)", "net", "modifies its input in place", ME_, "modified its input x in place",
          _s(field=sf.NoiseField(lambda x, t: x.mul_(0.5)))),
     Case("sample (field)", "oracle", "event shape that does not fit", VE_, r"oracle takes x of shape \(batch, 2\)",
@@ -234,6 +254,17 @@ CASES = [
     Case("sample / solve", "noise, generator", "both given", VE_, "either noise=", _s(solver="euler_maruyama", gamma=1.0, noise=1,
                                                                                        generator=torch.Generator())),
     Case("PerSampleNoise", "seed", "not an integer", TE_, "seed must be an integer", lambda: sf.PerSampleNoise(1.5)),
+    Case("sample", "grad", "unknown mode (e.g. 'ful', True)", GE_, "grad must be None .no autograd graph., 'full'",
+         _s(grad="ful")),
+    Case("sample", "grad", "'adjoint'", GE_, "grad='adjoint' is not supported.*use grad='checkpoint'", _s(grad="adjoint")),
+    Case("sample", "grad", "'checkpoint' with an adaptive or backend solver", GE_,
+         "grad='checkpoint' needs a fixed-step solver, but 'dopri5' chooses its own steps.*grad='full'",
+         _s(steps=None, solver="dopri5", grad="checkpoint")),
+    Case("sample", "grad", "given under torch.inference_mode()", GE_, "needs autograd, but sample was called under "
+         "torch.inference_mode", _inference(_s(grad="full"))),
+    Case("sample", "x_init", "requires grad with grad=None (its gradient would be dropped)", GE_,
+         "x_init requires grad, but grad=None builds no autograd graph.*grad='full'.*grad='checkpoint'",
+         _s(x_init=X.clone().requires_grad_(True))),
     # ---- field outputs -------------------------------------------------------------------------
     Case("sample (field output)", "field", "output of the wrong shape", VE_, r"returned shape \(4, 1\).*x has shape \(4, 2\)",
          _s(field=sf.NoiseField(lambda x, t: x[:, :1]))),
@@ -267,6 +298,25 @@ CASES = [
     Case("solve", "generator", "not a torch.Generator (numpy's)", TE_, "generator must be a torch.Generator",
          _solve(_neg, 1.0, X, [0.0, 1.0], "euler_maruyama", generator=np.random.default_rng(0))),
     Case("solve (adaptive)", "drift", "NaN/Inf output", NF_, "drift returned NaN or Inf at t=0", _solve(_nan, None, X, [0.0, 1.0], "dopri5")),
+    # ---- log_likelihood -------------------------------------------------------------------------
+    Case("log_likelihood", "solver", "exponential integrator / DDIM-like", VE_, "cannot integrate the divergence",
+         _ll(solver="dpm_solver_2", steps=3)),
+    Case("log_likelihood", "solver", "SDE solver", VE_, "is an SDE solver", _ll(solver="euler_maruyama", steps=3)),
+    Case("log_likelihood", "steps", "missing for a fixed-step solver", VE_, "give steps=", _ll(solver="rk4")),
+    Case("log_likelihood", "grid", "not increasing", VE_, "grid must be strictly increasing", _ll(grid=[1.0, 0.5, 0.1])),
+    Case("log_likelihood", "divergence", "unknown name", VE_, "divergence must be 'auto', 'exact' or 'hutchinson'",
+         _ll(divergence="hutch")),
+    Case("log_likelihood", "probe", "unknown name", VE_, "probe must be 'rademacher' or 'gaussian'", _ll(probe="normal")),
+    Case("log_likelihood", "n_probes", "< 1", VE_, "n_probes must be an integer >= 1", _ll(n_probes=0)),
+    Case("log_likelihood", "seed", "not an int or PerSampleNoise", TE_, "seed must be an integer or a PerSampleNoise",
+         _ll(seed=torch.Generator())),
+    Case("log_likelihood", "x_at", "unknown", VE_, "x_at must be 'data'", _ll(x_at="x0")),
+    Case("log_likelihood", "bin_width", "<= 0", VE_, "bin_width must be finite and > 0", _ll(bin_width=0.0)),
+    Case("log_likelihood", "prior", "output not (batch,)", VE_, r"prior\(x_T\) must return a \(batch,\)",
+         _ll(prior=lambda z: z)),
+    Case("log_likelihood", "field", "EnergyField without create_graph=True", VE_, "create_graph=True",
+         _ll(field=sf.EnergyField(lambda x, t: (x * x).sum(1)))),
+    Case("log_likelihood", "x", "NaN/Inf", VE_, "x holds NaN or Inf", _ll(x=X * float("nan"))),
     # ---- grids -----------------------------------------------------------------------------------
     Case("grids.*", "steps", "< 1 or not an int", VE_, "steps must be a positive integer", lambda: G.uniform(None, 0)),
     Case("grids.*", "t_max, t_min", "not 0 <= t_min < t_max <= 1", VE_, "need 0 <= t_min < t_max <= 1", lambda: G.uniform(None, 3, 0.0, 1.0)),
@@ -349,7 +399,7 @@ CASES = [
          lambda: io.load_tensors(VF.raw("list.safetensors", VF.G, "[1, 2]"))),
     Case("io.load_*", "file", "written by a newer sdeflow", VE_, "written by a newer sdeflow",
          lambda: io.load_grid(VF.raw("new.safetensors", VF.G, {"format_version": 99, "kind": "grid"}))),
-    Case("io.load_*", "device", "unknown or 'meta'", VE_, "device must be a torch.device",
+    Case("io.load_*", "device", "unknown or 'meta'", VE_, "is not a device torch knows",
          lambda: io.load_solution(VF.grid(), device="gpu")),
     Case("io.load_grid / load_solution / load_field_state", "file", "another kind of file", VE_,
          r"holds a 'grid', not a solution; load the file with the matching function \(load_grid\)",

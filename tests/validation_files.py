@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import atexit
 import json
+import math
 import os
 import shutil
 import tempfile
 
 import torch
 
+import sdeflow as sf
 from sdeflow import distributed as sd
 from sdeflow import io
 
@@ -139,3 +141,22 @@ def huge(doc):
     for r, sh in enumerate(doc["shards"]):
         sh["start"], sh["stop"] = sd.block(10 ** 12, r, 3)
 
+
+def same(a, b) -> bool:
+    """Bitwise equality of loaded values (the io and fuzz tests): tensors (dtype, shape, bytes), NaN-aware floats, containers,
+    Solutions and paths (by repr)."""
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+    if isinstance(a, float):
+        return isinstance(b, float) and (a == b or (math.isnan(a) and math.isnan(b)))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(same(u, v) for u, v in zip(a, b))
+    if isinstance(a, sf.Solution):
+        return isinstance(b, sf.Solution) and all(same(getattr(a, k), getattr(b, k))
+                                                  for k in ("x", "ts", "trajectory", "nfe", "stats"))
+    if isinstance(a, sf.GaussianPath):
+        return type(a) is type(b) and repr(a) == repr(b)
+    return type(a) is type(b) and a == b

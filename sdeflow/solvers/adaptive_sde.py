@@ -20,7 +20,14 @@ import torch
 
 from ..errors import BudgetError, SdeflowValueError
 from ..noise import GeneratorNoise
-from .adaptive import Controller, check_budget, check_options, check_progress, check_step_option, error_ratio
+from .adaptive import (
+    Controller,
+    check_budget,
+    check_options,
+    check_progress,
+    check_step_option,
+    error_ratio,
+)
 from .base import SDESolver, add_noise
 
 __all__ = ["AdaptiveHeunSDE"]
@@ -68,6 +75,7 @@ class AdaptiveHeunSDE(SDESolver):
         h = min(self.h_init, h_max)
         t = grid[0]
         span = abs(grid[-1] - grid[0])
+        lo, hi = min(grid), max(grid)
         for i in range(len(grid) - 1):
             t_end = grid[i + 1]
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
@@ -82,7 +90,8 @@ class AdaptiveHeunSDE(SDESolver):
                 f0 = term.drift_at(t, x)
                 em = torch.add(x, f0, alpha=hs)
                 if bm is not None:
-                    dw = bm(min(t, t + hs), max(t, t + hs))
+                    # the ends clamped to the interval's span: t + hs may round past the grid's end
+                    dw = bm(max(min(t, t + hs), lo), min(max(t, t + hs), hi))
                     g0 = term.diffusion_at(t, x)
                     add_noise(em, g0, dw, 1.0)
                 f1 = term.drift_at(t + hs, em)

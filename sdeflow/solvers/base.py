@@ -21,6 +21,9 @@ A solver is a small class with class-level declarations (as in diffrax):
   whose error terms of different orders cross late (``lms``: its start-up's order-2 term against the
   Adams-Bashforth steps'; ``dpmpp_3m``: its halved third-order term against the rest), measured and
   documented where it is declared.
+* ``carried`` — the keys of the state dict that a step reads from earlier steps or writes for later ones
+  (a multistep method's history); with a step program's carried buffers, they are the inputs and outputs of
+  each checkpointed step (``sample(..., grad="checkpoint")``, :mod:`sdeflow.gradients`).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Solver:
     adaptive: ClassVar[bool] = False  # chooses its own steps
     planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))
     pre_asymptotic_factor: ClassVar[int] = 1  # order checks take this many times their usual steps
+    carried: ClassVar[tuple] = ()  # state keys passed from step to step (checkpointing replays them)
 
     # ---- budgets ------------------------------------------------------------------------------
     def nfe_for_steps(self, steps: int) -> int:

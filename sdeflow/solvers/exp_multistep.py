@@ -110,6 +110,7 @@ class ExpMultistep(PredictionSolver):
     order = 2
     evals_per_step = 1
     accepts_gamma = False
+    carried = ("hist", "x_prev")  # (half log-SNR, prediction) pairs; the corrector's previous state
 
     def __init__(self, order: int = 2, predict: str = "data", variant: str = "exact", corrector: bool = False,
                  lower_order_final: bool = False, startup: str = "lower_order"):

@@ -62,6 +62,7 @@ class LMS(ODESolver):
     #: the start-up's O(h^2) term overtakes the Adams-Bashforth steps' error late: local slopes 2.15, 2.04,
     #: 2.02 (VP), 2.27, 2.07, 2.01 (SubVP) from 128 to 1024 steps, but 2.8-3.0 at 32-64 steps
     pre_asymptotic_factor = 4
+    carried = ("hist",)  # the last drifts, newest first
 
     def __init__(self, order: int = 4):
         if order not in (1, 2, 3, 4):
