@@ -1,4 +1,5 @@
-"""sdeflow's best sampler per NFE budget on the benchmark problems: UniPC (order 2 and 3) on a grid bought
+"""sdeflow's best sampler per NFE budget on the benchmark problems: ``exp_pc`` (sdeflow's exact-weight
+UniPC-style predictor-corrector, order 2 and 3) on a grid bought
 once with ``sdeflow.grid_opt.optimize_grid``, beside the same solver on the log-SNR grid.
 
     python benchmarks/best_sampler.py                       # eight_gaussians at 10, 20, 50 NFE
@@ -16,7 +17,7 @@ import sdeflow as sf
 from sdeflow.bench import get_problem, pathwise_rms
 from sdeflow.grid_opt import optimize_grid
 
-CONFIGS = [("unipc", {}), ("unipc", {"order": 3})]
+CONFIGS = [("exp_pc", {}), ("exp_pc", {"order": 3})]
 
 
 def main():

@@ -21,6 +21,7 @@ rounding (``equal``) or is a known gap; ``run_sdeflow(case)`` runs it.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,28 +85,8 @@ def load(name: str) -> dict:
     return case
 
 
-GAPS = {
-    "3m-D2": "the authors' third-order multistep term is -phi_3 D2 with D2 = (D1_0 - D1_1)/(r0 + r1) = "
-             "h^2 P''/2, half what the exact integral of the quadratic interpolant P needs (h^2 P''); their "
-             "DPM-Solver++(3M) converges at order 2 (dpm-solver, k-diffusion's dpmpp_3m_sde and diffusers alike)",
-    "2-form": "their order-2 multistep steps (the start-up step; the lowered final steps) use the 'dpmsolver' "
-              "form -(1/2) phi_1 (m0 - m1)/r0 instead of the exact integral of the linear interpolant",
-    "ss2-form": "DPM-Solver-2 'dpmsolver' type: the update uses -(1/(2 r1)) phi_1 (m_s1 - m_s), not the exact "
-                "integral of the line through the two stages ('taylor' type)",
-    "ss3-taylor": "DPM-Solver-3 'taylor' type: the update integrates the quadratic through all three stages; "
-                  "sdeflow's (Lu et al. Alg. 2, 'dpmsolver' type) uses stages 0 and 2 only",
-    "stages": "on a 'time_uniform' grid their inner stages are uniform in time (r1, r2 the log-SNR fractions "
-              "of those times); sdeflow's sit at fixed log-SNR fractions (1/2; 1/3, 2/3)",
-    "bh": "UniPC B(h) variants (bh1: B(h) = h, bh2: B(h) = e^h - 1, h in their sign) and rho = 1/2 at order 1 "
-          "(corrector) and 2 (predictor); sdeflow's unipc integrates the interpolants exactly",
-    "churn": "churn (Karras et al. 2022, Alg. 2: the noise raised to sigma_hat = (1 + gamma) sigma before the "
-             "step) is not implemented",
-    "lms": "no linear multistep (k-diffusion's 4-step Adams-Bashforth in sigma, coefficients by scipy quad) in "
-           "sdeflow; Euler is its first step",
-    "sde-midpoint": "'midpoint' type: (1/2)(1 - e^{-2h}) (D - D_prev)/r; the exact integral of the linear "
-                    "interpolant is the 'heun' type",
-    "sde-3m": "no third-order SDE-DPM-Solver++ in sdeflow",
-}
+#: known gaps, by key: none since issue 14 (every stored case is reproduced); a new gap gets a key and a reason
+GAPS: dict[str, str] = {}
 
 
 @dataclass
@@ -141,38 +122,39 @@ def closest(c: dict) -> Closest:
                 return Closest("exp_multistep", dict(order=1, predict=predict))
             if order == 2 and predict == "data" and stype == "dpmsolver":
                 return Closest("dpmpp_2m", dict(lower_order_final=lof))
-            solver, opts = (("dpmpp_3m", {}) if order == 3 and predict == "data"
-                            else ("exp_multistep", dict(order=order, predict=predict)))
-            opts["lower_order_final"] = lof
-            gaps = (("3m-D2",) if order == 3 else ()) + (("2-form",) if stype == "dpmsolver" else ())
-            return Closest(solver, opts, gaps=gaps)
+            if order == 3 and predict == "data":
+                return Closest("dpmpp_3m", dict(solver_type=stype, lower_order_final=lof))
+            return Closest("exp_multistep", dict(order=order, predict=predict, variant=stype, lower_order_final=lof))
         solver = "dpm_solver_2" if order == 2 else "dpm_solver_3"
-        gaps = () if c["skip_type"] == "logSNR" else ("stages",)
-        if (order, stype) == (2, "dpmsolver"):
-            gaps += ("ss2-form",)
-        if (order, stype) == (3, "taylor"):
-            gaps += ("ss3-taylor",)
-        return Closest(solver, dict(predict=predict), gaps=gaps)
+        stages = "log_snr" if c["skip_type"] == "logSNR" else "time_uniform"
+        return Closest(solver, dict(predict=predict, solver_type=stype, stages=stages))
     if ref == "unipc":
         return Closest("unipc", dict(order=c["order"], predict="data" if c["predict_x0"] else "noise",
-                                     lower_order_final=bool(c["lower_order_final"])), gaps=("bh",))
+                                     variant=c["variant"], lower_order_final=bool(c["lower_order_final"])))
     label = c["label"]
     # EDM's and k-diffusion's Heun step into sigma = 0 is an Euler step, x -> D(x, sigma_{N-1}): sdeflow's
     # final_denoise after the grid without its last point
     if ref == "edm":
-        return Closest("heun", denoise_last=True, gaps=("churn",) if label == "churn" else ())
+        if label == "churn":
+            kw = c["kwargs"]
+            return Closest("edm_heun", dict(S_churn=kw["S_churn"], S_tmin=kw["S_min"], S_tmax=kw["S_max"],
+                                            S_noise=kw["S_noise"]))
+        return Closest("heun", denoise_last=True)
     sde = dict(gamma="reverse")
+    kw = c["kwargs"]
+    churn = dict(S_churn=kw.get("s_churn", 0.0), S_tmin=kw.get("s_tmin", 0.0), S_tmax=kw.get("s_tmax", math.inf),
+                 S_noise=kw.get("s_noise", 1.0))
     table = {
         "euler": Closest("euler"),
-        "euler_churn": Closest("euler", gaps=("churn",)),
+        "euler_churn": Closest("edm_euler", churn),
         "heun": Closest("heun", denoise_last=True),
-        "heun_churn": Closest("heun", denoise_last=True, gaps=("churn",)),
-        "lms": Closest("euler", gaps=("lms",)),
+        "heun_churn": Closest("edm_heun", churn),
+        "lms": Closest("lms"),
         "dpmpp_2m": Closest("dpmpp_2m"),
         "dpmpp_2m_sde_heun": Closest("sde_dpmpp_2m", sample=sde, gaps=()),  # E = h exactly for the reverse SDE
-        "dpmpp_2m_sde_midpoint": Closest("sde_dpmpp_2m", sample=sde, gaps=("sde-midpoint",)),
-        "dpmpp_3m_sde_eta0": Closest("dpmpp_3m", gaps=("3m-D2",)),
-        "dpmpp_3m_sde_eta1": Closest("sde_dpmpp_2m", sample=sde, gaps=("sde-3m",)),
+        "dpmpp_2m_sde_midpoint": Closest("sde_dpmpp_2m", dict(solver_type="midpoint"), sample=sde),
+        "dpmpp_3m_sde_eta0": Closest("dpmpp_3m", dict(solver_type="taylor")),
+        "dpmpp_3m_sde_eta1": Closest("sde_dpmpp_3m", sample=sde),
         "euler_ancestral": Closest("ancestral", dict(variance="posterior")),
     }
     return table[label]
@@ -182,7 +164,7 @@ def run_sdeflow(case: dict, how: Closest | None = None) -> torch.Tensor:
     """sdeflow's output on the case's problem, grid, initial state and noise, with ``closest`` by default."""
     how = closest(case["meta"]) if how is None else how
     kw = dict(how.sample)
-    if case["noise_table"] is not None and _is_stochastic(how.solver):
+    if case["noise_table"] is not None and _is_stochastic(how.solver, how.options):
         kw["noise"] = sf.TableNoise(case["noise_table"])
     grid = case["t_grid"]
     if how.denoise_last:
@@ -195,9 +177,9 @@ def run_sdeflow(case: dict, how: Closest | None = None) -> torch.Tensor:
     return sol.x
 
 
-def _is_stochastic(solver: str) -> bool:
-    cls = sf.solvers.registry()[solver]
-    return bool(getattr(cls, "sde", False) or getattr(cls, "stochastic", False))
+def _is_stochastic(solver: str, options: dict) -> bool:
+    s = sf.solvers.get(solver, **options)
+    return bool(s.sde or getattr(s, "stochastic", False))
 
 
 def rel_error(x: torch.Tensor, ref: torch.Tensor) -> float:

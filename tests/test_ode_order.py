@@ -25,7 +25,8 @@ def _kind(name, i):
 
 
 def _steps_for(solver):
-    return [16, 32, 64, 128] if sf.solvers.get(solver).order >= 4 else STEPS
+    s = sf.solvers.get(solver)
+    return [n * s.pre_asymptotic_factor for n in ([16, 32, 64, 128] if s.order >= 4 else STEPS)]
 
 
 @pytest.mark.parametrize("solver", ODE_SOLVERS)

@@ -113,11 +113,12 @@ def test_diffusers_ddim_on_its_own_timesteps_equals_our_ddim():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers not installed")
-def test_diffusers_unipc_predictor_is_dpmpp_2m_and_both_unipc_converge():
-    """diffusers' UniPC (bh2, order 2) on its own timesteps: with the corrector disabled its predictor is
-    DPM-Solver++(2M) (B(h) = e^h - 1, rho = 1/2), equal to sdeflow's dpmpp_2m on those times to float32
-    rounding; with the corrector (trapezoid-like B(h) weights, where sdeflow's unipc integrates the same
-    interpolant exactly) the two differ by less than either's error, and both errors fall with the steps."""
+def test_diffusers_unipc_equals_sdeflow_unipc():
+    """diffusers' UniPC (bh2, order 2) on its own timesteps equals sdeflow's ``unipc`` (default ``variant="bh2"``)
+    on those times, to float32 rounding (diffusers' alphas_cumprod are float32); with the corrector disabled its
+    predictor (B(h) = e^h - 1, rho = 1/2) is DPM-Solver++(2M), sdeflow's dpmpp_2m. Their last step, into sigma = 0,
+    is order 1 (``lower_order_final``), which lands on the data prediction: sdeflow's final_denoise after a grid
+    ending at their last timestep, without lowering the orders before it."""
     import diffusers
 
     from sdeflow.bench.peers import OWN_GRID_PEERS, _CountedEps, _ddpm_config, own_grid
@@ -132,14 +133,8 @@ def test_diffusers_unipc_predictor_is_dpmpp_2m_and_both_unipc_converge():
     grid = own_grid(p, sch.timesteps.tolist())
     ours = sample(p.path, p.field(), "dpmpp_2m", grid=grid, x_init=x, final_denoise=True)
     assert pathwise_rms(y, ours.x) < 1e-5 * pathwise_rms(ours.x, 0 * ours.x)
-    errs = []
-    for nfe in (10, 40):
+    for nfe in (5, 10, 40):
         theirs, used, taus = OWN_GRID_PEERS["diffusers:unipc"][1](p, x, nfe)
-        g = own_grid(p, taus)
-        mine = sample(p.path, p.field(), "unipc", grid=g, x_init=x, final_denoise=True)
+        mine = sample(p.path, p.field(), "unipc", grid=own_grid(p, taus), x_init=x, final_denoise=True)
         assert used == mine.nfe == nfe and taus[0] == 999
-        ref = p.target.reference_flow(x, p.path, g[0], g[-1], final_denoise=True)
-        e_theirs, e_mine = pathwise_rms(theirs, ref), pathwise_rms(mine.x, ref)
-        assert pathwise_rms(theirs, mine.x) < min(e_theirs, e_mine)
-        errs.append((e_theirs, e_mine))
-    assert errs[1][0] < 0.25 * errs[0][0] and errs[1][1] < 0.25 * errs[0][1], errs
+        assert pathwise_rms(theirs, mine.x) < 1e-5 * pathwise_rms(mine.x, 0 * mine.x), nfe

@@ -65,7 +65,13 @@ def test_marginals_at_t_min(solver, case):
 # 64..1024 steps are 1.42, 1.42, 1.49, 1.64, and 1.37, 1.45, 1.60, 1.81 on the linear flow with gamma = 0.7,
 # rising towards 2; with gamma = g (eta = 1, what it is built for) they are 2.2 and 2.0 from 64 steps. Its
 # rate is tested on the eta = 1 cases, its exact marginals (with 2000 steps) on all.
-PRE_ASYMPTOTIC = {"sde_dpmpp_2m": ("VP-gamma1", "LinearFlow-gamma0.7")}
+#
+# SDE-DPM-Solver++(3M) (k-diffusion's: its third-order term is half the quadratic's, so it is second order) reaches
+# its rate late: it declares pre_asymptotic_factor = 4 and its rate is fitted over 128..1024 steps (local slopes
+# 1.71, 1.86, 2.07 on VP-gamma1; 1.69, 1.82, 1.92 on LinearFlow-gamma0.7; 2.06, 2.02, 2.01 on VE-reverse). On
+# VP-reverse a higher-order term dominates until ~2000 steps (2.94, 2.62, 2.34, 2.07 over 128..2000; unstable
+# at 32, refused by the preflight): its exact marginals (2000 steps) are tested there, not its rate.
+PRE_ASYMPTOTIC = {"sde_dpmpp_2m": ("VP-gamma1", "LinearFlow-gamma0.7"), "sde_dpmpp_3m": ("VP-reverse",)}
 WEAK_CASES = [(s, c) for s in SDE_SOLVERS for c in CASES
               if not (s == "euler_maruyama" and c == "VE-reverse") and c not in PRE_ASYMPTOTIC.get(s, ())]
 
@@ -74,7 +80,7 @@ WEAK_CASES = [(s, c) for s in SDE_SOLVERS for c in CASES
 def test_weak_order(solver, case):
     path, gamma, t_min, kind = CASES[case]
     mt, Vt = TARGET.moments(path, t_min)
-    steps = [32, 64, 128, 256]
+    steps = [sf.solvers.get(solver).pre_asymptotic_factor * n for n in (32, 64, 128, 256)]
     errs = []
     for n in steps:
         m, v = _moments(case, solver, n)

@@ -70,6 +70,8 @@ def tables(rows: list[dict]) -> tuple[str, str]:
     for (ref, config), rs in groups.items():
         summary.append(f"| {ref} `{config}` | {_solver(rs[0]['how'])} | {len(rs)} | "
                        f"{max(r['rel'] for r in rs):.1e} |")
+    if not gaps:
+        return "\n".join(summary), "None: every stored case is reproduced to rounding."
     steps = sorted({r["steps"] for r in gaps})
     lines = ["| reference / configuration | closest sdeflow sampler | " + " | ".join(f"n={s}" for s in steps)
              + " | gaps |", "|---|---|" + "---|" * len(steps) + "---|"]

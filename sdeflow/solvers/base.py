@@ -16,6 +16,11 @@ A solver is a small class with class-level declarations (as in diffrax):
   which also need the time integral of the Brownian increment);
 * ``adaptive`` — chooses its own steps; ``planned`` — evaluates only at times known before the solve (fixed
   steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``;
+* ``pre_asymptotic_factor`` — the order checks (``tests/test_ode_order.py``, ``test_exponential.py``, the
+  trust matrix next to an end of infinite log-SNR) take this many times their usual steps: for a solver
+  whose error terms of different orders cross late (``lms``: its start-up's order-2 term against the
+  Adams-Bashforth steps'; ``dpmpp_3m``: its halved third-order term against the rest), measured and
+  documented where it is declared.
 * ``carried`` — the keys of the state dict that a step reads from earlier steps or writes for later ones
   (a multistep method's history); with a step program's carried buffers, they are the inputs and outputs of
   each checkpointed step (``sample(..., grad="checkpoint")``, :mod:`sdeflow.gradients`).
@@ -50,6 +55,7 @@ class Solver:
     normals_per_step: ClassVar[int] = 1  # standard normals drawn per step (NoiseSource.draw count)
     adaptive: ClassVar[bool] = False  # chooses its own steps
     planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))
+    pre_asymptotic_factor: ClassVar[int] = 1  # order checks take this many times their usual steps
     carried: ClassVar[tuple] = ()  # state keys passed from step to step (checkpointing replays them)
 
     # ---- budgets ------------------------------------------------------------------------------

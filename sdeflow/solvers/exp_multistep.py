@@ -1,4 +1,5 @@
-r"""Exponential multistep solvers: DPM-Solver++(2M/3M), UniPC-style predictor-corrector, SDE-DPM-Solver++(2M).
+r"""Exponential multistep solvers: DPM-Solver++(2M/3M), UniPC, SDE-DPM-Solver++(2M/3M), and sdeflow's
+exact-integral variants.
 
 Each step evaluates the field once, at the step's start :math:`s`, and integrates the polynomial through
 the last ``order`` predictions (at half log-SNRs :math:`\hat\lambda_j`) exactly against the exponential
@@ -12,18 +13,23 @@ The first steps use the history available (order 1, 2, ...). A step into :math:`
 (:math:`x_t = \hat x_0` at :math:`\sigma_t = 0`). ``lower_order_final`` also lowers the last steps
 (diffusers' stabilisation for very few steps).
 
-Variants:
+Variants (``variant``):
 
-* ``"exact"`` — exact integration of the interpolant; with ``order=3`` and data prediction this is
-  DPM-Solver++(3M) (Lu et al. 2022b, whose :math:`\varphi_2, \varphi_3` terms are this integral);
-* ``"dpmpp"`` — the published DPM-Solver++(2M) update
+* ``"exact"`` — exact integration of the interpolant (sdeflow's own): true order ``order``
+  (``exp_3m_exact`` is ``order=3`` with data prediction);
+* ``"dpmsolver"`` / ``"taylor"`` — dpm-solver's multistep updates (Lu et al. 2022b; its ``solver_type``),
+  orders 1 to 3 (:func:`~sdeflow.solvers.exponential.dpm_solver_weights`): order 2 ``"dpmsolver"`` is the
+  published DPM-Solver++(2M)
   :math:`x_t = \frac{\sigma_t}{\sigma_s}x_s + \alpha_t(1-e^{-h})[(1+\frac1{2r})D_s - \frac1{2r}D_{s'}]`,
-  :math:`r = h_{prev}/h` (Lu et al. 2022b, Algorithm 2);
+  :math:`r = h_{prev}/h` (Algorithm 2; ``"taylor"`` is the exact integral there); order 3 is their
+  DPM-Solver++(3M), whose third-order term is half the quadratic's, so it converges at order 2 (declared);
+* ``"bh1"`` / ``"bh2"`` — UniPC's B(h) updates (Zhao et al. 2023;
+  :func:`~sdeflow.solvers.exponential.unipc_weights`), orders 1 to 3;
 * ``corrector=True`` — UniPC-style (Zhao et al. 2023): after the field is evaluated at the predicted
   :math:`x_t` (an evaluation the next step needs anyway), :math:`x_t` is recomputed from :math:`x_s` with the
   interpolant that also passes through the new prediction (an exponential Adams-Moulton corrector), raising
-  the order by one at no extra NFE. The weights are the exact integrals (UniPC's ``B(h)`` variants
-  approximate them to the same order).
+  the order by one at no extra NFE: with ``"exact"`` the weights are the exact integrals (``exp_pc``), with
+  ``"bh1"`` / ``"bh2"`` UniPC's (``unipc``).
 """
 
 from __future__ import annotations
@@ -36,11 +42,17 @@ import torch
 from ..errors import SdeflowValueError
 from .exp_singlestep import eval_tables, stage_predictions, stage_times
 from .ddim import neg_expm1
-from .exponential import apply_exp, exp_coefficients
+from .exponential import apply_exp, dpm_solver_weights, exp_coefficients, unipc_weights
 from .prediction import PredictionSolver
 from .program import Program
 
-__all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "UniPC", "SDEDPMSolverPP2M", "step_damping"]
+__all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "Exp3MExact", "UniPC", "ExpPC", "SDEDPMSolverPP2M",
+           "SDEDPMSolverPP3M", "step_damping", "VARIANTS"]
+
+#: update formulas of :class:`ExpMultistep` (see the module docstring)
+VARIANTS = ("exact", "dpmsolver", "taylor", "bh1", "bh2")
+_AUTHORS = ("dpmsolver", "taylor")
+_UNIPC = ("bh1", "bh2")
 
 
 def step_damping(term, grid: list[float], hh: list[float]) -> list[float]:
@@ -83,8 +95,9 @@ class ExpMultistep(PredictionSolver):
     Args:
         order: 1 to 4, the number of predictions interpolated by the predictor.
         predict: ``"data"`` (DPM-Solver++) or ``"noise"`` (DPM-Solver; probability-flow ODE only).
-        variant: ``"exact"`` or ``"dpmpp"`` (order 2, data prediction only).
-        corrector: UniPC-style corrector (declared order ``order + 1``).
+        variant: ``"exact"``, ``"dpmsolver"``, ``"taylor"``, ``"bh1"`` or ``"bh2"`` (module docstring).
+        corrector: UniPC-style corrector (declared order ``order + 1``; variants ``"exact"``, ``"bh1"``,
+            ``"bh2"``).
         lower_order_final: lower the order on the last steps.
         startup: ``"lower_order"`` (the first steps use the history they have: no extra evaluations;
             their local error is tiny where the prediction barely changes, at high noise) or
@@ -105,10 +118,14 @@ class ExpMultistep(PredictionSolver):
             raise SdeflowValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
         if predict not in ("data", "noise"):
             raise SdeflowValueError(f"predict must be 'data' or 'noise', got {predict!r}")
-        if variant not in ("exact", "dpmpp"):
-            raise SdeflowValueError(f"variant must be 'exact' or 'dpmpp', got {variant!r}")
-        if variant == "dpmpp" and (order != 2 or predict != "data"):
-            raise SdeflowValueError("variant='dpmpp' is DPM-Solver++(2M): order=2, predict='data'")
+        if variant not in VARIANTS:
+            raise SdeflowValueError(f"variant must be one of {', '.join(map(repr, VARIANTS))}, got {variant!r}")
+        if variant in _AUTHORS and (order > 3 or corrector):
+            raise SdeflowValueError(f"variant={variant!r} is dpm-solver's multistep update: order 1 to 3 and no "
+                                    f"corrector (got order={order}, corrector={corrector}); use variant='exact'")
+        if variant in _UNIPC and order > 3:
+            raise SdeflowValueError(f"variant={variant!r} is UniPC's B(h) update: order 1 to 3, got {order}; "
+                                    f"use variant='exact'")
         if startup not in ("lower_order", "singlestep"):
             raise SdeflowValueError(f"startup must be 'lower_order' or 'singlestep', got {startup!r}")
         self.steps_order = int(order)
@@ -116,9 +133,13 @@ class ExpMultistep(PredictionSolver):
         self.variant = variant
         self.corrector = bool(corrector)
         self.lower_order_final = bool(lower_order_final)
-        self.order = self.steps_order + (1 if self.corrector else 0)
+        # dpm-solver's third-order multistep term is half the quadratic's (dpm_solver_weights): second order
+        self.order = (min(self.steps_order, 2) if variant in _AUTHORS
+                      else self.steps_order + (1 if self.corrector else 0))
         self.startup = startup
-        self._start = _STARTUPS.get(self.order - 1) if startup == "singlestep" else None
+        # the start-up step: DPM-Solver-2/3 of one order below the interpolation (+ corrector) order
+        start = self.steps_order + (1 if self.corrector else 0) - 1
+        self._start = _STARTUPS.get(start) if startup == "singlestep" else None
         self._extra = len(self._start.nodes_c) - 1 if self._start is not None else 0
 
     # ---- plan and budget ----------------------------------------------------------------------
@@ -168,9 +189,9 @@ class ExpMultistep(PredictionSolver):
             p = 1
         return max(p, 1)
 
-    def _coefs(self, k: int, nodes_lam: list, st: dict) -> tuple[float, list, float]:
+    def _coefs(self, k: int, nodes_lam: list, st: dict, corrector: bool = False) -> tuple[float, list, float]:
         """``(lin, w, nz)`` of step ``k``: ``x_{k+1} = lin x_k + sum_j w_j D_j + nz z`` for predictions at
-        ``nodes_lam`` (half log-SNRs, newest first)."""
+        ``nodes_lam`` (half log-SNRs, newest first; ``corrector``: the first is at the step's end)."""
         a, s, lam = st["alpha"], st["sigma"], st["half"]
         h = st["h"][k]
         nz = 0.0
@@ -185,11 +206,16 @@ class ExpMultistep(PredictionSolver):
             else:  # x_t = (alpha_t / alpha_s)(x_s - sigma_s eps), finite when sigma_t = 0
                 lin = a[k + 1] / a[k]
                 w = [-lin * s[k]]
-        elif self.variant == "dpmpp" and len(nodes_lam) == 2:
-            r = (nodes_lam[0] - nodes_lam[1]) / h
-            lin = s[k + 1] / s[k]
-            c = -a[k + 1] * math.expm1(-h)
-            w = [c * (1 + 0.5 / r), -c * 0.5 / r]
+        elif self.variant in _AUTHORS or self.variant in _UNIPC:
+            E = st["E"][k]
+            lin = (s[k + 1] / s[k]) * math.exp(-E) if self.predict == "data" else a[k + 1] / a[k]
+            c = a[k + 1] if self.predict == "data" else s[k + 1]
+            if self.variant in _AUTHORS:
+                w = dpm_solver_weights(self.variant, self.predict, h, nodes_lam, c, E)
+            else:
+                w = unipc_weights(self.variant, self.predict, h, nodes_lam, c, corrector)
+            if E > 0:
+                nz = s[k + 1] * math.sqrt(-math.expm1(-2.0 * E))
         else:
             E = st["E"][k]
             u = [(lj - lam[k]) / h for lj in nodes_lam]
@@ -198,9 +224,10 @@ class ExpMultistep(PredictionSolver):
                 nz = s[k + 1] * math.sqrt(-math.expm1(-2.0 * E))
         return lin, list(w), nz
 
-    def _combine(self, k: int, x, preds: list, nodes_lam: list, st: dict, noise=None, t0=0.0, t1=0.0):
+    def _combine(self, k: int, x, preds: list, nodes_lam: list, st: dict, noise=None, t0=0.0, t1=0.0,
+                 corrector: bool = False):
         """``x_{k+1}`` from ``x_k`` and predictions at ``nodes_lam`` (half log-SNRs)."""
-        lin, w, nz = self._coefs(k, nodes_lam, st)
+        lin, w, nz = self._coefs(k, nodes_lam, st, corrector)
         out = apply_exp(x, lin, w, preds)
         if nz > 0.0:
             out.add_(noise.draw(k, t0, t1, x), alpha=nz)
@@ -217,7 +244,7 @@ class ExpMultistep(PredictionSolver):
         lin, nz = np.ones(S), np.zeros(S)
         done = np.zeros(S, dtype=bool)
         h = np.asarray(st["h"], dtype=np.float64)
-        if self.variant == "dpmpp" and S > 1:
+        if self.variant == "dpmsolver" and self.predict == "data" and S > 1 and not any(st["E"]):
             order = np.array([self._order_at(k, st, self._finite_tail(lam[max(0, k + 1 - q):k + 1]))
                               for k in range(S)])
             ok = (order == 2) & np.isfinite(h)
@@ -269,7 +296,7 @@ class ExpMultistep(PredictionSolver):
             p = self._order_at(k - 1, st, self._finite_tail([n for n, _ in hist]))
             nodes = [lam[k]] + [hist[-1 - i][0] for i in range(p)]
             preds = [pred] + [hist[-1 - i][1] for i in range(p)]
-            x = self._combine(k - 1, st["x_prev"], preds, nodes, st)
+            x = self._combine(k - 1, st["x_prev"], preds, nodes, st, corrector=True)
         hist.append((lam[k], pred))
         if len(hist) > self.steps_order:
             del hist[: len(hist) - self.steps_order]
@@ -286,19 +313,54 @@ class ExpMultistep(PredictionSolver):
 
 
 class DPMSolverPP2M(ExpMultistep):
-    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): data prediction, published second-order update."""
+    """DPM-Solver++(2M) (Lu et al. 2022b, Algorithm 2): data prediction, the published second-order update
+    (dpm-solver's ``solver_type='dpmsolver'``); equal to dpm-solver's and k-diffusion's ``sample_dpmpp_2m``
+    to rounding."""
 
     name = "dpmpp_2m"
     order = 2
 
     def __init__(self, lower_order_final: bool = False, startup: str = "lower_order"):
-        super().__init__(2, "data", "dpmpp", lower_order_final=lower_order_final, startup=startup)
+        super().__init__(2, "data", "dpmsolver", lower_order_final=lower_order_final, startup=startup)
 
 
 class DPMSolverPP3M(ExpMultistep):
-    """DPM-Solver++(3M) (Lu et al. 2022b): data prediction, third-order multistep."""
+    r"""DPM-Solver++(3M) as its authors compute it (Lu et al. 2022b; dpm-solver's
+    ``multistep_dpm_solver_third_update``, k-diffusion's ``sample_dpmpp_3m_sde(eta=0)``, diffusers'
+    ``DPMSolverMultistepScheduler(solver_order=3)``): data prediction, one evaluation per step,
+
+    .. math:: x_t = \frac{\sigma_t}{\sigma_s}x_s - \alpha_t\varphi_1 m_0 + \alpha_t\varphi_2 D_1
+              - \alpha_t\varphi_3 D_2
+
+    with :math:`D_2 = (D_{1,0} - D_{1,1})/(r_0 + r_1)` (formulas in
+    :func:`~sdeflow.solvers.exponential.dpm_solver_weights`). Step 1 is order 1, step 2 order 2 in the form
+    ``solver_type`` (``"dpmsolver"``, dpm-solver's default, or ``"taylor"``, k-diffusion's). Because
+    :math:`D_2` is half the quadratic interpolant's term, the method converges at **order 2** (declared;
+    measured ~2): it is usually more accurate than the exact third-order integral (``exp_3m_exact``) at
+    10-20 log-SNR steps and less accurate at 50-100 (docs/solvers.md).
+    """
 
     name = "dpmpp_3m"
+    order = 2
+    #: order checks on a window ending where the log-SNR is infinite take 8x finer steps: there the exact
+    #: part's higher-order error and the halved third-order term's O(h^2) error cross near 1000 steps (full
+    #: EDM window, quadratic grid, local slopes 3.90, 3.42, 1.09, 1.63, 1.86, 1.94, 1.97 from 128 to 16384
+    #: steps; docs/reliability.md)
+    pre_asymptotic_factor = 8
+
+    def __init__(self, solver_type: str = "dpmsolver", lower_order_final: bool = False,
+                 startup: str = "lower_order"):
+        if solver_type not in _AUTHORS:
+            raise SdeflowValueError(f"solver_type must be 'dpmsolver' or 'taylor', got {solver_type!r}")
+        super().__init__(3, "data", solver_type, lower_order_final=lower_order_final, startup=startup)
+
+
+class Exp3MExact(ExpMultistep):
+    """Third-order exponential multistep with the quadratic interpolant integrated exactly (sdeflow's own:
+    ``exp_multistep(order=3)``; data prediction). True order 3; see :class:`DPMSolverPP3M` for the authors'
+    DPM-Solver++(3M), which differs in the third-order term."""
+
+    name = "exp_3m_exact"
     order = 3
 
     def __init__(self, lower_order_final: bool = False, startup: str = "lower_order"):
@@ -306,16 +368,47 @@ class DPMSolverPP3M(ExpMultistep):
 
 
 class UniPC(ExpMultistep):
-    """UniPC-style predictor-corrector (Zhao et al. 2023): UniP-``order`` predictor and a corrector that
-    raises the order to ``order + 1`` with no extra evaluation; data prediction by default."""
+    r"""UniPC (Zhao et al. 2023): UniP-``order`` predictor and the UniC corrector, which re-takes each step
+    with the prediction made at its predicted end (the evaluation the next step needs anyway) and raises the
+    order to ``order + 1`` at no extra NFE; data prediction by default.
+
+    ``variant``: ``"bh2"`` (default; :math:`B(h) = e^{\hat h} - 1`) or ``"bh1"`` (:math:`B(h) = \hat h`)
+    reproduce the reference code (wl-zhao/UniPC ``multistep_uni_pc_bh_update``; diffusers'
+    ``UniPCMultistepScheduler``) to rounding, including its hard-coded :math:`\rho = 1/2` in the order-2
+    predictor and the order-1 corrector (formulas in :func:`~sdeflow.solvers.exponential.unipc_weights`).
+    As in the reference the corrector is not applied on the last step (no evaluation follows it). The reference's
+    own default is ``"bh1"``; diffusers' is ``"bh2"``. sdeflow's variant integrating every interpolant
+    exactly against the exponential kernel is ``exp_pc``.
+    """
 
     name = "unipc"
+    order = 3
+
+    def __init__(self, order: int = 2, predict: str = "data", variant: str = "bh2", lower_order_final: bool = False,
+                 startup: str = "lower_order"):
+        if order not in (1, 2, 3):
+            raise SdeflowValueError(f"UniPC order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
+        if variant not in _UNIPC:
+            raise SdeflowValueError(f"UniPC variant must be 'bh1' or 'bh2', got {variant!r} (the exact-integral "
+                                    f"corrector is exp_pc(order={order}))")
+        super().__init__(order, predict, variant, corrector=True, lower_order_final=lower_order_final,
+                         startup=startup)
+
+
+class ExpPC(ExpMultistep):
+    """Exponential predictor-corrector with exact weights (sdeflow's own; ``exp_multistep(corrector=True)``):
+    the structure of UniPC (a predictor through ``order`` predictions, then a corrector through the
+    prediction at the predicted end too, no extra evaluation) with every interpolant integrated exactly
+    against the exponential kernel instead of UniPC's B(h) weights. Declared order ``order + 1``. This was
+    sdeflow's ``unipc`` before ``unipc`` reproduced the reference (``variant="bh1"|"bh2"``)."""
+
+    name = "exp_pc"
     order = 3
 
     def __init__(self, order: int = 2, predict: str = "data", lower_order_final: bool = False,
                  startup: str = "lower_order"):
         if order not in (1, 2, 3):
-            raise SdeflowValueError(f"UniPC order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
+            raise SdeflowValueError(f"exp_pc order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
         super().__init__(order, predict, "exact", corrector=True, lower_order_final=lower_order_final,
                          startup=startup)
 
@@ -323,7 +416,11 @@ class UniPC(ExpMultistep):
 class SDEDPMSolverPP2M(ExpMultistep):
     r"""SDE-DPM-Solver++(2M) (Lu et al. 2022b) for the reverse family with :math:`\gamma > 0`: the linear
     part and the noise are integrated exactly (:math:`e^{-E}`, :math:`\sigma_t\sqrt{1-e^{-2E}}`), the data
-    prediction by the second-order multistep interpolant. ``gamma="reverse"`` is :math:`\eta = 1`."""
+    prediction by the second-order multistep interpolant. ``gamma="reverse"`` is :math:`\eta = 1`.
+
+    ``solver_type``: ``"heun"`` (default: the exact integral of the linear interpolant; k-diffusion's
+    ``sample_dpmpp_2m_sde(solver_type='heun')``) or ``"midpoint"`` (k-diffusion's default,
+    :math:`\tfrac12(1 - e^{-h-E})(m_0 - m_1)/r_0`), each equal to k-diffusion's to rounding."""
 
     name = "sde_dpmpp_2m"
     order = 2
@@ -332,5 +429,27 @@ class SDEDPMSolverPP2M(ExpMultistep):
     strong_order_additive = 1.0
     weak_order_additive = 2.0
 
+    def __init__(self, solver_type: str = "heun"):
+        if solver_type not in ("heun", "midpoint"):
+            raise SdeflowValueError(f"solver_type must be 'heun' or 'midpoint', got {solver_type!r}")
+        self.solver_type = solver_type
+        super().__init__(2, "data", "exact" if solver_type == "heun" else "dpmsolver")
+
+
+class SDEDPMSolverPP3M(ExpMultistep):
+    r"""SDE-DPM-Solver++(3M) as k-diffusion computes it (``sample_dpmpp_3m_sde``): the update of
+    :class:`DPMSolverPP3M` (``solver_type='taylor'`` start) with its :math:`\varphi` functions at
+    :math:`h + E` (:math:`E = \eta h`, the reverse SDE's damping: :math:`E = h` for ``gamma="reverse"``) and
+    noise :math:`\sigma_t\sqrt{1 - e^{-2E}}\,z`. Like the ODE method it is second order (its third-order
+    term is half the quadratic's); with ``gamma=0`` it is ``dpmpp_3m(solver_type='taylor')``."""
+
+    name = "sde_dpmpp_3m"
+    order = 2
+    pre_asymptotic_factor = 4  # as dpmpp_3m (full EDM window: observed weak order 1.07, 1.71, 1.88 to 2048 steps)
+    sde = True
+    accepts_gamma = True
+    strong_order_additive = 1.0
+    weak_order_additive = 2.0
+
     def __init__(self):
-        super().__init__(2, "data", "exact")
+        super().__init__(3, "data", "taylor")
