@@ -61,8 +61,10 @@ continuous normalising flow by discretise-then-optimise, see the tutorial), at a
 number of evaluations.
 
 **Batches and adaptive steps.** With a fixed-step solver every sample's result is independent of the batch
-it is computed in. An adaptive solver picks one step size per batch from the worst sample (``error_norm=
-"sample"``) or the batch RMS, so a sample's result depends on its batch by up to about the tolerance
+it is computed in. ``dopri5`` with the exact divergence steps every sample on its own (``per_sample=True``,
+its default): a sample's log-likelihood is then bitwise the same alone, in any batch, chunk or shard. With
+Hutchinson's probes, which belong to fixed rows, ``dopri5`` steps the batch together (``per_sample=False``:
+one step size from the worst sample), so a sample's result depends on its batch by up to about the tolerance
 (``docs/likelihood.md`` measures it). The tolerance applies to the log-density component too.
 
 **Bits per dimension.** For 8-bit data dequantised uniformly (Theis et al. 2016; Ho et al. 2019), pass
@@ -197,17 +199,19 @@ def _probes(noise: PerSampleNoise, shape, dtype, device, n_probes: int, kind: st
 
 def _augmented_drift(field: Field, path: GaussianPath, shape, method: str, probes, create_graph: bool):
     """``drift([x, l], t) = [v(x, t), div v(x, t)]`` on the flat state ``(batch, D + k)``."""
-    n = shape[0]
     D = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
 
     def drift(state: Tensor, t: Tensor) -> Tensor:
-        x = state[:, :D].reshape(shape)
+        # the rows still running: all of them, or a per-sample adaptive solver's subset (exact divergence only;
+        # Hutchinson's probes belong to fixed rows, so its solves step the batch together)
+        n = state.shape[0]
+        x = state[:, :D].reshape((n,) + tuple(shape[1:]))
         with torch.enable_grad():
             xr = x if create_graph else x.detach().requires_grad_(True)
             v = field.velocity(xr, t, path)
             if not isinstance(v, Tensor) or v.shape != xr.shape:
                 got = tuple(v.shape) if isinstance(v, Tensor) else type(v).__name__
-                raise SdeflowValueError(f"the field's velocity has shape {got} but x has shape {tuple(shape)}")
+                raise SdeflowValueError(f"the field's velocity has shape {got} but x has shape {tuple(x.shape)}")
             if not v.requires_grad:
                 raise SdeflowValueError(
                     "the field's velocity does not depend on x through autograd (a detach(), torch.no_grad() or a "
@@ -322,6 +326,13 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
                                 "on a detached x, so its divergence would be lost; build it as EnergyField(net, "
                                 "create_graph=True) for log_likelihood")
 
+    D = int(np.prod(tuple(x.shape)[1:], dtype=np.int64)) if x.dim() > 1 else 1
+    method = divergence if divergence != "auto" else ("exact" if D <= EXACT_MAX_DIM else "hutchinson")
+    if method != "exact" and solver == "dopri5":  # probes are per row: one step for the batch (module docstring)
+        if solver_options.get("per_sample"):
+            raise SdeflowValueError("per_sample=True needs divergence='exact': Hutchinson's probes belong to fixed "
+                                    "rows, so dopri5 steps the batch together (per_sample=False) with them")
+        solver_options = {**solver_options, "per_sample": False}
     solver = make_solver(solver, solver_options)
     if solver.sde or solver.needs != "drift":
         why = ("is an SDE solver" if solver.sde else
@@ -364,8 +375,6 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
 
     # ---- the augmented state [x, l] -------------------------------------------------------------------------
     n, shape = x.shape[0], tuple(x.shape)
-    D = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
-    method = divergence if divergence != "auto" else ("exact" if D <= EXACT_MAX_DIM else "hutchinson")
     K = 1 if method == "exact" else n_probes
     probes = _probes(noise, shape, x.dtype, x.device, K, probe) if method == "hutchinson" else None
 

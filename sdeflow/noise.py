@@ -29,7 +29,7 @@ import torch
 
 from .errors import SdeflowTypeError, SdeflowValueError
 
-__all__ = ["NoiseSource", "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
+__all__ = ["NoiseSource", "GeneratorNoise", "PerSampleNoise", "VirtualBrownianTree", "BrownianPath", "TableNoise",
            "as_noise_source"]
 
 Tensor = torch.Tensor
@@ -110,6 +110,20 @@ def _uniform53(z: Tensor) -> Tensor:
     return (_lsr(z, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))
 
 
+_TREE = _s64(0x6A09E667F3BCC909)  # domain of the Brownian-tree normals (apart from the step draws' keys)
+
+
+def _box_muller(base: Tensor, shape: tuple) -> Tensor:
+    """Float64 standard normals of ``shape`` from one int64 key per row ``base`` (``(shape[0],)``): element ``e`` of
+    row ``i`` is Box-Muller of two uniforms hashed from ``base[i]`` and ``e``."""
+    m = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
+    e = torch.arange(m, dtype=torch.int64, device=base.device)
+    ctr = base[:, None] + (2 * e[None, :] + 1) * _C2
+    u1 = _uniform53(_mix64(ctr))
+    u2 = _uniform53(_mix64(ctr ^ _C1))
+    return (torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)).reshape(shape)
+
+
 class PerSampleNoise(NoiseSource):
     """Counter-based normals: sample ``i``'s noise at step ``k`` depends only on ``(seed, i, k)``.
 
@@ -132,20 +146,23 @@ class PerSampleNoise(NoiseSource):
     def for_rows(self, start):
         return PerSampleNoise(self.seed, self.offset + int(start))
 
+    def _seed_key(self, dev) -> Tensor:
+        return _mix64(torch.full((1,), _s64(self.seed), dtype=torch.int64, device=dev) + _GOLDEN)
+
     def _normals(self, k: int, c: int, like: Tensor) -> Tensor:
         n = like.shape[0]
-        m = int(np.prod(like.shape[1:], dtype=np.int64)) if like.dim() > 1 else 1
         dev = like.device
         rows = torch.arange(self.offset, self.offset + n, dtype=torch.int64, device=dev)
-        key = _mix64(torch.full((1,), _s64(self.seed), dtype=torch.int64, device=dev) + _GOLDEN)
-        key = _mix64(key + _s64((k + 1) * 0xD1B54A32D192ED03) + _s64((c + 1) * 0x8CB92BA72F3D8DD7))
-        base = _mix64(key + rows * _GOLDEN)  # (n,)
-        e = torch.arange(m, dtype=torch.int64, device=dev)
-        ctr = base[:, None] + (2 * e[None, :] + 1) * _C2
-        u1 = _uniform53(_mix64(ctr))
-        u2 = _uniform53(_mix64(ctr ^ _C1))
-        z = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
-        return z.to(like.dtype).reshape(like.shape)
+        key = _mix64(self._seed_key(dev) + _s64((k + 1) * 0xD1B54A32D192ED03) + _s64((c + 1) * 0x8CB92BA72F3D8DD7))
+        return _box_muller(_mix64(key + rows * _GOLDEN), like.shape).to(like.dtype)  # base: (n,)
+
+    def node_normals(self, rows: Tensor, nodes: Tensor, event: tuple) -> Tensor:
+        """Float64 standard normals of shape ``(len(rows), *event)``: row ``rows[i]`` (an index inside this block:
+        the sample is ``offset + rows[i]``) at tree node ``nodes[i]`` (int64), a hash of ``(seed, sample, node,
+        element)`` apart from the step draws (:class:`VirtualBrownianTree`)."""
+        key = _mix64(self._seed_key(rows.device) + _TREE)
+        base = _mix64(_mix64(key + nodes * _C2) + (rows + self.offset) * _GOLDEN)
+        return _box_muller(base, (rows.shape[0],) + tuple(event))
 
     def draw(self, k, t0, t1, like, count=1):
         if count == 1:
@@ -154,6 +171,53 @@ class PerSampleNoise(NoiseSource):
 
     def __repr__(self):
         return f"PerSampleNoise(seed={self.seed}, offset={self.offset})"
+
+
+class VirtualBrownianTree:
+    r"""A Brownian motion per sample on ``[t0, t1]`` (zero at the earlier end), evaluated at any time, whose values
+    depend only on ``(seed, sample, t)``: a virtual Brownian tree (Gaines & Lyons 1997; Li et al. 2020) on the dyadic grid of
+    ``2^depth`` intervals, with the normals of :meth:`PerSampleNoise.node_normals`.
+
+    With ``lo, hi`` the ends, :math:`W(hi) = \sqrt{hi - lo}\, z_0`; a tree node ``k`` (root ``k = 1``, children ``2k``, ``2k + 1``) over an
+    interval of length :math:`\ell` with end values :math:`W_a`, :math:`W_b` places its midpoint by Brownian-bridge
+    refinement, :math:`W_m = 	frac12 (W_a + W_b) + 	frac12\sqrt{\ell}\, z_k`. A query descends ``depth`` levels to
+    the grid point nearest to ``t`` (``depth = 40``: within :math:`2^{-41}` of the span, so an increment over a step
+    ``h`` is exact Brownian over a length within ``1e-12 (t1 - t0)`` of ``h``). Every value is computed from the
+    row's own normals in float64, so a sample's path is bitwise the same whatever rows are queried with it, in any
+    order, at any tolerance of the solver that queries it.
+    """
+
+    def __init__(self, noise: PerSampleNoise, t0: float, t1: float, event: tuple, device=None, depth: int = 40):
+        if not isinstance(noise, PerSampleNoise):
+            raise SdeflowTypeError(f"a virtual Brownian tree takes its normals from a PerSampleNoise, got "
+                                   f"{type(noise).__name__}")
+        self.noise, self.event, self.device, self.depth = noise, tuple(event), device, int(depth)
+        self.lo, self.hi = min(float(t0), float(t1)), max(float(t0), float(t1))
+
+    def __call__(self, t: np.ndarray, rows: np.ndarray) -> Tensor:
+        """``W(t[i])`` of block row ``rows[i]``: float64, shape ``(len(rows), *event)``."""
+        span = self.hi - self.lo
+        n, depth, dev = 1 << self.depth, self.depth, self.device
+        pos = np.rint(np.clip((np.asarray(t, dtype=np.float64) - self.lo) / span, 0.0, 1.0) * n).astype(np.int64)
+        m = len(pos)
+        # the descent to grid point p (the cell [p, p + 1]) follows p's bits: level l's node is 2^l + (p >> (depth - l))
+        p = np.minimum(pos, n - 1)
+        lev = np.arange(depth, dtype=np.int64)
+        nodes = np.concatenate([np.zeros((m, 1), dtype=np.int64), (1 << lev)[None, :] + (p[:, None] >> (depth - lev))], 1)
+        r = torch.as_tensor(np.repeat(np.asarray(rows, dtype=np.int64), depth + 1), device=dev)
+        z = self.noise.node_normals(r, torch.as_tensor(nodes.reshape(-1), device=dev), self.event)
+        z = z.reshape((m, depth + 1) + self.event)
+        shape = (m,) + (1,) * len(self.event)
+        right = torch.as_tensor(((p[:, None] >> (depth - 1 - lev)) & 1).astype(bool), device=dev)
+        wa = torch.zeros((m,) + self.event, dtype=torch.float64, device=dev)
+        wb = math.sqrt(span) * z[:, 0]
+        half = 0.5 * math.sqrt(span)  # the bridge's standard deviation at the root's midpoint: sqrt(span / 4)
+        for level in range(depth):
+            wm = 0.5 * (wa + wb) + half * z[:, level + 1]
+            go = right[:, level].reshape(shape)
+            wa, wb = torch.where(go, wm, wa), torch.where(go, wb, wm)
+            half *= math.sqrt(0.5)
+        return torch.where(torch.as_tensor(pos == p, device=dev).reshape(shape), wa, wb)
 
 
 class TableNoise(NoiseSource):

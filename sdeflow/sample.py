@@ -26,7 +26,7 @@ from .grids import check_grid, make_grid
 from .noise import as_noise_source
 from .paths import GaussianPath, _check_shape
 from .runner import diagnose, run
-from .solution import Solution
+from .solution import Solution, merge_chunk_stats
 from .solve import make_solver
 from .terms import FieldTerm, map_times
 from .stability import check_rounding, probe
@@ -398,7 +398,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                 trajs.append(torch.stack(traj))
             nfe_max = max(nfe_max, term.nfe)
             calls += term.nfe
-            stats = st
+            stats = merge_chunk_stats(stats, st, rows)
     ts = torch.as_tensor(np.append(grid_train, 0.0) if final_denoise else grid_train, dtype=torch.float64)
     out = torch.cat(xs) if len(xs) > 1 else xs[0]
     trajectory = (torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0]) if trajs else None

@@ -123,19 +123,24 @@ class Term:
             f"corrupts. Make the network work on a copy (x = x.clone() first, or out-of-place ops)")
 
     # shared output checks --------------------------------------------------------------------
-    def _checked(self, n, x: Tensor, j: int | None, t: float | None = None) -> Tensor:
+    def _checked(self, n, x: Tensor, j: int | None, t=None) -> Tensor:
         """Count the evaluation; check the output's type/shape/dtype/device (cheap metadata: the dtype and
         device against the solve's, cached on the term) and, in checked replays only, its finiteness.
-        ``t`` defaults to the planned time of evaluation ``j`` (looked up only to report an error)."""
+        ``t`` defaults to the planned time of evaluation ``j`` (looked up only to report an error); a ``(batch,)``
+        tensor of per-row times reports the time of the first row at fault."""
         self.nfe += 1
         if (type(n) is not Tensor or n.shape != x.shape or n.dtype is not self._dtype
                 or n.device != self._device):
             n = self._fix_output(n, x, f"evaluation {j}" if j is not None else "an adaptive step",
-                                 self.times[j] if t is None else t)
+                                 self.times[j] if t is None else (float(t[0]) if isinstance(t, Tensor) else t))
         if self.check and not bool(torch.isfinite(n).all()):
             if t is None:
                 t = float(self.times[j])
-            if not bool(torch.isfinite(x).all()):  # the input was already broken: not the network's fault
+            broken = not bool(torch.isfinite(x).all())  # the input was already broken: not the network's fault
+            if isinstance(t, Tensor):
+                bad = ~torch.isfinite(x if broken else n).reshape(x.shape[0], -1).all(1)
+                t = float(t[int(bad.nonzero()[0, 0])])
+            if broken:
                 raise NonFiniteError(
                     f"the state given to the {self._what} at t={t:.6g} already held NaN or Inf (x_init, or an earlier "
                     f"step whose update overflowed or met a singular coefficient)", t=t, kind=getattr(self, "kind", None))
@@ -354,24 +359,20 @@ class FieldTerm(Term):
         return self._g[j]
 
     # ---- evaluations at any time (adaptive solvers) -------------------------------------------
-    def _coeffs_at(self, t: float, kind: str, gamma2: float | None):
-        tt = torch.tensor([t], dtype=torch.float64)
+    def _coeffs_at(self, tt: Tensor, kind: str, gamma2: Tensor | None):
+        """``(P, Q, t_train, c)`` at the float64 times ``tt`` (shape ``(m,)``): ``kind = P x + Q n`` with ``n`` the
+        network's output at training time ``t_train`` on the input ``c x`` (``c`` None without path transfer)."""
         side = None
-        if self.interval is not None and (self.path.piecewise or self.ipath.piecewise):
-            side = torch.tensor([float(np.sign(0.5 * (self.interval[0] + self.interval[1]) - t))])
-        fco = None
-        ttrain = t
+        if self.interval is not None and self.piecewise:
+            side = torch.sign(0.5 * (self.interval[0] + self.interval[1]) - tt)
+        fco, ttrain, c = None, tt, None
         if self.transfer:
-            ttrain = float(map_times(self.ipath, self.path, np.array([t]))[0])
-            tr = torch.tensor([ttrain], dtype=torch.float64)
-            fco = self.path.coefficients(tr) if side is None else self.path.coefficients_one_sided(tr, side)
+            ttrain = torch.as_tensor(map_times(self.ipath, self.path, tt.numpy()), dtype=torch.float64)
+            fco = self.path.coefficients(ttrain) if side is None else self.path.coefficients_one_sided(ttrain, side)
+            c = self.path.scale(ttrain) / self.ipath.scale(tt)
         ico = self.ipath.coefficients(tt) if side is None else self.ipath.coefficients_one_sided(tt, side)
-        P, Q = conversion(self.kind, kind, *ico, frm_coeffs=fco,
-                          gamma2=None if gamma2 is None else torch.tensor([gamma2], dtype=torch.float64))
-        c = 1.0
-        if self.transfer:
-            c = float(self.path.scale(ttrain) / self.ipath.scale(t))
-        return float(P[0]), float(Q[0]), ttrain, c
+        P, Q = conversion(self.kind, kind, *ico, frm_coeffs=fco, gamma2=gamma2)
+        return P, Q, ttrain, c
 
     def _gamma2_at(self, t: float) -> float:
         if self.gamma2_fn is None:
@@ -391,20 +392,45 @@ class FieldTerm(Term):
     #: derivatives jump at some times, a stage at either end sees the segment inside the interval
     interval: tuple | None = None
 
-    def predict_at(self, t: float, x: Tensor, kind: str) -> Tensor:
-        if self.span is not None:
-            t = min(max(t, self.span[0]), self.span[1])
-        g2 = self._gamma2_at(t) if kind == "drift" else None
-        p, q, ttrain, c = self._coeffs_at(t, kind, g2)
-        tb = torch.full((x.shape[0],), ttrain, dtype=x.dtype, device=x.device)
-        n = self._checked(self.fn(x * c, tb) if c != 1.0 else self._call(self.fn, x, tb, t), x, None, t)
-        return torch.add(x * p, n, alpha=q) if p != 0.0 else n * q
+    def predict_at(self, t, x: Tensor, kind: str) -> Tensor:
+        """The prediction of ``kind`` at time ``t`` of the integration path: a number (every row at that time) or a
+        ``(batch,)`` tensor of per-row times (each row at its own time: per-sample adaptive solvers).
 
-    def drift_at(self, t: float, x: Tensor) -> Tensor:
+        With per-row times the coefficients are ``(batch, 1, ...)`` tensors and the result is formed as
+        ``x * P + n * Q`` without fused multiply-adds, so a row's value is the same whatever rows share its
+        batch (given a network that computes each row on its own)."""
+        rows = isinstance(t, Tensor)
+        tt = t.detach().to(device="cpu", dtype=torch.float64).reshape(-1) if rows else torch.tensor(
+            [float(t)], dtype=torch.float64)
+        if self.span is not None:
+            tt = tt.clamp(self.span[0], self.span[1])
+        # gamma = 0 (no gamma2_fn) adds exactly nothing to the drift: conversion's gamma2=None
+        g2 = self.gamma2_fn(tt) if kind == "drift" and self.gamma2_fn is not None else None
+        P, Q, ttrain, c = self._coeffs_at(tt, kind, g2)
+        t0 = float(tt[0])  # reported by the metadata and mutation checks
+        if not rows:
+            p, q, cc = float(P[0]), float(Q[0]), (1.0 if c is None else float(c[0]))
+            tb = torch.full((x.shape[0],), float(ttrain[0]), dtype=x.dtype, device=x.device)
+            n = self._checked(self.fn(x * cc, tb) if cc != 1.0 else self._call(self.fn, x, tb, t0), x, None, t0)
+            return torch.add(x * p, n, alpha=q) if p != 0.0 else n * q
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        p, q = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (P, Q))
+        tb = ttrain.to(dtype=x.dtype, device=x.device)
+        xin = x if c is None else x * c.to(dtype=x.dtype, device=x.device).reshape(shape)
+        n = self._checked(self.fn(xin, tb) if c is not None else self._call(self.fn, x, tb, t0), x, None, tt)
+        return x * p + n * q
+
+    def drift_at(self, t, x: Tensor) -> Tensor:
         return self.predict_at(t, x, "drift")
 
-    def diffusion_at(self, t: float, x: Tensor) -> float:
-        return float(np.sqrt(self._gamma2_at(t)))
+    def diffusion_at(self, t, x: Tensor):
+        r""":math:`\gamma(t)` at a number ``t`` (a float) or at per-row times (a ``(batch, 1, ...)`` tensor)."""
+        if not isinstance(t, Tensor):
+            return float(np.sqrt(self._gamma2_at(t)))
+        if self.gamma2_fn is None:
+            return 0.0
+        g2 = self.gamma2_fn(t.detach().to(device="cpu", dtype=torch.float64).reshape(-1))
+        return torch.sqrt(g2).to(dtype=x.dtype, device=x.device).reshape((-1,) + (1,) * (x.dim() - 1))
 
 
 class CallableTerm(Term):
@@ -469,12 +495,20 @@ class CallableTerm(Term):
         return self._diff(self._call(self._g_fn, x, self._t(j, x), j), x, float(self.times[j]))
 
     def drift_at(self, t, x):
+        """``drift(x, t)`` at a number ``t`` or at per-row times (a ``(batch,)`` tensor)."""
+        if isinstance(t, Tensor):
+            tb = t.to(dtype=x.dtype, device=x.device)
+            return self._checked(self._call(self.fn, x, tb, float(t[0])), x, None, t)
         tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
         return self._checked(self._call(self.fn, x, tb, t), x, None, t)
 
     def diffusion_at(self, t, x):
+        """``diffusion(x, t)`` at a number ``t`` or at per-row times (a ``(batch,)`` tensor)."""
         if self._g_fn is None:
             return self._g_const
+        if isinstance(t, Tensor):
+            return self._diff(self._call(self._g_fn, x, t.to(dtype=x.dtype, device=x.device), float(t[0])), x,
+                              float(t[0]))
         tb = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
         return self._diff(self._call(self._g_fn, x, tb, t), x, t)
 

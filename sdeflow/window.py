@@ -55,7 +55,7 @@ def _log_snr(path: GaussianPath, t: float) -> float:
 
 
 def check_prior(path: GaussianPath, t_max: float) -> None:
-    """Raise :class:`~sdeflow.errors.SdeflowValueError` if the default prior draw :math:`N(0, \sigma^2)` at
+    r"""Raise :class:`~sdeflow.errors.SdeflowValueError` if the default prior draw :math:`N(0, \sigma^2)` at
     ``t_max`` would misstate the marginal (log-SNR above :data:`LOG_SNR_PRIOR_MAX`; module docstring)."""
     from .errors import SdeflowValueError
 

@@ -25,24 +25,47 @@ def _case(name):
     return path, t_max, x, TARGET.flow(x, path, t_max, 1e-2)
 
 
+MODES = {"per-sample": dict(per_sample=True), "shared, worst sample": dict(per_sample=False, error_norm="sample"),
+         "shared, batch RMS": dict(per_sample=False, error_norm="batch")}
+
+
 @pytest.mark.parametrize("name", ["VP", "VE", "LinearFlow"])
-@pytest.mark.parametrize("norm", ["sample", "batch"])
-def test_dopri5_meets_its_tolerance_and_reports_its_steps(name, norm):
+@pytest.mark.parametrize("mode", list(MODES))
+def test_dopri5_meets_its_tolerance_and_reports_its_steps(name, mode):
     """Local error control keeps the global error within a small multiple of the tolerance (measured: 0.2 to
-    3 tolerances; a broken controller or error estimate is off by orders of magnitude) and the global error
-    is proportional to the tolerance (a 1e4 tighter tolerance gives at least a 1e3 smaller error)."""
+    3 tolerances with a shared step, up to 6 per sample; a broken controller or error estimate is off by
+    orders of magnitude) and the global error is proportional to the tolerance (a 1e4 tighter tolerance gives
+    at least a 1e3 smaller error).
+
+    Per sample, each row is controlled like a batch of one: at rtol = atol = 1e-4 a VP sample takes 4 steps over
+    the whole window and the embedded estimate underestimates its error (measured 25 tolerances; the shared
+    step hid it behind the worst sample, and a shared-step solve of that sample alone gives the same 25), so
+    the envelope is asserted per sample from 1e-6, where the estimate is asymptotic."""
     path, t_max, x, exact = _case(name)
+    per_sample = MODES[mode]["per_sample"]
     errs = []
     for tol in (1e-4, 1e-6, 1e-8):
         field = Counting(TARGET.field("velocity"))
-        sol = sf.sample(path, field, "dopri5", x_init=x, t_max=t_max, t_min=1e-2, rtol=tol, atol=tol, error_norm=norm)
+        sol = sf.sample(path, field, "dopri5", x_init=x, t_max=t_max, t_min=1e-2, rtol=tol, atol=tol, **MODES[mode])
         scaled = float(((sol.x - exact).abs() / (tol + tol * exact.abs())).max())
-        assert scaled < 10.0, (tol, scaled)
+        if not (per_sample and tol == 1e-4):
+            assert scaled < 10.0, (tol, scaled)
         errs.append(float((sol.x - exact).abs().max()))
-        acc, rej = sol.stats["accepted"], sol.stats["rejected"]
-        assert acc >= 1 and rej >= 0
-        assert sol.nfe == field.calls == 6 * (acc + rej) + 2  # FSAL stages + f0 and the initial-step probe
-        assert len(sol.stats["step_times"]) == acc + 1
+        st = sol.stats
+        acc, rej, ev = st["accepted"], st["rejected"], st["evaluations"]
+        assert acc.shape == rej.shape == ev.shape == (x.shape[0],) and acc.dtype == torch.int64
+        assert bool((acc >= 1).all() and (rej >= 0).all())
+        assert torch.equal(ev, 6 * (acc + rej) + 2)  # FSAL stages + f0 and the initial-step probe
+        assert (st["accepted_total"], st["rejected_total"], st["evaluations_total"]) == (
+            int(acc.sum()), int(rej.sum()), int(ev.sum()))
+        assert sol.nfe == field.calls == int(ev.max())  # batched calls: the sample with the most work
+        if per_sample:
+            assert field.rows == st["evaluations_total"]  # finished rows leave the batched evaluation
+            assert "step_times" not in st
+        else:
+            assert bool((acc == acc[0]).all() and (ev == ev[0]).all())
+            assert field.rows == x.shape[0] * field.calls
+            assert len(st["step_times"]) == int(acc[0]) + 1
     assert errs[2] < 1e-3 * errs[0]
 
 
@@ -55,7 +78,7 @@ def test_per_sample_norm_is_stricter_than_the_batch_norm():
     out = {}
     for norm in ("sample", "batch"):
         sol = sf.sample(path, TARGET.field("data"), "dopri5", x_init=x, t_min=1e-2, rtol=1e-5, atol=1e-5,
-                        error_norm=norm)
+                        error_norm=norm, per_sample=False)
         out[norm] = (sol.nfe, float((sol.x - exact).abs().max()))
     assert out["sample"][0] >= out["batch"][0]
     assert out["sample"][1] <= out["batch"][1]
@@ -93,7 +116,9 @@ def test_adaptive_heun_sde_reproduces_the_exact_marginals():
     assert torch.all((sol.x.mean(0) - mt).abs() < 4 * se_mean)
     assert torch.all((sol.x.var(0) - Vt).abs() < 4 * se_var)
     acc, rej = sol.stats["accepted"], sol.stats["rejected"]
-    assert acc > 1 and sol.nfe == field.calls == 2 * (acc + rej)
+    assert acc.shape == (n,) and bool((acc == acc[0]).all() and (rej == rej[0]).all())  # one step size
+    acc, rej = int(acc[0]), int(rej[0])
+    assert acc > 1 and sol.nfe == field.calls == 2 * (acc + rej) == int(sol.stats["evaluations"][0])
 
 
 @pytest.mark.parametrize("method", ["euler", "midpoint", "heun3", "rk4"])

@@ -30,6 +30,9 @@ RUNS = {  # name -> sample() arguments shared by the worker and the single-proce
                 field="noise", path="vp", final_denoise=True, chunk_size=5),
     "sra": dict(solver="sra1", steps=6, shape=(2,), dtype=D, gamma=0.7, field="score", path="vp"),
     "x_init": dict(solver="euler", steps=5, dtype=D, field="noise", path="vp", x_init=True),
+    # per-sample step control: each rank's rows take the steps they take in one process
+    "dopri5": dict(solver="dopri5", rtol=1e-4, atol=1e-4, shape=(2,), dtype=torch.float32, field="data", path="vp",
+                   final_denoise=True, chunk_size=6),
 }
 SEED = 11
 

@@ -28,7 +28,8 @@ def _bound(r, tol):
     """The sum of the local errors dopri5 allows over its accepted steps, atol + rtol |state| each (the global
     error of a flow that does not amplify errors; log p at the end point reads x_T through |x_T| / sigma^2)."""
     m = 1.0 + max(float(r.log_lik.abs().max()), float(r.x_T.abs().max()))
-    return r.stats["accepted"] * tol * m * m
+    acc = r.stats["accepted"]  # per sample (dopri5's own steps): the most any sample took
+    return int(acc.max()) * tol * m * m if isinstance(acc, torch.Tensor) else acc * tol * m * m
 
 
 @pytest.mark.parametrize("target", [GAUSS, sf.eight_gaussians()], ids=["gaussian", "eight_gaussians"])
@@ -264,3 +265,19 @@ def test_refusals():
             sf.log_likelihood(path, f, x, "rk4", steps=2)
     with pytest.raises(sf.SdeflowValueError, match="does not depend on x"):
         sf.log_likelihood(path, sf.VelocityField(lambda xx, t: xx.detach()), x, "rk4", steps=2)
+
+
+def test_dopri5_exact_divergence_is_per_sample_and_batch_invariant():
+    """Per-sample step control (dopri5's default): each sample's log-likelihood is bitwise the same computed
+    alone or in a batch of 64, and meets its tolerance against the exact log_prob."""
+    target = sf.eight_gaussians()
+    x = _x(target, 64, 1)
+    whole = sf.log_likelihood(sf.LinearFlow(), target.field("velocity"), x, "dopri5", rtol=1e-6, atol=1e-6)
+    for i in (0, 17, 63):
+        alone = sf.log_likelihood(sf.LinearFlow(), target.field("velocity"), x[i:i + 1], "dopri5", rtol=1e-6,
+                                  atol=1e-6)
+        assert torch.equal(alone.log_lik, whole.log_lik[i:i + 1])
+    assert whole.stats["accepted"].shape == (64,)
+    with pytest.raises(sf.SdeflowValueError, match="per_sample=True needs divergence='exact'"):
+        sf.log_likelihood(sf.LinearFlow(), target.field("velocity"), x, "dopri5", divergence="hutchinson",
+                          per_sample=True)

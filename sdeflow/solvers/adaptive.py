@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from ..errors import BudgetError, NonFiniteError, SdeflowValueError, check_int, check_number
 
-__all__ = ["error_ratio", "Controller", "check_budget", "check_options", "check_step_option", "check_progress"]
+__all__ = ["error_ratio", "row_errors", "Controller", "check_budget", "check_budget_rows", "check_options",
+           "check_step_option", "check_progress", "check_progress_rows", "sample_stats"]
+
+
+def _scaled_squares(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
+    """``(err / (atol + rtol max(|x0|, |x1|)))^2`` per row, shape ``(batch, -1)``, on detached tensors (the norm
+    only reads values: no autograd graph, no requires_grad-to-scalar warning)."""
+    err, x0, x1 = err.detach(), x0.detach(), x1.detach()
+    sc = atol + rtol * torch.maximum(x0.abs(), x1.abs())
+    return (err / sc).reshape(err.shape[0], -1).pow(2)
 
 
 def error_ratio(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: float, atol: float,
@@ -16,14 +26,25 @@ def error_ratio(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: flo
     """Scaled RMS error ``|err / (atol + rtol max(|x0|, |x1|))|``: per sample then the worst sample
     (``norm="sample"``: every sample meets the tolerance) or over the whole batch (``"batch"``).
 
-    One host synchronisation per step: adaptive stepping decides on the host. The norm only reads values:
-    it is taken on detached tensors (no autograd graph, no requires_grad-to-scalar warning)."""
-    err, x0, x1 = err.detach(), x0.detach(), x1.detach()
-    sc = atol + rtol * torch.maximum(x0.abs(), x1.abs())
-    r = (err / sc).reshape(err.shape[0], -1).pow(2)
+    One host synchronisation per step: adaptive stepping decides on the host."""
+    r = _scaled_squares(err, x0, x1, rtol, atol)
     if norm == "sample":
         return float(r.mean(1).max().sqrt())
     return float(r.mean().sqrt())
+
+
+def row_errors(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: float, atol: float) -> np.ndarray:
+    """The scaled RMS error of :func:`error_ratio` for each row on its own: a float64 array ``(batch,)`` on the
+    host (one synchronisation).
+
+    Each row's mean is reduced over that row only; a single row is reduced as two identical rows, so that torch
+    never splits one row's reduction across threads (its two-pass reduction of a single output), which would sum
+    in another order than the same row inside a larger batch."""
+    r = _scaled_squares(err, x0, x1, rtol, atol)
+    m = r.shape[0]
+    if m == 1:
+        r = torch.cat([r, r])
+    return r.mean(1).sqrt()[:m].to(device="cpu", dtype=torch.float64).numpy()
 
 
 class Controller:
@@ -36,11 +57,17 @@ class Controller:
         self.safety, self.fac_min, self.fac_max = safety, fac_min, fac_max
 
     def factor(self, err: float) -> float:
-        if err == 0.0:
-            return self.fac_max
-        if not math.isfinite(err):
-            return self.fac_min
-        return min(self.fac_max, max(self.fac_min, self.safety * err ** (-self.k)))
+        return float(self.factors(np.array([err], dtype=np.float64))[0])
+
+    def factors(self, err: np.ndarray) -> np.ndarray:
+        """The step-size factor for each entry of a float64 array of error ratios (one controller per sample;
+        elementwise, so an entry's factor does not depend on the others): ``fac_max`` for a zero error,
+        ``fac_min`` for a non-finite one."""
+        err = np.asarray(err, dtype=np.float64)
+        with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+            f = np.clip(self.safety * np.power(err, -self.k), self.fac_min, self.fac_max)
+        f = np.where(err == 0.0, self.fac_max, f)
+        return np.where(np.isfinite(err), f, self.fac_min)
 
 
 def check_options(rtol: float, atol: float, norm: str, max_steps: int) -> None:
@@ -75,6 +102,45 @@ def check_progress(what: str, t: float, h: float, span: float, ratio: float | No
         raise BudgetError(f"{what}: the step size {abs(h):.3g} at t={t:.6g} no longer moves time ({abs(h) / span:.3g} "
                           f"of the span): the error control cannot meet rtol/atol there (a singular or very stiff "
                           f"drift: check the window's ends, or loosen rtol/atol)")
+
+
+def sample_stats(accepted, rejected, evaluations, **extra) -> dict:
+    """An adaptive solver's statistics: per sample (``(batch,)`` int64 tensors; a shared-step solver gives every
+    sample the batch's figures) ``accepted``, ``rejected`` steps and field ``evaluations`` (made by the solver on
+    that sample's state, the final denoising step not included), and their batch sums ``accepted_total``,
+    ``rejected_total``, ``evaluations_total``."""
+    out = {}
+    for k, v in (("accepted", accepted), ("rejected", rejected), ("evaluations", evaluations)):
+        v = torch.as_tensor(np.asarray(v), dtype=torch.int64)
+        out[k], out[k + "_total"] = v, int(v.sum())
+    out.update(extra)
+    return out
+
+
+def check_progress_rows(what: str, t: np.ndarray, h: np.ndarray, span: float, ratio: np.ndarray | None = None,
+                        rows: np.ndarray | None = None) -> None:
+    """:func:`check_progress` for per-sample step control (``t``, ``h``, ``ratio``: float64 arrays, one entry per
+    running row; ``rows``: their indices in the batch): the first row at fault raises :func:`check_progress`'s
+    error, naming the sample."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        bad = ~np.isfinite(h) | (h == 0.0) | (t + h == t) | (np.abs(h) < 1e-14 * max(span, 1e-300))
+        if ratio is not None:
+            bad |= ~np.isfinite(ratio)
+    if not bad.any():
+        return
+    i = int(np.flatnonzero(bad)[0])
+    row = i if rows is None else int(rows[i])
+    check_progress(f"{what} (sample {row})", float(t[i]), float(h[i]), span,
+                   None if ratio is None else float(ratio[i]))
+
+
+def check_budget_rows(term, what: str, evals: np.ndarray, upcoming: int = 1) -> None:
+    """:func:`check_budget` for per-sample step control: ``evals`` holds each running sample's own evaluations;
+    raise before any sample would exceed the budget ``term.max_nfe``."""
+    cap = getattr(term, "max_nfe", None)
+    if cap is not None and evals.size and int(evals.max()) + upcoming > cap:
+        raise BudgetError(f"{what} needs more than nfe={cap} evaluations for some sample at this tolerance; loosen "
+                          f"rtol/atol, raise nfe, or use a fixed-step solver with steps=")
 
 
 def check_budget(term, what: str, upcoming: int = 1) -> None:

@@ -1,27 +1,76 @@
-r"""Dopri5: adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) with error control.
+r"""Dopri5: adaptive Dormand-Prince 5(4) (Dormand & Prince 1980) with error control, every sample on its own.
 
 Stages of the :data:`~sdeflow.solvers.tableau.DOPRI5` tableau (first same as last: 6 new evaluations per
-attempted step); the embedded 4th-order solution estimates the local error, scaled by
-``atol + rtol * max(|x|, |x_new|)`` and reduced per sample (worst sample: every sample meets the tolerance,
-``error_norm="sample"``) or over the batch (``"batch"``). Steps are accepted when the scaled error is at
-most 1; an integral controller picks the next step. The initial step follows Hairer, Norsett & Wanner
-(1993, II.4). The solve stops exactly at every grid time (the trajectory is recorded there); statistics:
-accepted and rejected steps.
+attempted step). With step ``h`` from ``(t, x)`` and stage derivatives ``k_1 .. k_7``,
+
+.. math::
+
+    x_{new} = x + h \sum_j b_j k_j, \qquad e = h \sum_j (b_j - \hat b_j) k_j, \qquad
+    r = \Big(\tfrac1D \sum_i \big(e_i / (\mathrm{atol} + \mathrm{rtol} \max(|x_i|, |x_{new,i}|))\big)^2\Big)^{1/2}
+
+(``D`` the entries of one sample); the step is accepted when ``r <= 1`` and the next step is
+``h * clip(0.9 r^{-1/5}, 0.2, 5)`` (integral controller; Hairer, Norsett & Wanner 1993, II.4, whose
+starting-step heuristic gives the first step).
+
+``per_sample=True`` (the default): every sample (row) has its own time, step size, error norm ``r``,
+accept/reject decision and controller. Each stage evaluates the field once, on the rows still running, at
+their own times (a ``(rows,)`` time tensor, :meth:`sdeflow.terms.FieldTerm.predict_at`); a row that reaches
+the next grid time leaves the batched evaluation (compaction), so a batch costs the sum of its samples'
+work. A row's arithmetic involves only that row (elementwise updates, no fused multiply-adds, per-row
+reductions), so its result is bitwise the same whatever rows share its batch, chunk or shard, given a field
+that computes each row on its own. Samples wait for each other only at grid times (the trajectory is
+recorded there, and a piecewise path's knots are grid times).
+
+``per_sample=False``: one step size for the whole batch, from the worst sample's error (``error_norm="sample"``)
+or the batch RMS (``"batch"``), one host decision per step; the result of a row depends on the others.
+
+The solve stops exactly at every grid time; at a time where the drift jumps (a grid time inside a piecewise
+path, DiscreteVP's knots) the stages are one-sided and the first stage is re-evaluated (no FSAL across it).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from ..errors import BudgetError
-from .adaptive import Controller, check_budget, check_options, check_progress, check_step_option, error_ratio
+from ..errors import BudgetError, SdeflowTypeError, SdeflowValueError
+from .adaptive import (Controller, check_budget, check_budget_rows, check_options, check_progress,
+                       check_progress_rows, check_step_option, error_ratio, row_errors, sample_stats)
 from .base import ODESolver
 from .explicit_rk import combine
 from .tableau import DOPRI5
 
 __all__ = ["Dopri5"]
+
+
+def _weights(tab) -> tuple[np.ndarray, list, list, list]:
+    """The tableau's nonzero coefficients as one array ``w`` and, per stage row, the update row and the error
+    row, ``(j, index into w)`` pairs: a step's per-row weights ``h * w`` go to the device in one transfer."""
+    w: list[float] = []
+
+    def pairs(row):
+        out = []
+        for j, v in row:
+            out.append((j, len(w)))
+            w.append(float(v))
+        return out
+
+    stages = [pairs(r) for r in tab._rows]
+    update = pairs(tab._brow)
+    err = pairs(tuple((j, float(v)) for j, v in enumerate(tab.b_err) if v))
+    return np.asarray(w, dtype=np.float64), stages, update, err
+
+
+def _combine_rows(x: torch.Tensor | None, ks: list, pairs: list, W: torch.Tensor) -> torch.Tensor:
+    """``x + sum_j k_j * W[w_j]`` (``x`` None: without it), every product and sum a separate rounding (no fused
+    multiply-add, whose vectorised and scalar kernels can round a row differently by its position)."""
+    out = x
+    for j, w in pairs:
+        term = ks[j] * W[w]
+        out = term if out is None else (out + term if out is x else out.add_(term))
+    return out
 
 
 class Dopri5(ODESolver):
@@ -33,12 +82,20 @@ class Dopri5(ODESolver):
     planned = False
 
     def __init__(self, rtol: float = 1e-5, atol: float = 1e-6, error_norm: str = "sample",
-                 max_steps: int = 100000, first_step: float | None = None):
+                 max_steps: int = 100000, first_step: float | None = None, per_sample: bool = True):
         check_options(rtol, atol, error_norm, max_steps)
+        if not isinstance(per_sample, bool):
+            raise SdeflowTypeError(f"per_sample must be True or False, got {per_sample!r}")
+        if per_sample and error_norm == "batch":
+            raise SdeflowValueError("error_norm='batch' pools the whole batch's error into one step size, which "
+                                    "per-sample step control cannot do; use per_sample=False with it (or the "
+                                    "default error_norm='sample')")
         self.rtol, self.atol, self.error_norm, self.max_steps = float(rtol), float(atol), error_norm, max_steps
         self.first_step = check_step_option("first_step", first_step)
+        self.per_sample = per_sample
         self.controller = Controller(q=4)
 
+    # ---- one step size for the batch -------------------------------------------------------------------
     def _initial_step(self, term, x, t0, t1, f0):
         if self.first_step is not None:
             return math.copysign(abs(self.first_step), t1 - t0)
@@ -54,7 +111,7 @@ class Dopri5(ODESolver):
         h1 = max(1e-6, h0 * 1e-3) if max(d1, d2) <= 1e-15 else (0.01 / max(d1, d2)) ** (1 / 5)
         return math.copysign(min(100 * h0, h1, abs(t1 - t0)), t1 - t0)
 
-    def integrate(self, term, x, grid, noise=None, callback=None):
+    def _integrate_shared(self, term, x, grid, callback):
         tab = DOPRI5
         acc = rej = 0
         times = [grid[0]]
@@ -97,10 +154,119 @@ class Dopri5(ODESolver):
                     h = proposal
             if callback is not None:
                 callback(i, x)
-        return x, {"accepted": acc, "rejected": rej, "step_times": times}
+        n = x.shape[0]
+        evals = term.nfe
+        return x, {"accepted": np.full(n, acc), "rejected": np.full(n, rej), "evaluations": np.full(n, evals),
+                   "step_times": times}
+
+    # ---- every sample on its own -------------------------------------------------------------------------
+    def _initial_steps(self, term, x, t0: float, t1: float, f0, evals: np.ndarray) -> np.ndarray:
+        """Hairer, Norsett & Wanner's starting step (II.4) for each row, from that row's norms only."""
+        n = x.shape[0]
+        direction = 1.0 if t1 > t0 else -1.0
+        if self.first_step is not None:
+            return np.full(n, math.copysign(abs(self.first_step), direction))
+        x, f0 = x.detach(), f0.detach()
+        d0 = row_errors(x, x, x, self.rtol, self.atol)
+        d1 = row_errors(f0, x, x, self.rtol, self.atol)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h0 = np.where((d0 < 1e-5) | (d1 < 1e-5), 1e-6, 0.01 * d0 / d1)
+        h0 = np.minimum(h0, abs(t1 - t0))
+        d = direction * h0
+        dd = torch.as_tensor(d).to(dtype=x.dtype, device=x.device).reshape((-1,) + (1,) * (x.dim() - 1))
+        f1 = term.drift_at(torch.as_tensor(t0 + d), x + f0 * dd).detach()
+        evals += 1
+        d2 = row_errors(f1 - f0, x, x, self.rtol, self.atol) / h0
+        dm = np.maximum(d1, d2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            h1 = np.where(dm <= 1e-15, np.maximum(1e-6, h0 * 1e-3), (0.01 / dm) ** (1 / 5))
+        return direction * np.minimum(np.minimum(100 * h0, h1), abs(t1 - t0))
+
+    def _integrate_rows(self, term, x, grid, callback):
+        tab = DOPRI5
+        wts, stage_rows, update_row, err_row = _weights(tab)
+        n = x.shape[0]
+        shape = (len(wts), -1) + (1,) * (x.dim() - 1)
+        acc = np.zeros(n, dtype=np.int64)
+        rej = np.zeros(n, dtype=np.int64)
+        evals = np.zeros(n, dtype=np.int64)
+        span = abs(grid[-1] - grid[0])
+        check_budget_rows(term, "dopri5", evals, 2 if self.first_step is None else 1)
+        f0 = term.drift_at(torch.full((n,), grid[0], dtype=torch.float64), x)
+        evals += 1
+        h = self._initial_steps(term, x, grid[0], grid[-1], f0, evals)
+        for i in range(len(grid) - 1):
+            t_end = grid[i + 1]
+            direction = 1.0 if t_end > grid[i] else -1.0
+            term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
+            if i and getattr(term, "piecewise", False):  # the drift jumps at this grid time: no FSAL across it
+                check_budget_rows(term, "dopri5", evals, 1)
+                f0 = term.drift_at(torch.full((n,), grid[i], dtype=torch.float64), x)
+                evals += 1
+            # the rows still running in this interval: their batch indices, state, derivative, time and step
+            idx = np.arange(n)
+            xa, fa, ta, ha = x, f0, np.full(n, grid[i]), h.copy()
+            x_out, f_out = torch.empty_like(x), torch.empty_like(f0)
+            while idx.size:
+                over = acc[idx] + rej[idx] >= self.max_steps
+                if over.any():
+                    raise BudgetError(f"dopri5 took more than max_steps={self.max_steps} steps on sample "
+                                      f"{int(idx[over][0])}; loosen rtol/atol or raise max_steps")
+                check_progress_rows("dopri5", ta, ha, span, rows=idx)
+                remaining = t_end - ta
+                last = np.abs(ha) >= np.abs(remaining)
+                hs = np.where(last, remaining, ha)
+                check_budget_rows(term, "dopri5", evals[idx], tab.stages - 1)
+                # every stage's per-row weights h * a_ij, b_j, b_j - b^_j in float64, then one transfer
+                W = torch.as_tensor(wts[:, None] * hs[None, :]).to(dtype=x.dtype, device=x.device).reshape(shape)
+                ks = [fa]
+                for s in range(1, tab.stages):
+                    ts = torch.as_tensor(ta + tab.c[s] * hs)
+                    ks.append(term.drift_at(ts, _combine_rows(xa, ks, stage_rows[s], W)))
+                evals[idx] += tab.stages - 1
+                x_new = _combine_rows(xa, ks, update_row, W)  # equals the last stage's input (FSAL)
+                ratio = row_errors(_combine_rows(None, ks, err_row, W), xa, x_new, self.rtol, self.atol)
+                check_progress_rows("dopri5", ta, hs, span, ratio, rows=idx)
+                proposal = hs * self.controller.factors(ratio)
+                ok = ratio <= 1.0
+                acc[idx] += ok
+                rej[idx] += ~ok
+                ta = np.where(ok, np.where(last, t_end, ta + hs), ta)
+                # a step clipped to land on a grid time must not shrink the next one
+                ha = np.where(ok & last, direction * np.maximum(np.abs(ha), np.abs(proposal)), proposal)
+                if ok.all():
+                    xa, fa = x_new, ks[-1]
+                elif ok.any():
+                    keep = torch.as_tensor(ok, device=x.device).reshape((-1,) + (1,) * (x.dim() - 1))
+                    xa, fa = torch.where(keep, x_new, xa), torch.where(keep, ks[-1], fa)
+                done = (t_end - ta) * direction <= 1e-14 * max(1.0, abs(t_end))
+                if done.any():  # rows at the grid time leave the batched evaluation
+                    d = torch.as_tensor(np.flatnonzero(done), device=x.device)
+                    rows = torch.as_tensor(idx[done], device=x.device)
+                    x_out.index_copy_(0, rows, xa.index_select(0, d))
+                    f_out.index_copy_(0, rows, fa.index_select(0, d))
+                    h[idx[done]] = ha[done]
+                    if done.all():
+                        break
+                    k = torch.as_tensor(np.flatnonzero(~done), device=x.device)
+                    xa, fa = xa.index_select(0, k), fa.index_select(0, k)
+                    idx, ta, ha = idx[~done], ta[~done], ha[~done]
+            x, f0 = x_out, f_out
+            if callback is not None:
+                callback(i, x)
+        return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
+
+    def integrate(self, term, x, grid, noise=None, callback=None):
+        if self.per_sample:
+            return self._integrate_rows(term, x, grid, callback)
+        return self._integrate_shared(term, x, grid, callback)
 
     def stats(self, state):
-        return {"accepted": state["accepted"], "rejected": state["rejected"], "step_times": state["step_times"]}
+        """Per sample ``(batch,)`` tensors and batch sums (:func:`~sdeflow.solvers.adaptive.sample_stats`);
+        with ``per_sample=False`` also the shared steps' times ``step_times``."""
+        return sample_stats(state["accepted"], state["rejected"], state["evaluations"],
+                            **({"step_times": state["step_times"]} if "step_times" in state else {}))
 
     def __repr__(self):
-        return f"Dopri5(rtol={self.rtol}, atol={self.atol}, error_norm={self.error_norm!r})"
+        return (f"Dopri5(rtol={self.rtol}, atol={self.atol}, error_norm={self.error_norm!r}, "
+                f"per_sample={self.per_sample})")

@@ -8,16 +8,18 @@ __all__ = ["CountingField"]
 
 
 class CountingField(Field):
-    """Wraps ``inner`` (any :class:`~sdeflow.fields.Field`); ``calls`` counts evaluations of its network."""
+    """Wraps ``inner`` (any :class:`~sdeflow.fields.Field`); ``calls`` counts evaluations of its network (batched
+    calls) and ``rows`` the samples they evaluated (a per-sample adaptive solver evaluates only running rows)."""
 
     def __init__(self, inner: Field):
-        self.inner, self.kind, self.calls = inner, inner.kind, 0
+        self.inner, self.kind, self.calls, self.rows = inner, inner.kind, 0, 0
 
     def bind(self, path):
         fn = self.inner.bind(path)
 
         def net(x, t):
             self.calls += 1
+            self.rows += x.shape[0]
             return fn(x, t)
         return net
 
