@@ -222,7 +222,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             the result holds NaN/Inf (one reduction after the solve; off for graph capture).
         chunk_size: integrate at most this many samples at a time (bounded memory).
         preflight: before the first network call, run the same solver, path, field kind, grid and noise
-            level on exact Gaussian problems (data standard deviations 0.05, 0.5, 2 and 10; once per
+            level on exact Gaussian problems (data standard deviations 0.1, 0.5, 2 and 10; once per
             configuration, cached) and refuse with :class:`~sdeflow.errors.UnstableError` if its answer there
             is more than twice the exact one or of the other sign (an unstable or far too coarse step; see
             ``docs/reliability.md``).

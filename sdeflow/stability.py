@@ -13,7 +13,7 @@ mean
 .. math:: E[x_{t} \mid x_{s}] = \sqrt{V_{t}/V_{s}}\;\exp\Big(-\int_{t}^{s}\frac{\gamma_u^2}{2V_u}du\Big)\,x_{s}.
 
 :func:`probe` runs the solver on four such problems at once (one coordinate each, :data:`PROBE_VARIANCES`:
-data standard deviations 0.05, 0.5 (EDM's data scale), 2 and 10: a narrow direction makes the steps near the
+data standard deviations 0.1, 0.5 (EDM's data scale), 2 and 10: a narrow direction makes the steps near the
 data end stiffest, a wide one lets an unstable step near the noise end survive the contraction longest) and
 compares the answer with the exact one:
 
@@ -44,10 +44,11 @@ from .errors import SdeflowValueError, SingularityError, UnstableError
 
 __all__ = ["PROBE_VARIANCE", "PROBE_VARIANCES", "check_rounding", "conditional_mean_factor", "probe"]
 
-#: data variances of the probe problem, one per coordinate: standard deviations 0.05 (a narrow direction, as real
-#: data has many: the dynamics are stiffest near the data end), 0.5 (EDM's :math:`\sigma_{data}`), 2 and 10 (wide
-#: targets, where an unstable step near the noise end survives the reverse SDE's contraction longest)
-PROBE_VARIANCES = (0.05 ** 2, 0.5 ** 2, 2.0 ** 2, 10.0 ** 2)
+#: data variances of the probe problem, one per coordinate: standard deviations 0.1 (a narrow direction, as real
+#: data has many: the dynamics are stiffest near the data end; twice the final noise level sigma/alpha = 0.045 of
+#: VP's and DDPM's windows, the finest scale those windows resolve), 0.5 (EDM's :math:`\sigma_{data}`), 2 and 10
+#: (wide targets, where an unstable step near the noise end survives the reverse SDE's contraction longest)
+PROBE_VARIANCES = (0.1 ** 2, 0.5 ** 2, 2.0 ** 2, 10.0 ** 2)
 PROBE_VARIANCE = PROBE_VARIANCES[1]
 _LIMIT = 1.0  # relative error of the probe's conditional mean that names the first bad step
 _FACTOR = 2.0  # an answer more than this factor above the exact one (or of the other sign) is refused
