@@ -118,7 +118,8 @@ def test_large_states_alternate_two_buffers_bitwise(name):
     x0 = torch.randn(16384, 2, generator=torch.Generator().manual_seed(0))
     keep = x0.clone()
     gamma = 1.0 if solvers.get(name).sde else 0.0
-    kw = dict(x_init=x0, steps=5, t_min=1e-2, gamma=gamma, check_finite=False)
+    kw = dict(x_init=x0, steps=5, t_min=1e-2, gamma=gamma, check_finite=False,
+              preflight=False)  # five steps: the test is bitwise equality of two loops, not accuracy
     fast = sf.sample(PATH, target.field("noise"), name, generator=torch.Generator().manual_seed(1), **kw).x
     slow = sf.sample(PATH, target.field("noise"), name, generator=torch.Generator().manual_seed(1),
                      return_trajectory=True, **kw).x
