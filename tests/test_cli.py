@@ -110,6 +110,7 @@ def test_bench_progress_on_stderr_only_when_asked_or_a_terminal(capsys):
     assert capsys.readouterr().err == ""
     assert main(argv + ["--progress"]) == 0
     err = capsys.readouterr().err
-    for label in ("eight_gaussians heun karras NFE<=10", "eight_gaussians euler_maruyama uniform NFE<=17",
-                  "2/2"):  # (problem, solver, grid, budget), and the count reaches the planned total
+    for label in ("eight_gaussians heun karras NFE<=10", "eight_gaussians default default NFE<=10",
+                  "eight_gaussians euler_maruyama uniform NFE<=17", "3/3"):
+        # (problem, solver, grid, budget), and the count reaches the planned total (heun, sample()'s default, EM)
         assert label in err, err
