@@ -24,13 +24,13 @@ noise-level feature ``c`` and 8 frequencies ``w`` log-spaced from 1 to 8):
 **Shipped, not trained on first use.** Training is deterministic on one machine (seeded generators for the
 initial weights, the data and the noise; one intra-op thread; ``torch.use_deterministic_algorithms``), but
 float32 training on another CPU or PyTorch version rounds differently and, after thousands of Adam steps,
-ends at a slightly different network: shipping the weights (float32, about 60 KB each) makes every machine
-benchmark the same network. ``python benchmarks/train_bench_networks.py --write`` retrains them (about a minute on
-one core for the three) and rewrites ``networks/manifest.json``: each network's SHA-256 (over its tensors),
-training configuration and recorded check values (the validation loss, and the pathwise error of Heun with
-20 evaluations on Karras' grid against the reference on 64 samples). :func:`load_network` refuses weights
-whose checksum does not match; ``tests/test_bench.py`` recomputes the recorded checks and retrains each
-network for ``PROBE_STEPS`` steps against the recorded validation loss (the training code's fingerprint);
+ends at a slightly different network: shipping the weights (float32, 40-48 KB each) makes every machine
+benchmark the same network. ``python benchmarks/train_bench_networks.py --write`` retrains them (16-30 s each
+on one core) and rewrites ``networks/manifest.json``: each network's SHA-256 (over its tensors), training
+configuration and record, and check values (the validation loss of a ``PROBE_STEPS`` retraining, and the
+pathwise errors of Heun with 20 evaluations on Karras' grid against the reference on 64 samples).
+:func:`load_network` refuses weights whose checksum does not match; ``tests/test_bench.py`` recomputes the
+recorded checks and the ``PROBE_STEPS`` retraining's validation loss (the training code's fingerprint);
 ``python benchmarks/train_bench_networks.py --check`` retrains and compares with the shipped networks
 (:func:`regenerate`).
 
@@ -56,8 +56,8 @@ import torch
 from ..errors import SdeflowValueError, unknown_name
 
 __all__ = ["NetSpec", "SPECS", "NoiseLevelMLP", "EDMDenoiser", "EpsNet", "train_network", "load_network",
-           "network_field", "field_reference", "cache_dir", "tensor_sha256", "DATASETS", "build_problems", "regenerate",
-           "check_errors", "validation_loss"]
+           "network_field", "field_reference", "cache_dir", "tensor_sha256", "DATASETS", "build_problems",
+           "regenerate", "check_errors", "validation_loss"]
 
 _DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "networks")
 MANIFEST = os.path.join(_DIR, "manifest.json")
