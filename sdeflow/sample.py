@@ -208,7 +208,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`). With a
             budget (``nfe=``), a named grid, the probability-flow ODE and neither ``t_min`` nor
             ``final_denoise`` given, the budget chooses the end: it stops at
-            :math:`\sigma_e = \kappa h^{p/2}` and finishes with a denoising step
+            ``sigma_e = kappa * h**p`` and finishes with a denoising step
             (:func:`sdeflow.window.budget_end`; ``sol.stats["window"] == "budget"``).
         gamma: 0 (probability-flow ODE), ``"reverse"`` (:math:`\\gamma = g`), a number, or a function of a
             float64 time tensor. Default: ``"reverse"`` for an SDE solver, 0 otherwise.

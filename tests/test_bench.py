@@ -63,8 +63,12 @@ def test_registered_custom_problem_runs_with_its_reference_and_sampler():
     notes = []
     rows = run_bench(problems=["test_custom_vp"], solvers=["heun", "euler_maruyama"], nfes=[10, 40],
                      sde_nfes=[32], n=64, optimized=False, notes=notes)
-    heun = [r for r in rows if r["solver"] == "heun"]
+    heun = [r for r in rows if r["solver"] == "heun" and r["grid"] == "karras"]
     assert len(heun) == 2 and heun[1]["error"] < heun[0]["error"] / 4  # second order: 4x NFE, ~16x less
+    # the same solver and grid on the window the budget chooses (sdeflow.window.budget_end): it stops earlier
+    # with less budget, and finishes with the denoising step the problem's answer ends with
+    ends = [r for r in rows if r["solver"] == "heun" and r["grid"] == "karras+end"]
+    assert len(ends) == 2 and ends[0]["sigma_end"] > ends[1]["sigma_end"] > 0 and ends[1]["nfe"] <= 40
     sde = [r for r in rows if r["metric"] == "strong_rms"]
     assert {r["solver"] for r in sde} >= {"euler_maruyama", "torchsde:euler"}
     assert all(set(r["weak"]) == {"mean", "cov", "sliced_w2", "mmd"} for r in sde)

@@ -136,7 +136,30 @@ def _ode_rows(problem, solver, grids, nfes, x, repeats, prog):
                 rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
                                  wall, **_refusal(sol)))
             prog.done()
+            if not problem.final_denoise:
+                continue
+            # the same solver and grid with the window the budget chooses (sdeflow.window.budget_end): no t_min,
+            # no final_denoise given; measured against the problem's answer at its data end
+            label = f"{grid}+end"
+            prog.show(problem.name, solver, label, f"NFE<={nfe}")
+            try:
+                sol, wall = _timed(lambda: _sample(problem.path, problem.field(), solver, nfe=nfe, grid=grid,
+                                                  x_init=x, t_max=problem.t_max,
+                                                  integration_path=problem.integration_path), repeats, warm=False)
+            except ValueError as e:
+                rows.append(_row(problem, solver, label, nfe, None, None, "pathwise_rms", None, note=str(e)))
+            else:
+                rows.append(_row(problem, solver, label, nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
+                                 wall, sigma_end=_sigma_end(problem.path, sol), **_refusal(sol)))
+            prog.done()
     return rows
+
+
+def _sigma_end(path, sol) -> float:
+    """The noise level sigma/alpha where a budget-chosen window stopped."""
+    import math
+
+    return math.exp(-0.5 * float(path.log_snr(torch.tensor(sol.stats["t_min"], dtype=torch.float64))))
 
 
 def _default_rows(problem, nfes, x, repeats, prog):
@@ -152,7 +175,7 @@ def _default_rows(problem, nfes, x, repeats, prog):
             rows.append(_row(problem, "default", "default", nfe, None, None, "pathwise_rms", None, note=str(e)))
         else:
             rows.append(_row(problem, "default", "default", nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
-                             wall))
+                             wall, sigma_end=_sigma_end(problem.path, sol)))
         prog.done()
     return rows
 
@@ -404,7 +427,7 @@ def _planned_runs(problem, solvers, grids, nfes, sde_nfes, sde, peers, optimized
     for solver in solvers:
         s = _solvers.get(solver)
         if not s.sde:
-            count += len(_ode_grids(s, grids)) * len(nfes)
+            count += len(_ode_grids(s, grids)) * len(nfes) * (2 if problem.final_denoise else 1)
     if any(not _solvers.get(s).sde for s in solvers):
         count += len(nfes)  # the default sampler
     if optimized:
