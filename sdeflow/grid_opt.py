@@ -32,7 +32,7 @@ import torch
 
 from . import solvers as _solvers
 from .errors import SdeflowTypeError, SdeflowValueError
-from .grids import GRIDS, make_grid
+from .grids import make_grid
 from .noise import as_noise_source
 from .paths import GaussianPath
 from .sample import resolve_gamma2, resolve_steps, sample

@@ -197,7 +197,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         path: the Gaussian path the field was trained on.
         field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
         solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
-            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and ``"unipc"`` when the budget
+            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and ``"dpmpp_3m"`` when the budget
             chooses the window (``t_max, t_min`` below). ``solver_options`` go to its constructor.
         steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
             denoising step counts).
@@ -247,11 +247,11 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
     # the budget chooses the window (sdeflow.window.budget_end) when the user chose neither end nor finish, and
-    # with it the configuration it was measured with: UniPC on the log-SNR grid unless solver / grid are given
+    # with it the configuration measured best with it: DPM-Solver++ 3M on the log-SNR grid (docs/bench.md)
     budget_window = (nfe is not None and steps is None and t_min is None and final_denoise is None
                      and gamma2_fn is None and (grid is None or isinstance(grid, str)))
     if solver is None:
-        solver = ("unipc" if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
+        solver = ("dpmpp_3m" if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
     auto_grid = grid is None
     if auto_grid:
         grid = "log_snr" if budget_window else "uniform"
