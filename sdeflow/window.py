@@ -30,26 +30,32 @@ the user gives are kept as given: the sampler's term then refuses the singular t
   than :math:`\sigma_e` (narrow modes, thin arms, manifolds: what trained networks model),
   :math:`|\nabla\log p_s|\sim 1/s` and they differ by :math:`c_d\,\sigma_e`, first order. The rule takes the
   first-order term;
-* the discretisation's: ``n`` steps of an order-:math:`p` solver across the log-SNR range
-  :math:`[\lambda_{max}, \lambda_e]` have a global error :math:`C h^p` with :math:`h = (\lambda_e -
-  \lambda_{max})/n`, shrinking as the range shrinks (every step is shorter when the window is shorter).
+* the discretisation's: an order-:math:`p` solver spending :math:`m` evaluations on its steps across the
+  log-SNR range :math:`[\lambda_{max}, \lambda_e]` has a global error :math:`C h^p` with :math:`h =
+  (\lambda_e - \lambda_{max})/m` the log-SNR spacing of its evaluations, shrinking as the range shrinks
+  (every step is shorter when the window is shorter).
 
 Their sum is smallest, to leading order, where they are of the same size: :math:`c_d\,\sigma_e = C h^p`, i.e.
 
-.. math:: \sigma_e = \kappa\, h^{p},\qquad h = \frac{\lambda_e - \lambda_{max}}{n},\qquad
+.. math:: \sigma_e = \kappa\, h^{p},\qquad h = \frac{\lambda_e - \lambda_{max}}{m},\qquad
           \lambda_e = -2\ln\sigma_e,
 
 solved for :math:`\lambda_e` (one root: the left side falls and the right side rises with
-:math:`\lambda_e`). :math:`n` is the number of steps the budget buys after paying the denoising step,
-:math:`p` the solver's declared order (``solver.order``), :math:`\lambda_{max}` the start's log-SNR (at least
-:data:`~sdeflow.paths.LOG_SNR_NOISE_END`). The form is derived; the constant :math:`\kappa = C/c_d`
-(:data:`END_BALANCE`), a ratio of error constants no order argument gives, is measured once for all solvers,
-grids and problems together: over the benchmark suite (4 oracle and 3 learned-network problems; DPM-Solver++
-2M/3M, UniPC, Heun; log-SNR and Karras grids; 10/20/50 evaluations: 168 configurations, ``docs/bench.md``) the
-error at this stop is 1.24x the error at the best stop of a scan in geometric mean (1.10x on the learned
-problems, 1.35x on the oracles) for every :math:`\kappa` from 0.057 to 0.095 (the optimum is flat), against
-2.1x for stopping at the path's data end. The Gaussian's second-order term (:math:`\sigma_e = \kappa h^{p/2}`)
-fits the suite less well (1.27x; 1.22x on the learned problems). More budget stops closer to the data
+:math:`\lambda_e`). :math:`m` counts the evaluations of the steps the budget buys after paying the denoising
+step (:math:`n` steps of ``solver.evals_per_step``; per evaluation rather than per step: with the per-step
+spacing the rule stops RK4 so early that its error is 3-24x the best stop's at 10-50 evaluations, its few
+long steps being far outside their asymptotic regime), :math:`p` the solver's declared order (``solver.order``),
+:math:`\lambda_{max}` the start's log-SNR (at least :data:`~sdeflow.paths.LOG_SNR_NOISE_END`). The form is
+derived; the constant :math:`\kappa = C/c_d` (:data:`END_BALANCE`), a ratio of error constants no order
+argument gives, is measured once for all solvers, grids and problems together: over the benchmark suite (4
+oracle and 3 learned-network problems; Euler, midpoint and RK4 on the Karras grid, Heun, DPM-Solver++ 2M/3M
+and UniPC on the log-SNR and Karras grids; 10/20/50 evaluations: 231 configurations, a scan of 19 stops from
+sigma 0.002 to 3 on 300 samples, ``docs/bench.md``) the error at this stop is 1.31x the error at the best
+stop of the scan in geometric mean (1.18x on the learned problems, 1.42x on the oracles; worst 6.2x) for
+:math:`\kappa` = 0.08, within 1.29x-1.32x for every :math:`\kappa` from 0.07 to 0.16 (the optimum is flat),
+against 2.0x (worst 22x) for stopping at the path's data end. The Gaussian's second-order balance
+(:math:`\sigma_e = \kappa h^{p/2}`) fitted less well (per-step spacing, the 168 configurations of the four
+solvers on both grids: 1.27x against 1.24x). More budget stops closer to the data
 (:math:`n` larger, :math:`\lambda_e` larger); the stop never passes the default data end, where the rule
 keeps the path's end and still finishes with the denoising step when :math:`\sigma > 0` there.
 """
@@ -66,7 +72,7 @@ from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 __all__ = ["default_window", "singular_reason", "check_ends", "budget_end", "END_BALANCE"]
 
 #: :math:`\\kappa` of the stop rule :math:`\\sigma_e = \\kappa h^p` (module docstring; measured on the
-#: benchmark suite, flat between 0.057 and 0.095)
+#: benchmark suite, flat between 0.07 and 0.16)
 END_BALANCE = 0.08
 
 
@@ -160,6 +166,7 @@ def budget_end(path: GaussianPath, kind: str, solver, nfe: int, t_max: float, t_
     if n < 1:
         return t_floor, False
     p = float(solver.order)
+    m = solver.nfe_for_steps(n)  # the evaluations the steps spend: h is their log-SNR spacing
     lam_max = float(path.log_snr(torch.tensor(t_max, dtype=torch.float64)))
     lam_floor = float(path.log_snr(torch.tensor(t_floor, dtype=torch.float64)))
     lam_max = max(lam_max, LOG_SNR_NOISE_END)  # below it, nothing of the data is left to resolve (LinearFlow: -inf)
@@ -167,7 +174,7 @@ def budget_end(path: GaussianPath, kind: str, solver, nfe: int, t_max: float, t_
     lo, hi = lam_max, lam_max + 200.0
     for _ in range(200):
         mid = 0.5 * (lo + hi)
-        if math.exp(-0.5 * mid) > END_BALANCE * ((mid - lam_max) / n) ** p:
+        if math.exp(-0.5 * mid) > END_BALANCE * ((mid - lam_max) / m) ** p:
             lo = mid
         else:
             hi = mid

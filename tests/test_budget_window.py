@@ -1,8 +1,8 @@
 """The window a budget chooses (sdeflow.window.budget_end): where the probability-flow ODE stops and whether it
 finishes with a denoising step, when ``sample`` gets ``nfe=`` and neither ``t_min`` nor ``final_denoise``.
 
-Properties of the rule sigma_e = kappa h^p (h = (lambda_e - lambda_max)/n): it solves its equation, more budget
-stops closer to the data, it never passes the default data end, the denoising step is taken exactly when the
+Properties of the rule sigma_e = kappa h^p (h = (lambda_e - lambda_max)/m, m the evaluations of the steps): it
+solves its equation, more budget stops closer to the data, it never passes the default data end, the denoising step is taken exactly when the
 stop has sigma > 0 and paid from the budget; explicit arguments keep today's behaviour; and on exact oracles the
 budget's default is at least as accurate as the previous default (heun, uniform grid, the path's window, no
 final step) at 10 evaluations."""
@@ -54,7 +54,7 @@ def test_more_budget_stops_closer_to_the_data_and_solves_the_balance(path, solve
         if t_e > t_floor:  # an interior stop solves sigma_e = kappa h^p
             lam_max = max(float(path.log_snr(torch.tensor(t_max, dtype=D))), sf.paths.LOG_SNR_NOISE_END)
             lam_e = float(path.log_snr(torch.tensor(t_e, dtype=D)))
-            rhs = END_BALANCE * ((lam_e - lam_max) / n) ** s.order
+            rhs = END_BALANCE * ((lam_e - lam_max) / s.nfe_for_steps(n)) ** s.order
             assert _sigma(path, t_e) == pytest.approx(rhs, rel=1e-8)
         else:
             assert fd == (sig_floor > 0)
