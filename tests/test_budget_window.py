@@ -2,10 +2,10 @@
 finishes with a denoising step, when ``sample`` gets ``nfe=`` and neither ``t_min`` nor ``final_denoise``.
 
 Properties of the rule sigma_e = kappa h^p (h = (lambda_e - lambda_max)/m, m the evaluations of the steps): it
-solves its equation, more budget stops closer to the data, it never passes the default data end, the denoising step is taken exactly when the
-stop has sigma > 0 and paid from the budget; explicit arguments keep today's behaviour; and on exact oracles the
-budget's default is at least as accurate as the previous default (heun, uniform grid, the path's window, no
-final step) at 10 evaluations."""
+solves its equation, more budget stops closer to the data, it never passes the default data end, the denoising
+step is taken exactly when the stop has sigma > 0 and paid from the budget; explicit arguments keep today's
+behaviour; and on exact oracles the budget's default is at least as accurate as the previous default (heun,
+uniform grid, the path's window, no final step) at 10 evaluations."""
 
 import math
 
