@@ -4,6 +4,9 @@
   same initial noise (``metric="pathwise_rms"``), on each named grid; every pathwise or strong row also
   carries the tail of the per-sample errors (``error_q99``: 99th percentile, ``error_max``: the worst sample).
   ``solver="default"``: ``sample(path, field, nfe=N, x_init=x)`` with every other argument at its default.
+  Grids ``"<grid>+end"``: the same solver and grid on the window the budget chooses
+  (:func:`sdeflow.window.budget_end`; ``sigma_end`` records the stop), on problems that end with a denoising
+  step.
 * SDE solvers, on the reverse SDE (``gamma="reverse"``) in the problem path's own time: the strong error
   (``metric="strong_rms"``) against a fine stochastic-Heun solve driven by the same Brownian path, and the
   weak errors (``row["weak"]``: mean, covariance, sliced W2, MMD) against exact samples of the target; rows
