@@ -331,7 +331,7 @@ def _optimized_rows(problem, nfes, x, repeats, prog):
         label = c["solver"] + "".join(f"({k}={v})" for k, v in c["options"].items())
         prog.show(problem.name, label, "optimized", f"NFE<={c['nfe']}")
         sol, wall = _timed(lambda: _sample(problem.path, problem.field(), c["solver"], grid=c["grid"], x_init=x,
-                                          final_denoise=problem.final_denoise,
+                                          final_denoise=c.get("final_denoise", problem.final_denoise),
                                           integration_path=problem.integration_path, **c["options"]), repeats,
                            warm=label not in warmed)
         warmed.add(label)
