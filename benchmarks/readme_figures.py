@@ -32,6 +32,8 @@ def _g2(v: float) -> str:
 
 
 def _name(r) -> str:
+    if r["solver"] == "default":
+        return "default (sample(path, field, nfe=N))"
     return r["solver"] if r["grid"] in ("uniform", "exact") else f"{r['solver']} ({r['grid']} grid)"
 
 

@@ -14,7 +14,8 @@ A mixture :math:`\sum_k \pi_k \mathcal N(\mu_k, \mathrm{diag}(c_k))` stays a mix
 For one Gaussian the probability-flow ODE is solved exactly by
 :math:`x_t = m_t + \sqrt{V_t/V_s}\,(x_s - m_s)` (:meth:`Gaussian.flow`); for a mixture,
 :meth:`GaussianMixture.reference_flow` integrates it in float64 with SciPy's DOP853 in log-SNR time on
-variance-preserving coordinates (every path's flow is that one up to time change and scale).
+variance-preserving coordinates (every path's flow is that one up to time change and scale;
+:func:`flow_in_log_snr`, which also serves any other denoiser, e.g. a network's).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from .errors import SdeflowValueError
 from .fields import Field, batch_time
 from .paths import GaussianPath, as_time
 
-__all__ = ["GaussianMixture", "Gaussian", "OracleField", "eight_gaussians", "two_blobs", "ring"]
+__all__ = ["GaussianMixture", "Gaussian", "OracleField", "eight_gaussians", "two_blobs", "ring", "flow_in_log_snr"]
 
 Tensor = torch.Tensor
 
@@ -41,6 +42,50 @@ def _per_sample(c: Tensor, x: Tensor) -> Tensor:
     """Coefficient (scalar or (batch,)) shaped to broadcast against (batch, K, d)."""
     c = c.to(x.dtype)
     return c.reshape(-1, 1, 1) if c.dim() else c
+
+
+def flow_in_log_snr(denoise, x: Tensor, path: GaussianPath, t_from: float, t_to: float, *, rtol: float = 1e-10,
+                    atol: float = 1e-10, chunk: int = 512) -> Tensor:
+    r"""The probability-flow map of ``path`` from ``t_from`` to ``t_to`` driven by a denoiser, in float64.
+
+    Solved with SciPy's DOP853 in log-SNR time :math:`\lambda` on variance-preserving coordinates
+    :math:`\hat x = x/\sqrt{\alpha^2+\sigma^2}`, where the ODE reads
+    :math:`d\hat x/d\lambda = \tfrac12\hat\alpha\,(E[x_0|\hat x] - \hat\alpha\hat x)`,
+    :math:`\hat\alpha^2 = \mathrm{sigmoid}(\lambda)`, :math:`\hat\sigma^2 = 1 - \hat\alpha^2` (every
+    Gaussian path's flow is this one up to time change and scale). Endpoints with :math:`|\lambda| > 60` are
+    clamped (the flow moves by less than :math:`e^{-30}` beyond). ``denoise(x_hat, lam, alpha_hat,
+    sigma_hat)`` returns :math:`E[x_0|\hat x]` for a float64 ``(rows, *event)`` block at log-SNR ``lam``
+    (floats); the samples are integrated in blocks of ``chunk`` rows (one DOP853 solve each, its error norm
+    over the block). Returns float64 on the CPU, in ``path``'s coordinates at ``t_to``.
+    """
+    from scipy.integrate import solve_ivp
+
+    lam0 = float(path.log_snr(float(t_from)))
+    lam1 = float(path.log_snr(float(t_to)))
+    lam0c = min(max(lam0, -_LAM_CLAMP), _LAM_CLAMP)
+    lam1c = min(max(lam1, -_LAM_CLAMP), _LAM_CLAMP)
+    xd = x.detach().to(torch.float64).cpu()
+    xh = xd / float(path.scale(float(t_from)))
+    out = torch.empty_like(xh)
+
+    def rhs(lam, y, shape):
+        xt = torch.from_numpy(y).reshape(shape)
+        ah = 1.0 / math.sqrt(1.0 + math.exp(-lam)) if lam > -700 else 0.0
+        sh = 1.0 / math.sqrt(1.0 + math.exp(lam)) if lam < 700 else 0.0
+        x0 = denoise(xt, float(lam), ah, sh).to(torch.float64)
+        return (0.5 * ah * (x0 - ah * xt)).reshape(-1).numpy()
+
+    for i in range(0, xh.shape[0], chunk):
+        blk = xh[i:i + chunk]
+        if lam1c == lam0c:
+            out[i:i + chunk] = blk
+            continue
+        sol = solve_ivp(rhs, (lam0c, lam1c), blk.reshape(-1).numpy(), method="DOP853", rtol=rtol,
+                        atol=atol, args=(blk.shape,))
+        if not sol.success:
+            raise RuntimeError(f"reference solve failed: {sol.message}")
+        out[i:i + chunk] = torch.from_numpy(sol.y[:, -1]).reshape(blk.shape)
+    return out * float(path.scale(float(t_to)))
 
 
 class GaussianMixture:
@@ -197,44 +242,14 @@ class GaussianMixture:
     def reference_flow(self, x: Tensor, path: GaussianPath, t_from: float, t_to: float, *,
                        final_denoise: bool = False, rtol: float = 1e-10, atol: float = 1e-10,
                        chunk: int = 512) -> Tensor:
-        r"""The probability-flow map from ``t_from`` to ``t_to`` of ``x``, in float64.
-
-        Solved with SciPy's DOP853 in log-SNR time :math:`\lambda` on variance-preserving coordinates
-        :math:`\hat x = x/\sqrt{\alpha^2+\sigma^2}`, where the ODE reads
-        :math:`d\hat x/d\lambda = \tfrac12\hat\alpha\,(E[x_0|\hat x] - \hat\alpha\hat x)`,
-        :math:`\hat\alpha^2 = \mathrm{sigmoid}(\lambda)`. Endpoints with :math:`|\lambda| > 60` are
-        clamped (the flow moves by less than :math:`e^{-30}` beyond). ``final_denoise`` applies the exact
-        denoiser at ``t_to`` (the samplers' final step). Returns float64 on ``x``'s device.
+        r"""The probability-flow map from ``t_from`` to ``t_to`` of ``x``, in float64: :func:`flow_in_log_snr`
+        (SciPy's DOP853 in log-SNR time on variance-preserving coordinates) with the mixture's exact posterior
+        mean. ``final_denoise`` applies the exact denoiser at ``t_to`` (the samplers' final step). Returns
+        float64 on ``x``'s device.
         """
-        from scipy.integrate import solve_ivp
-
-        lam0 = float(path.log_snr(float(t_from)))
-        lam1 = float(path.log_snr(float(t_to)))
-        lam0c = min(max(lam0, -_LAM_CLAMP), _LAM_CLAMP)
-        lam1c = min(max(lam1, -_LAM_CLAMP), _LAM_CLAMP)
-        xd = x.detach().to(torch.float64).cpu()
-        xh = xd / float(path.scale(float(t_from)))
-        out = torch.empty_like(xh)
         mix = self
-
-        def rhs(lam, y, shape):
-            xt = torch.from_numpy(y).reshape(shape)
-            ah = 1.0 / math.sqrt(1.0 + math.exp(-lam)) if lam > -700 else 0.0
-            sh = 1.0 / math.sqrt(1.0 + math.exp(lam)) if lam < 700 else 0.0
-            x0, _, _ = mix.posterior(xt, ah, sh)
-            return (0.5 * ah * (x0 - ah * xt)).reshape(-1).numpy()
-
-        for i in range(0, xh.shape[0], chunk):
-            blk = xh[i:i + chunk]
-            if lam1c == lam0c:
-                out[i:i + chunk] = blk
-                continue
-            sol = solve_ivp(rhs, (lam0c, lam1c), blk.reshape(-1).numpy(), method="DOP853", rtol=rtol,
-                            atol=atol, args=(blk.shape,))
-            if not sol.success:
-                raise RuntimeError(f"reference solve failed: {sol.message}")
-            out[i:i + chunk] = torch.from_numpy(sol.y[:, -1]).reshape(blk.shape)
-        res = out * float(path.scale(float(t_to)))
+        res = flow_in_log_snr(lambda xh, lam, ah, sh: mix.posterior(xh, ah, sh)[0], x, path, t_from, t_to,
+                              rtol=rtol, atol=atol, chunk=chunk)
         if final_denoise:
             res = self.predict(res, float(t_to), path, "data")
         return res.to(x.device)

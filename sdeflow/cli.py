@@ -19,14 +19,17 @@ _DESCRIPTION = ("sdeflow: verified ODE/SDE solvers for diffusion, score-based, f
                 "(torchdiffeq, torchsde, diffusers) on problems with exact answers; --out DIR writes the rows "
                 "(JSON) and work-precision diagrams (PNG).")
 
-_LEGEND = ("pathwise_rms: RMS distance to the exact / float64 probability-flow reference from the same noise; "
-           "strong_rms: to a fine reverse-SDE solve on the same Brownian path; weak_*: mean / covariance error, "
-           "sliced W2 and MMD between the SDE samples and as many exact target samples, beside mc_floor (the "
-           "same metric between two independent exact sets: below it a difference means nothing). Peers "
-           "(torchdiffeq:*, diffusers:*, torchsde:*) run in this process on the same noise, field and Brownian "
-           "path; 'optimized' rows use grids bought once by sdeflow.grid_opt.optimize_grid (pilot cost in the "
-           "JSON). Wall times (wall_s): time.perf_counter around each call, median of --repeats runs after one "
-           "untimed warm-up, on this machine under its current load; the total above is the whole command.")
+_LEGEND = ("pathwise_rms: RMS distance to the exact / float64 probability-flow reference from the same noise "
+           "(pathwise_q99 / pathwise_max: the 99th percentile / largest per-sample distance; problem_window_*: "
+           "rows on diffusers' own timesteps against the problem's window); 'default': sample(path, field, "
+           "nfe=N) with every other argument at its default; strong_rms: to a fine reverse-SDE solve on the same "
+           "Brownian path; weak_*: mean / covariance error, sliced W2 and MMD between the SDE samples and as many "
+           "exact target samples, beside mc_floor (the same metric between two independent exact sets: below it "
+           "a difference means nothing). Peers (torchdiffeq:*, diffusers:*, torchsde:*) run in this process on "
+           "the same noise, field and Brownian path; 'optimized' rows use grids bought once by "
+           "sdeflow.grid_opt.optimize_grid (pilot cost in the JSON). Wall times (wall_s): time.perf_counter "
+           "around each call, median of --repeats runs after one untimed warm-up, on this machine under its "
+           "current load; the total above is the whole command.")
 
 
 def _ints(s: str) -> list[int]:
@@ -166,9 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True, metavar="command")
     b = sub.add_parser("bench", help="error against NFE and wall time on exact problems (quick by default)",
                        description="Quick by default (eight_gaussians, 1000 samples: about 11 s on 2 idle "
-                                   "cores); --full runs every built-in problem with more budgets, 4000 samples "
-                                   "and 3 timed repeats. Explicit options override the preset. Progress "
-                                   "(problem, solver, budget) goes to stderr when it is a terminal.")
+                                   "cores); --full runs every built-in problem (the learned networks included) "
+                                   "with more budgets, 4000 samples and 3 timed repeats. Explicit options "
+                                   "override the preset. Progress (problem, solver, budget) goes to stderr when "
+                                   "it is a terminal.")
     b.add_argument("--full", action="store_true", help="every built-in problem, more budgets, n=4000, 3 repeats")
     b.add_argument("--problems", type=_strs, default=None, help="comma-separated problem names (see --list)")
     b.add_argument("--solvers", type=_strs, default=None, help="comma-separated solver names (default: a "

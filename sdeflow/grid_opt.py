@@ -9,6 +9,14 @@ the named grids. The result reports the pilot cost (network evaluations per pilo
 and the error before and after on held-out pilot samples; ``result.grid`` is passed to
 :func:`sdeflow.sample` as ``grid=`` and reused.
 
+**The end point.** With neither ``t_min`` nor ``final_denoise`` given (and the probability-flow ODE), the end
+of the window is optimised together with the interior times: the reference runs to the default data end
+(:func:`sdeflow.window.default_window`) and finishes with the denoising step where :math:`\sigma > 0` there, and
+the candidate grids stop at a log-SNR :math:`\lambda_e` (one more parameter, started from the rule of
+:func:`sdeflow.window.budget_end`) and finish with the denoising step (``result.final_denoise`` is then True:
+pass it to :func:`sdeflow.sample` with the grid). An explicit ``t_min`` or ``final_denoise`` fixes the end as
+before.
+
 This generalises "equalise the local error" heuristics: it minimises the global error of the actual
 solver directly (in the spirit of Sabour et al. 2024, "Align Your Steps", with pilot trajectories of the
 field itself instead of a KL bound).
@@ -24,11 +32,12 @@ import torch
 
 from . import solvers as _solvers
 from .errors import SdeflowTypeError, SdeflowValueError
-from .grids import GRIDS, make_grid
+from .grids import make_grid
 from .noise import as_noise_source
 from .paths import GaussianPath
-from .sample import resolve_steps, sample
+from .sample import resolve_gamma2, resolve_steps, sample
 from .terms import map_times
+from .window import budget_end, default_window, singular_reason
 
 __all__ = ["OptimizedGrid", "optimize_grid", "network_dtype"]
 
@@ -52,6 +61,7 @@ class OptimizedGrid:
     pilot_sample_evaluations: int
     pilot_samples: int
     objective_evaluations: int
+    final_denoise: bool = False
     history: list = dc_field(default_factory=list, repr=False)
 
     def summary(self) -> str:
@@ -86,7 +96,7 @@ def network_dtype(field) -> torch.dtype | None:
 
 def optimize_grid(path: GaussianPath, field, solver, nfe: int, *, shape, n_pilot: int = 128,
                   n_validation: int = 128, generator: torch.Generator | None = None, t_max: float | None = None,
-                  t_min: float | None = None, final_denoise: bool = False,
+                  t_min: float | None = None, final_denoise: bool | None = None,
                   integration_path: GaussianPath | None = None, dtype: torch.dtype | None = None, device=None,
                   starts=("karras", "log_snr", "uniform", "quadratic"), maxfev: int = 600,
                   reference_rtol: float | None = None, reference_atol: float | None = None,
@@ -100,6 +110,10 @@ def optimize_grid(path: GaussianPath, field, solver, nfe: int, *, shape, n_pilot
     than this, the log step sizes are a piecewise-linear function of the step index through ``knots``
     control values (a smooth step density, few parameters: Nelder-Mead converges), optimised first, then
     every increment is refined with the budget left; ``None`` optimises every increment from the start.
+
+    ``t_min`` / ``final_denoise``: fix the end as in :func:`sdeflow.sample`; with neither (and ``gamma=0``)
+    the end is optimised too (module docstring) and ``result.final_denoise`` says to finish with the
+    denoising step.
 
     ``dtype``: the pilot samples' dtype (the solves run in it). By default the dtype of the field's network
     (its ``torch.nn.Module`` parameters, found through the field's attributes: a float32 network is solved in
@@ -134,8 +148,20 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     if s.sde or getattr(s, "stochastic", False):
         raise SdeflowValueError("optimize_grid compares with a deterministic reference: use an ODE solver")
     ipath = path if integration_path is None else integration_path
+    free_end = (t_min is None and final_denoise is None and resolve_gamma2(gamma, path) is None
+                and s.max_steps(int(nfe) - 1) >= 2)
+    ref_denoise = bool(final_denoise)
     t_max = float(path.t_max if t_max is None else t_max)
-    t_min = float(path.t_min if t_min is None else t_min)
+    if free_end:  # the answer at the default data end; the candidates stop at lambda_e and denoise
+        t_max, t_floor = default_window(path, field.kind, t_max=t_max, targets=s.targets)
+        t_e0, _ = budget_end(path, field.kind, s, nfe, t_max, t_floor)
+        sig_floor = float(path.sigma(torch.tensor([t_floor], dtype=torch.float64))[0])
+        ref_denoise = sig_floor > 0 and singular_reason(path, t_floor, field.kind, targets=("data",)) is None
+        final_denoise, t_min = True, t_e0
+    else:
+        t_min = float(path.t_min if t_min is None else t_min)
+        t_floor = t_min
+    final_denoise = bool(final_denoise)
     steps = resolve_steps(s, None, nfe, 1 if final_denoise else 0)
     if steps < 2:
         raise SdeflowValueError(f"nfe={nfe} leaves {steps} step(s) for {s.name}: nothing to optimise")
@@ -149,7 +175,8 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     common = dict(t_max=t_max, t_min=t_min, final_denoise=final_denoise, integration_path=integration_path,
                   gamma=gamma)
     try:
-        ref = sample(path, field, "dopri5", x_init=x_all, rtol=reference_rtol, atol=reference_atol, **common)
+        ref = sample(path, field, "dopri5", x_init=x_all, rtol=reference_rtol, atol=reference_atol,
+                     **dict(common, t_min=t_floor, final_denoise=ref_denoise))
     except RuntimeError as e:
         if "dtype" not in str(e) and "Double" not in str(e) and "Float" not in str(e):
             raise
@@ -161,14 +188,31 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     tau_max, tau_min = (float(v) for v in map_times(path, ipath, np.array([t_max, t_min])))
     span = tau_min - tau_max
     evals = [0]
+    lam_floor = float(path.log_snr(torch.tensor(t_floor, dtype=torch.float64)))
+    lam_max = float(path.log_snr(torch.tensor(t_max, dtype=torch.float64)))
 
-    def grid_of(theta: np.ndarray) -> np.ndarray:
-        w = np.exp(theta - theta.max())
+    def end_of(theta: np.ndarray) -> float | None:
+        """The end time: t_min, or (free end) the time at log-SNR theta[-1], None outside the window."""
+        if not free_end:
+            return t_min
+        lam = float(theta[-1])
+        if not lam_max < lam <= lam_floor:  # lam_floor = inf where sigma = 0 at the data end
+            return None
+        t = float(path.t_from_log_snr(torch.tensor(lam, dtype=torch.float64)))
+        return t if t_floor <= t < t_max else None
+
+    def grid_of(theta: np.ndarray) -> np.ndarray | None:
+        t_end = end_of(theta)
+        if t_end is None:
+            return None
+        inc_theta = theta[:-1] if free_end else theta
+        w = np.exp(inc_theta - inc_theta.max())
         inc = w / w.sum()
-        tau = tau_max + span * np.concatenate([[0.0], np.cumsum(inc)])
-        tau[-1] = tau_min
+        t_hi, t_lo = (float(v) for v in map_times(path, ipath, np.array([t_max, t_end])))
+        tau = t_hi + (t_lo - t_hi) * np.concatenate([[0.0], np.cumsum(inc)])
+        tau[-1] = t_lo
         g = map_times(ipath, path, tau)
-        g[0], g[-1] = t_max, t_min
+        g[0], g[-1] = t_max, t_end
         return g
 
     def error(g: np.ndarray, x: Tensor, r: Tensor) -> float:
@@ -181,7 +225,7 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     def objective(theta: np.ndarray) -> float:
         evals[0] += 1
         g = grid_of(theta)
-        if not np.all(np.diff(g) < 0):
+        if g is None or not np.all(np.diff(g) < 0):
             return 1e30
         return math.log(error(g, x_p, r_p))
 
@@ -197,6 +241,8 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
         if np.any(inc <= 0):
             continue
         theta = np.log(inc)
+        if free_end:
+            theta = np.append(theta, float(path.log_snr(torch.tensor(t_min, dtype=torch.float64))))
         val = objective(theta)
         if best is None or val < best[0]:
             best = (val, name, theta)
@@ -211,6 +257,8 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
         u_k = np.linspace(0.0, 1.0, int(knots))
         u_s = (np.arange(steps) + 0.5) / steps
         basis = np.stack([np.interp(u_s, u_k, np.eye(int(knots))[i]) for i in range(int(knots))], 1)
+        if free_end:  # the end's parameter passes through the knot basis unchanged
+            basis = np.block([[basis, np.zeros((steps, 1))], [np.zeros((1, int(knots))), np.ones((1, 1))]])
         c0 = np.linalg.lstsq(basis, theta0, rcond=None)[0]
         res = minimize(lambda c: objective(basis @ c), c0, method="Nelder-Mead",
                        options=dict(nm, maxfev=max(maxfev * 2 // 3, 1)))
@@ -230,4 +278,4 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
         error_start=math.exp(val0), error_optimized=math.exp(fun),
         validation_start=error(g_start, x_v, r_v), validation_optimized=error(g_opt, x_v, r_v),
         pilot_network_calls=calls, pilot_sample_evaluations=sample_evals, pilot_samples=n_pilot + n_validation,
-        objective_evaluations=evals[0])
+        objective_evaluations=evals[0], final_denoise=final_denoise)

@@ -30,7 +30,7 @@ from .solution import Solution, merge_chunk_stats
 from .solve import make_solver
 from .terms import FieldTerm, map_times
 from .stability import check_rounding, probe
-from .window import EXTREME_LOG_SNR, check_ends, check_prior, default_window
+from .window import EXTREME_LOG_SNR, budget_end, check_ends, check_prior, default_window
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
 
@@ -184,9 +184,9 @@ def _initial_state(x_init, n, shape, dtype, device):
 
 
 def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None = None,
-           nfe: int | None = None, grid: str | Sequence[float] | Tensor = "uniform",
+           nfe: int | None = None, grid: str | Sequence[float] | Tensor | None = None,
            t_max: float | None = None, t_min: float | None = None, rho: float = 7.0, gamma=None,
-           final_denoise: bool = False, x_init: Tensor | None = None, n: int | None = None,
+           final_denoise: bool | None = None, x_init: Tensor | None = None, n: int | None = None,
            shape: Sequence[int] | None = None, dtype: torch.dtype | None = None, device=None,
            generator: torch.Generator | None = None, noise=None,
            integration_path: GaussianPath | None = None, return_trajectory: bool = False,
@@ -198,17 +198,23 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         path: the Gaussian path the field was trained on.
         field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
         solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
-            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0. ``solver_options`` go to its
-            constructor.
+            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and ``"exp_3m_exact"`` when the budget
+            chooses the window (``t_max, t_min`` below). ``solver_options`` go to its constructor.
         steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
             denoising step counts).
         grid: ``"uniform"``, ``"log_snr"``, ``"karras"`` (with ``rho``), ``"quadratic"``, ``"discrete"``, or
-            an explicit strictly decreasing sequence of times in ``[0, 1]``.
+            an explicit strictly decreasing sequence of times in ``[0, 1]``. Default ``"uniform"``, and
+            ``"log_snr"`` when the budget chooses the window.
         t_max, t_min: ends of the named grids. Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
-            where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`).
+            where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`). With a
+            budget (``nfe=``), a named grid, the probability-flow ODE and neither ``t_min`` nor
+            ``final_denoise`` given, the budget chooses the end: it stops at
+            ``sigma_e = kappa * h**p`` and finishes with a denoising step
+            (:func:`sdeflow.window.budget_end`; ``sol.stats["window"] == "budget"``).
         gamma: 0 (probability-flow ODE), ``"reverse"`` (:math:`\\gamma = g`), a number, or a function of a
             float64 time tensor. Default: ``"reverse"`` for an SDE solver, 0 otherwise.
-        final_denoise: finish with :math:`x \\mapsto \\hat x_0(x, t_{min})` (one more evaluation).
+        final_denoise: finish with :math:`x \\mapsto \\hat x_0(x, t_{min})` (one more evaluation). Default
+            (None): no, unless the budget chooses the window (``t_max, t_min`` above).
         x_init, n, shape, dtype, device: the initial noise, or how many samples of which event shape to
             draw from ``path.prior_sample`` (default float32 on CPU).
         generator / noise: a ``torch.Generator``, or a :class:`~sdeflow.noise.NoiseSource` (an int seeds
@@ -250,9 +256,17 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     if gamma is None and solver is not None:  # an SDE solver integrates the reverse SDE unless told otherwise
         gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
+    # the budget chooses the window (sdeflow.window.budget_end) when the user chose neither end nor finish, and
+    # with it the configuration measured best with it: exp_3m_exact (the exact-interpolant 3M) on the log-SNR grid (docs/bench.md)
+    budget_window = (nfe is not None and steps is None and t_min is None and final_denoise is None
+                     and gamma2_fn is None and (grid is None or isinstance(grid, str)))
     if solver is None:
-        solver = "heun" if gamma2_fn is None else "stochastic_heun"
+        solver = ("exp_3m_exact" if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
+    auto_grid = grid is None
+    if auto_grid:
+        grid = "log_snr" if budget_window else "uniform"
     solver = make_solver(solver, solver_options)
+    budget_window = budget_window and not solver.adaptive
     if gamma2_fn is not None and not solver.sde:
         raise SdeflowValueError(f"gamma={gamma!r} makes the dynamics an SDE, but solver {solver.name!r} is an ODE "
                                 f"solver; use an SDE solver ({', '.join(_solvers.available(sde=True))}) "
@@ -285,6 +299,12 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                 t=float(path.t_max), kind=field.kind)
         if not (0.0 <= t_min < t_max <= 1.0):
             raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        if budget_window:
+            t_min, final_denoise = budget_end(path, field.kind, solver, nfe, t_max, t_min)
+            extra = 1 if final_denoise else 0
+            if auto_grid and not np.all(np.isfinite(ipath.log_snr(torch.as_tensor(
+                    map_times(path, ipath, np.array([t_max, t_min])))).numpy())):
+                grid = "uniform"  # log-SNR infinite at an end (LinearFlow at t = 1): equal steps in t
         tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
         if solver.adaptive and steps is None:  # steps on its own; nfe caps it
             # it stops at every time where the drift jumps (DiscreteVP's knots): it never steps across one
@@ -404,7 +424,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     trajectory = (torch.cat(trajs, dim=1) if len(trajs) > 1 else trajs[0]) if trajs else None
     steps_done = len(grid_list) - 1
     info = {"solver": solver.name, "steps": steps_done, "nfe": nfe_max, "network_calls": calls,
-            "grid": grid if isinstance(grid, str) else "explicit", "final_denoise": final_denoise, "path": repr(path),
-            "integration_path": repr(ipath), "chunks": (N + chunk - 1) // chunk, "grad": grad}
+            "grid": grid if isinstance(grid, str) else "explicit", "final_denoise": final_denoise,
+            "t_max": float(t_max), "t_min": float(t_min), "window": "budget" if budget_window else "given",
+            "path": repr(path), "integration_path": repr(ipath), "chunks": (N + chunk - 1) // chunk, "grad": grad}
     info.update(stats)
     return Solution(x=out, ts=ts, trajectory=trajectory, nfe=nfe_max, stats=info)

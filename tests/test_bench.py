@@ -63,8 +63,12 @@ def test_registered_custom_problem_runs_with_its_reference_and_sampler():
     notes = []
     rows = run_bench(problems=["test_custom_vp"], solvers=["heun", "euler_maruyama"], nfes=[10, 40],
                      sde_nfes=[32], n=64, optimized=False, notes=notes)
-    heun = [r for r in rows if r["solver"] == "heun"]
+    heun = [r for r in rows if r["solver"] == "heun" and r["grid"] == "karras"]
     assert len(heun) == 2 and heun[1]["error"] < heun[0]["error"] / 4  # second order: 4x NFE, ~16x less
+    # the same solver and grid on the window the budget chooses (sdeflow.window.budget_end): it stops earlier
+    # with less budget, and finishes with the denoising step the problem's answer ends with
+    ends = [r for r in rows if r["solver"] == "heun" and r["grid"] == "karras+end"]
+    assert len(ends) == 2 and ends[0]["sigma_end"] > ends[1]["sigma_end"] > 0 and ends[1]["nfe"] <= 40
     sde = [r for r in rows if r["metric"] == "strong_rms"]
     assert {r["solver"] for r in sde} >= {"euler_maruyama", "torchsde:euler"}
     assert all(set(r["weak"]) == {"mean", "cov", "sliced_w2", "mmd"} for r in sde)
@@ -83,6 +87,40 @@ def test_problem_rejects_bad_input():
         Problem("bad", path=PATH, exact_field=sf.NoiseField(_eps_net))
     with pytest.raises(SdeflowTypeError, match="register_problem takes"):
         register_problem("gaussian2")
+    with pytest.raises(SdeflowValueError, match="reference_solver must be"):
+        Problem("bad", path=PATH, exact_field=sf.NoiseField(_eps_net), dim=2, reference_solver="dop54")
+
+
+def test_tampered_network_weights_are_refused(tmp_path, monkeypatch):
+    """A weight file whose tensors no longer match the manifest's SHA-256 is refused with the fix."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from sdeflow.bench import learned
+    from sdeflow.errors import SdeflowValueError
+
+    shutil.copytree(learned._DIR, tmp_path / "networks")
+    monkeypatch.setattr(learned, "_DIR", str(tmp_path / "networks"))
+    monkeypatch.setattr(learned, "MANIFEST", str(tmp_path / "networks" / "manifest.json"))
+    monkeypatch.setattr(learned, "_LOADED", {})
+    learned.load_network("learned_pinwheel")  # the copy loads
+    monkeypatch.setattr(learned, "_LOADED", {})
+    f = tmp_path / "networks" / "learned_pinwheel.safetensors"
+    from safetensors import safe_open
+
+    with safe_open(str(f), "pt") as h:
+        meta = h.metadata()
+    tensors = load_file(str(f))
+    k = sorted(tensors)[0]
+    tensors[k] = tensors[k].clone()
+    tensors[k].view(-1)[0] += 1e-3
+    save_file(tensors, str(f), metadata=meta)
+    with pytest.raises(SdeflowValueError, match="do not match their recorded SHA-256.*train_bench_networks"):
+        learned.load_network("learned_pinwheel")
+    (tmp_path / "networks" / "learned_mix16.safetensors").unlink()
+    with pytest.raises(SdeflowValueError, match="are missing"):
+        learned.load_network("learned_mix16")
 
 
 @pytest.fixture
@@ -136,3 +174,121 @@ def test_progress_total_is_the_number_of_runs(one_thread):
                                 cfg["sde_nfes"], True, True, True)
         assert planned == len(runs), (cfg["problems"], planned, len(runs))
         assert any(r["grid"] == "optimized" for r in runs) or cfg["problems"] == ["eight_gaussians_ddpm"]
+
+
+# ---- learned-network problems ---------------------------------------------------------------------------------
+LEARNED = ("learned_pinwheel", "learned_mix16", "learned_spiral_ddpm")
+
+
+@pytest.fixture
+def ref_cache(tmp_path, monkeypatch):
+    """References cached in a fresh directory (never the user's cache), and problems' in-memory caches cleared."""
+    monkeypatch.setenv("SDEFLOW_CACHE", str(tmp_path))
+    for name in LEARNED:
+        get_problem(name)._ref_cache.clear()
+    yield tmp_path
+    for name in LEARNED:
+        get_problem(name)._ref_cache.clear()
+
+
+def test_learned_problems_are_registered_in_full_only():
+    from sdeflow.bench import FULL, QUICK
+
+    for name in LEARNED:
+        p = get_problem(name)
+        assert p.exact_field is not None and p.target is None and p.reference_solver == "dop853"
+        assert name in FULL["problems"] and name not in QUICK["problems"]
+    assert QUICK["problems"] == ("eight_gaussians",)
+
+
+def test_shipped_networks_match_their_checksum_and_recorded_errors(one_thread, ref_cache):
+    """The shipped weights load (their SHA-256 is checked on load), and the recorded check (Heun, 20 NFE, Karras,
+    64 samples, against the DOP853 reference) is reproduced: the same network, the same reference. The second
+    reference comes from the disk cache and is identical."""
+    from sdeflow.bench import learned
+
+    manifest = learned._manifest()
+    for name in LEARNED:
+        entry = manifest[name]
+        net = learned.load_network(name)
+        assert learned.tensor_sha256({k: v.float() for k, v in net.F.state_dict().items()}) == entry["sha256"]
+        got = learned.check_errors(get_problem(name))
+        for k in ("rms", "q99", "max"):
+            assert got[k] == pytest.approx(entry["check"][k], rel=1e-6), (name, k)
+    assert len(list(ref_cache.glob("bench/ref-*.safetensors"))) == len(LEARNED)
+    p = get_problem("learned_pinwheel")
+    x = p.initial(learned.CHECK["n"], learned.CHECK["seed"])
+    first = p.reference(x)
+    p._ref_cache.clear()
+    assert torch.equal(p.reference(x), first)
+
+
+def test_training_is_deterministic_and_matches_the_recorded_probe(one_thread):
+    """Training twice gives bitwise the same weights (seeded generators, one thread); a short retraining of
+    every shipped spec reproduces the validation loss recorded when the weights were written (the training code
+    has not changed since; float32 rounding on another CPU moves it by far less than the 1e-3 allowed)."""
+    from sdeflow.bench import learned
+
+    manifest = learned._manifest()
+    shas = set()
+    for name in LEARNED:
+        probe = manifest[name]["probe"]
+        net, info = learned.train_network(name, steps=probe["steps"])
+        assert info["val_loss"] == pytest.approx(probe["val_loss"], rel=1e-3), name
+        if name == "learned_pinwheel":
+            shas.add(learned.tensor_sha256(net.F.state_dict()))
+            shas.add(learned.tensor_sha256(learned.train_network(name, steps=probe["steps"])[0].F.state_dict()))
+    assert len(shas) == 1
+
+
+def test_learned_reference_is_tight(one_thread, ref_cache):
+    """The DOP853 reference at rtol 1e-10 against one at 1e-8: the worst sample moves by less than 1% of the RMS
+    error of the best of three high-order samplers at 100 NFE (the reference is far tighter than what it
+    measures), and it does move (the tolerance is honoured)."""
+    from sdeflow.bench.learned import field_reference
+
+    for name in LEARNED:
+        p = get_problem(name)
+        x = p.initial(64, 1)
+        ref = p.reference(x)
+        loose = field_reference(p.field(), p.path, x, p.t_max, p.t_min, final_denoise=True, rtol=1e-8)
+        moved = float((loose - ref).norm(dim=1).max())
+        best = min(float((sf.sample(p.path, p.field(), s, nfe=100, grid="log_snr", x_init=x,
+                                    **p.sample_kwargs()).x - ref).norm(dim=1).pow(2).mean().sqrt())
+                   for s in ("dpmpp_3m", "unipc", "dpmpp_2m"))
+        assert 0 < moved < 0.01 * best, (name, moved, best)
+
+
+def test_learned_problems_give_rows_with_tail_metrics_and_peers(one_thread, ref_cache):
+    """A learned EDM problem and the learned DDPM-schedule one run through the bench: every pathwise row has its
+    RMS, 99th percentile and worst sample (RMS <= max, q99 <= max), the peers run on the same network (EDM-form
+    peers on VE, diffusers' DDPM schedulers on DiscreteVP, own-timestep rows also against the problem's window),
+    the default sampler has rows, weak metrics are skipped with a note, and the tables print the tails."""
+    import importlib.util
+
+    from sdeflow.bench import format_table
+    from sdeflow.bench.run import _planned_runs
+
+    notes = []
+    cfg = dict(solvers=["dpmpp_2m", "euler_maruyama"], nfes=[10], sde_nfes=[9])
+    rows = run_bench(problems=["learned_pinwheel", "learned_spiral_ddpm"], n=32, notes=notes, **cfg)
+    for name in ("learned_pinwheel", "learned_spiral_ddpm"):
+        mine = [r for r in rows if r["problem"] == name]
+        planned = _planned_runs(get_problem(name), cfg["solvers"], ("karras", "log_snr"), cfg["nfes"],
+                                cfg["sde_nfes"], True, True, True)
+        assert planned == len(mine)
+        measured = [r for r in mine if r["error"] is not None]
+        assert {r["metric"] for r in measured} == {"pathwise_rms", "strong_rms"}
+        for r in measured:
+            assert 0 < r["error"] <= r["error_max"] and 0 < r["error_q99"] <= r["error_max"], r
+        assert any(r["solver"] == "default" for r in mine)
+        assert any(r["solver"].startswith("torchdiffeq:" if name == "learned_pinwheel" else "diffusers:")
+                   for r in measured) or importlib.util.find_spec("diffusers") is None
+        assert any(f"weak metrics skipped on {name}" in n for n in notes)
+    if importlib.util.find_spec("diffusers") is not None:
+        own = [r for r in rows if r.get("problem_window")]
+        assert {r["solver"] for r in own} == {"diffusers:ddim", "ddim", "diffusers:unipc", "unipc"}
+        assert all(r["problem"] == "learned_spiral_ddpm" for r in own)
+    text = format_table(rows)
+    for table in ("[pathwise_rms]", "[pathwise_q99]", "[pathwise_max]", "[strong_rms]"):
+        assert table in text

@@ -29,8 +29,9 @@ def test_bench_quick_subset(tmp_path, capsys):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     rows = json.loads((out / "rows.json").read_text())
     assert all({"problem", "solver", "grid", "nfe_budget", "nfe", "error", "metric", "wall_s"} <= set(r) for r in rows)
-    ode = [r for r in rows if r["solver"] == "heun"]
+    ode = [r for r in rows if r["solver"] == "heun" and r["grid"] == "karras"]  # (karras+end: the budget's window)
     assert [r["nfe_budget"] for r in ode] == [10, 20]
+    assert [r["nfe_budget"] for r in rows if r["solver"] == "heun" and r["grid"] == "karras+end"] == [10, 20]
     assert all(r["nfe"] is None or r["nfe"] <= r["nfe_budget"] for r in rows)
     assert any(r.get("peer") for r in rows) and any(r["grid"] == "optimized" for r in rows)
     assert ode[1]["error"] is not None
@@ -110,6 +111,8 @@ def test_bench_progress_on_stderr_only_when_asked_or_a_terminal(capsys):
     assert capsys.readouterr().err == ""
     assert main(argv + ["--progress"]) == 0
     err = capsys.readouterr().err
-    for label in ("eight_gaussians heun karras NFE<=10", "eight_gaussians euler_maruyama uniform NFE<=17",
-                  "2/2"):  # (problem, solver, grid, budget), and the count reaches the planned total
+    for label in ("eight_gaussians heun karras NFE<=10", "eight_gaussians heun karras+end NFE<=10",
+                  "eight_gaussians default default NFE<=10", "eight_gaussians euler_maruyama uniform NFE<=17", "4/4"):
+        # (problem, solver, grid, budget), and the count reaches the planned total (heun on the problem's window
+        # and on the budget's, sample()'s default, EM)
         assert label in err, err

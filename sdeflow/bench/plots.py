@@ -18,8 +18,10 @@ from .report import metric_tables
 
 __all__ = ["plot_work_precision", "write_plots", "plot_lines", "PLOTTED_METRICS"]
 
-PLOTTED_METRICS = ("pathwise_rms", "strong_rms", "weak_sliced_w2")
+PLOTTED_METRICS = ("pathwise_rms", "pathwise_max", "strong_rms", "weak_sliced_w2")
 _TITLES = {"pathwise_rms": "ODE: RMS error to the exact flow (same noise)",
+           "pathwise_max": "ODE: the worst sample's error to the exact flow (same noise)",
+           "pathwise_q99": "ODE: 99th percentile of the per-sample errors to the exact flow (same noise)",
            "strong_rms": "SDE: strong RMS error (same Brownian path)",
            "weak_sliced_w2": "SDE: sliced W2 to exact samples (weak)",
            "weak_mean": "SDE: mean error (weak)", "weak_cov": "SDE: covariance error (weak)",

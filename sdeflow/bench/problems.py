@@ -48,7 +48,12 @@ class Problem:
         target_sampler: ``f(n, generator) -> (n, dim)`` exact samples of the distribution an exact sampler
             returns (for the weak metrics) when ``target`` is None.
         dim: event size when ``target`` is None.
-        reference_solver: ``(solver, steps, grid)`` of the float64 reference solve when ``target`` is None.
+        reference_solver: ``(solver, steps, grid)`` of the float64 reference solve when ``target`` is None, or
+            ``"dop853"``: SciPy's DOP853 in log-SNR time at ``rtol = atol = reference_rtol``
+            (:func:`sdeflow.bench.learned.field_reference`; any field).
+        reference_rtol: the tolerance of the ``"dop853"`` reference.
+        cache_key: with ``"dop853"``, a string naming the field (e.g. its weights' SHA-256): the references are
+            cached on disk under :func:`sdeflow.bench.learned.cache_dir`, keyed by it and the initial noise.
     """
 
     name: str
@@ -63,7 +68,9 @@ class Problem:
     exact_field: Field | None = None
     target_sampler: Callable | None = None
     dim: int | None = None
-    reference_solver: tuple = ("rk4", 1024, "log_snr")
+    reference_solver: tuple | str = ("rk4", 1024, "log_snr")
+    reference_rtol: float = 1e-10
+    cache_key: str | None = None
     _ref_cache: dict = dc_field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self):
@@ -83,6 +90,9 @@ class Problem:
                                    f"NoiseField(net), DataField(net), ...), got {type(self.exact_field).__name__}")
         if self.target is None and not (isinstance(self.dim, int) and self.dim >= 1):
             raise SdeflowValueError(f"Problem {self.name!r}: without target=, give dim= (the event size)")
+        if isinstance(self.reference_solver, str) and self.reference_solver != "dop853":
+            raise SdeflowValueError(f"Problem {self.name!r}: reference_solver must be (solver, steps, grid) or "
+                                    f"'dop853', got {self.reference_solver!r}")
         if self.target is not None:
             self.dim = self.target.dim
         if self.t_min is None:
@@ -105,7 +115,8 @@ class Problem:
 
     def reference(self, x: torch.Tensor, t_max: float | None = None, t_min: float | None = None) -> torch.Tensor:
         """The probability-flow answer for ``x`` in float64: exact (Gaussian), a DOP853 solve at tolerance
-        1e-10 (mixture), or a fine float64 solve of ``exact_field`` with ``reference_solver`` (user problem).
+        1e-10 (mixture), or a float64 solve of ``exact_field`` with ``reference_solver`` (user problem; for
+        ``"dop853"`` the field's own final denoising step ends it, as it ends the samplers).
         ``t_max`` / ``t_min`` override the problem's window (a peer that chooses its own timesteps); the
         answers for one ``x`` are cached per window."""
         t_max = self.t_max if t_max is None else float(t_max)
@@ -117,6 +128,11 @@ class Problem:
         if (t_max, t_min) not in self._ref_cache:
             if self.target is not None and self.exact_field is None:
                 ref = self.target.reference_flow(x, self.path, t_max, t_min, final_denoise=self.final_denoise)
+            elif self.reference_solver == "dop853":
+                from .learned import field_reference
+
+                ref = field_reference(self.field(), self.path, x, t_max, t_min, final_denoise=self.final_denoise,
+                                      rtol=self.reference_rtol, cache_key=self.cache_key)
             else:
                 from ..sample import sample
 
@@ -180,6 +196,16 @@ register_problem(Problem("eight_gaussians_ddpm", analytic.eight_gaussians(), Dis
                          description="the 8-mode mixture behind an exact noise predictor on DDPM's schedule "
                                      "(beta 1e-4..0.02, T = 1000), timestep 999 -> 0, then the final "
                                      "denoising; peers: diffusers' DDPM schedulers"))
+
+
+def _register_learned():
+    from .learned import build_problems
+
+    for p in build_problems():
+        register_problem(p)
+
+
+_register_learned()
 
 
 def get_problem(name: str) -> Problem:

@@ -1,6 +1,9 @@
 """Plain-text tables of benchmark rows: one table per metric, a line per (problem, solver, grid), a column
-per NFE budget. Weak SDE metrics (``row["weak"]``) get a table each, with the Monte Carlo floor
-(``solver="mc_floor"``) as a line of its own."""
+per NFE budget. The ODE rows' tail gets two tables after ``pathwise_rms``: ``pathwise_q99`` (99th percentile
+of the per-sample errors) and ``pathwise_max`` (the worst sample); rows on diffusers' own timesteps measured
+against the problem's window get ``problem_window_rms`` / ``problem_window_max``. Weak SDE metrics
+(``row["weak"]``) get a table each, with the Monte Carlo floor (``solver="mc_floor"``) as a line of its own.
+The SDE rows' tail (``error_q99``, ``error_max``) is in the rows only."""
 
 from __future__ import annotations
 
@@ -38,6 +41,13 @@ def metric_tables(rows: list[dict]) -> dict:
         sel = [r for r in rows if r["metric"] == metric]
         if sel:
             out[metric] = (sel, lambda r: r["error"])
+        if sel and metric == "pathwise_rms":
+            out["pathwise_q99"] = (sel, lambda r: r.get("error_q99"))
+            out["pathwise_max"] = (sel, lambda r: r.get("error_max"))
+            own = [r for r in sel if r.get("problem_window")]
+            if own:
+                out["problem_window_rms"] = (own, lambda r: r["problem_window"]["rms"])
+                out["problem_window_max"] = (own, lambda r: r["problem_window"]["max"])
     weak = [r for r in rows if r.get("weak")]
     for k in WEAK_METRICS:
         if weak:

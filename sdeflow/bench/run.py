@@ -1,7 +1,12 @@
 """The benchmark loop: every problem x solver x grid x NFE budget, errors against exact references.
 
 * ODE solvers: pathwise RMS error against the exact / float64 reference probability-flow solution from the
-  same initial noise (``metric="pathwise_rms"``), on each named grid.
+  same initial noise (``metric="pathwise_rms"``), on each named grid; every pathwise or strong row also
+  carries the tail of the per-sample errors (``error_q99``: 99th percentile, ``error_max``: the worst sample).
+  ``solver="default"``: ``sample(path, field, nfe=N, x_init=x)`` with every other argument at its default.
+  Grids ``"<grid>+end"``: the same solver and grid on the window the budget chooses
+  (:func:`sdeflow.window.budget_end`; ``sigma_end`` records the stop), on problems that end with a denoising
+  step.
 * SDE solvers, on the reverse SDE (``gamma="reverse"``) in the problem path's own time: the strong error
   (``metric="strong_rms"``) against a fine stochastic-Heun solve driven by the same Brownian path, and the
   weak errors (``row["weak"]``: mean, covariance, sliced W2, MMD) against exact samples of the target; rows
@@ -32,7 +37,7 @@ import torch
 from .. import solvers as _solvers
 from ..noise import BrownianPath
 from ..sample import sample
-from .metrics import mc_floor, mmd_bandwidth, pathwise_rms, weak_metrics
+from .metrics import mc_floor, mmd_bandwidth, pathwise_errors, weak_metrics
 from .problems import get_problem
 
 __all__ = ["run_bench", "QUICK", "FULL", "DEFAULT_NFES", "DEFAULT_SDE_NFES", "DEFAULT_SOLVERS"]
@@ -50,7 +55,8 @@ _SDE_FINE_MIN = 256  # fine Brownian grid: at least this many steps and 8x the f
 
 QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)
 FULL = dict(problems=("eight_gaussians", "two_blobs", "ring20_wide", "eight_gaussians_small", "gaussian2",
-                      "gaussian16", "gaussian64", "eight_gaussians_ddpm"),
+                      "gaussian16", "gaussian64", "eight_gaussians_ddpm", "learned_pinwheel", "learned_mix16",
+                      "learned_spiral_ddpm"),
             nfes=(5, 10, 20, 50, 100, 200), sde_nfes=(33, 65, 129, 257, 513, 1025), n=4000, repeats=3)
 
 
@@ -109,9 +115,12 @@ def _refusal(sol) -> dict:
     return {"preflight": msg} if msg else {}
 
 
-def _row(problem, solver, grid, nfe_budget, nfe, error, metric, wall, **extra):
-    return dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe_budget, nfe=nfe, error=error,
-                metric=metric, wall_s=wall, **extra)
+def _row(problem, solver, grid, nfe_budget, nfe, errors, metric, wall, **extra):
+    """A row; ``errors``: :func:`~sdeflow.bench.metrics.pathwise_errors` (``error`` is its RMS, ``error_q99`` and
+    ``error_max`` its tail), or None."""
+    e = errors or {}
+    return dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe_budget, nfe=nfe, error=e.get("rms"),
+                error_q99=e.get("q99"), error_max=e.get("max"), metric=metric, wall_s=wall, **extra)
 
 
 def _ode_rows(problem, solver, grids, nfes, x, repeats, prog):
@@ -127,9 +136,50 @@ def _ode_rows(problem, solver, grids, nfes, x, repeats, prog):
             except ValueError as e:  # budget below the solver's minimum
                 rows.append(_row(problem, solver, grid, nfe, None, None, "pathwise_rms", None, note=str(e)))
             else:
-                rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms",
+                rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
                                  wall, **_refusal(sol)))
             prog.done()
+            if not problem.final_denoise:
+                continue
+            # the same solver and grid with the window the budget chooses (sdeflow.window.budget_end): no t_min,
+            # no final_denoise given; measured against the problem's answer at its data end
+            label = f"{grid}+end"
+            prog.show(problem.name, solver, label, f"NFE<={nfe}")
+            try:
+                sol, wall = _timed(lambda: _sample(problem.path, problem.field(), solver, nfe=nfe, grid=grid,
+                                                  x_init=x, t_max=problem.t_max,
+                                                  integration_path=problem.integration_path), repeats, warm=False)
+            except ValueError as e:
+                rows.append(_row(problem, solver, label, nfe, None, None, "pathwise_rms", None, note=str(e)))
+            else:
+                rows.append(_row(problem, solver, label, nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
+                                 wall, sigma_end=_sigma_end(problem.path, sol), **_refusal(sol)))
+            prog.done()
+    return rows
+
+
+def _sigma_end(path, sol) -> float:
+    """The noise level sigma/alpha where a budget-chosen window stopped."""
+    import math
+
+    return math.exp(-0.5 * float(path.log_snr(torch.tensor(sol.stats["t_min"], dtype=torch.float64))))
+
+
+def _default_rows(problem, nfes, x, repeats, prog):
+    """``solver="default"``: ``sample(path, field, nfe=N, x_init=x)`` with every other argument at its default
+    (solver, grid, window, final step): what a user gets without choosing, against the problem's reference."""
+    ref = problem.reference(x)
+    rows = []
+    for i, nfe in enumerate(nfes):
+        prog.show(problem.name, "default", "default", f"NFE<={nfe}")
+        try:
+            sol, wall = _timed(lambda: sample(problem.path, problem.field(), nfe=nfe, x_init=x), repeats, warm=i == 0)
+        except ValueError as e:  # refused up front (sdeflow.errors.UnstableError), or a budget below the minimum
+            rows.append(_row(problem, "default", "default", nfe, None, None, "pathwise_rms", None, note=str(e)))
+        else:
+            rows.append(_row(problem, "default", "default", nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
+                             wall, sigma_end=_sigma_end(problem.path, sol)))
+        prog.done()
     return rows
 
 
@@ -170,7 +220,7 @@ class _SDESetup:
 
     def row(self, solver, nfe_budget, y, nfe, wall, **extra):
         weak = None if self.exact is None else weak_metrics(y, self.exact, self.bandwidth)
-        return _row(self.problem, solver, "uniform", nfe_budget, nfe, pathwise_rms(y, self.ref), "strong_rms",
+        return _row(self.problem, solver, "uniform", nfe_budget, nfe, pathwise_errors(y, self.ref), "strong_rms",
                     wall, weak=weak, **extra)
 
 
@@ -281,11 +331,11 @@ def _optimized_rows(problem, nfes, x, repeats, prog):
         label = c["solver"] + "".join(f"({k}={v})" for k, v in c["options"].items())
         prog.show(problem.name, label, "optimized", f"NFE<={c['nfe']}")
         sol, wall = _timed(lambda: _sample(problem.path, problem.field(), c["solver"], grid=c["grid"], x_init=x,
-                                          final_denoise=problem.final_denoise,
+                                          final_denoise=c.get("final_denoise", problem.final_denoise),
                                           integration_path=problem.integration_path, **c["options"]), repeats,
                            warm=label not in warmed)
         warmed.add(label)
-        rows.append(_row(problem, label, "optimized", c["nfe"], sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms",
+        rows.append(_row(problem, label, "optimized", c["nfe"], sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms",
                          wall, pilot_network_calls=c["pilot_network_calls"]))
         prog.done()
     return rows
@@ -333,7 +383,7 @@ def _peer_rows(problem, nfes, x, repeats, notes, prog):
             if out is None:
                 rows.append(_row(problem, name, grid, nfe, None, None, "pathwise_rms", None, peer=True))
             else:
-                rows.append(_row(problem, name, grid, nfe, out[1], pathwise_rms(out[0], ref), "pathwise_rms", wall,
+                rows.append(_row(problem, name, grid, nfe, out[1], pathwise_errors(out[0], ref), "pathwise_rms", wall,
                                  peer=True))
             prog.done()
     if ddpm_applicable(problem):
@@ -344,9 +394,11 @@ def _peer_rows(problem, nfes, x, repeats, notes, prog):
 def _own_grid_rows(problem, nfes, x, repeats, prog):
     """diffusers' DDIM and UniPC on the timesteps their ``set_timesteps(nfe)`` chooses, each beside sdeflow's
     matching solver on exactly those times (same window, noise and field); both measured against the exact
-    flow over that window."""
+    flow over that window (``error``), and against the problem's reference over its own window
+    (``problem_window``: the window is part of the sampler)."""
     from .peers import OWN_GRID_PEERS, own_grid
 
+    full = problem.reference(x)
     rows = []
     for name, (_, run, ours, label) in OWN_GRID_PEERS.items():
         for i, nfe in enumerate(nfes):
@@ -359,10 +411,12 @@ def _own_grid_rows(problem, nfes, x, repeats, prog):
             y, used, taus = out
             grid = own_grid(problem, taus)
             ref = problem.reference(x, t_max=grid[0], t_min=grid[-1])
-            rows.append(_row(problem, name, label, nfe, used, pathwise_rms(y, ref), "pathwise_rms", wall, peer=True))
+            rows.append(_row(problem, name, label, nfe, used, pathwise_errors(y, ref), "pathwise_rms", wall, peer=True,
+                             problem_window=pathwise_errors(y, full)))
             sol, wall = _timed(lambda: _sample(problem.path, problem.field(), ours, grid=grid, x_init=x,
                                               final_denoise=problem.final_denoise), repeats, warm=i == 0)
-            rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms", wall))
+            rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms", wall,
+                             problem_window=pathwise_errors(sol.x, full)))
             prog.done(2)
     return rows
 
@@ -376,7 +430,9 @@ def _planned_runs(problem, solvers, grids, nfes, sde_nfes, sde, peers, optimized
     for solver in solvers:
         s = _solvers.get(solver)
         if not s.sde:
-            count += len(_ode_grids(s, grids)) * len(nfes)
+            count += len(_ode_grids(s, grids)) * len(nfes) * (2 if problem.final_denoise else 1)
+    if any(not _solvers.get(s).sde for s in solvers):
+        count += len(nfes)  # the default sampler
     if optimized:
         count += len(_cached_grids(problem, nfes))
     if peers:
@@ -411,7 +467,10 @@ def run_bench(problems=QUICK["problems"], solvers=None, nfes=DEFAULT_NFES, sde_n
               grids=("karras", "log_snr"), n: int = 1000, seed: int = 0, dtype=torch.float64, device="cpu",
               repeats: int = 1, sde: bool = True, peers: bool = True, optimized: bool = True,
               notes: list | None = None, progress: bool = False) -> list[dict]:
-    """Rows of ``{problem, solver, grid, nfe_budget, nfe, error, metric, wall_s}``; SDE rows add
+    """Rows of ``{problem, solver, grid, nfe_budget, nfe, error, error_q99, error_max, metric, wall_s}``
+    (``error`` the RMS over samples, ``error_q99`` / ``error_max`` the 99th percentile and maximum of the
+    per-sample errors; rows on diffusers' own timesteps add ``problem_window = {rms, q99, max}`` against the
+    problem's window; ``solver="default"`` rows run ``sample``'s defaults); SDE rows add
     ``weak={mean, cov, sliced_w2, mmd}``, peers ``peer=True``, optimised grids ``pilot_network_calls``;
     ``solver="mc_floor"`` rows hold the weak metrics' Monte Carlo floor. ``notes`` collects lines on skipped
     peers and metrics. ``solvers=None`` runs ``DEFAULT_SOLVERS``; ``grids`` apply to the ODE solvers
@@ -444,6 +503,8 @@ def _problem_rows(problem, solvers, grids, nfes, sde_nfes, n, seed, dtype, devic
         s = _solvers.get(solver)
         if not s.sde:
             rows += _ode_rows(problem, solver, _ode_grids(s, grids), nfes, x, repeats, prog)
+    if any(not _solvers.get(s).sde for s in solvers):
+        rows += _default_rows(problem, nfes, x, repeats, prog)
     if optimized:
         rows += _optimized_rows(problem, nfes, x, repeats, prog)
     if peers:
