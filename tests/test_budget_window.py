@@ -87,16 +87,16 @@ def test_explicit_arguments_keep_todays_window():
     x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(1), dtype=D)
     cases = [dict(t_min=0.01), dict(final_denoise=False), dict(final_denoise=True), dict(gamma="reverse")]
     for kw in cases:
-        sol = sf.sample(path, field, nfe=12, x_init=x, noise=3, **kw)
+        sol = sf.sample(path, field, nfe=40, x_init=x, noise=3, **kw)  # 20 Heun steps: above the preflight's floor
         assert sol.stats["window"] == "given"
         assert sol.stats["t_min"] == kw.get("t_min", path.t_min)
         assert sol.stats["final_denoise"] is kw.get("final_denoise", False)
         assert sol.stats["solver"] == ("stochastic_heun" if "gamma" in kw else "heun")  # today's defaults
         assert sol.stats["grid"] == "uniform"
     # steps= (a step count, not a budget) and explicit grids keep the path's window
-    assert sf.sample(path, field, "heun", steps=5, x_init=x).stats["window"] == "given"
+    assert sf.sample(path, field, "heun", steps=16, x_init=x).stats["window"] == "given"
     g = [1.0, 0.5, 0.1, 0.001]
-    assert sf.sample(path, field, "heun", nfe=6, grid=g, x_init=x).stats["t_min"] == 0.001
+    assert sf.sample(path, field, "heun", nfe=6, grid=g, x_init=x, preflight=False).stats["t_min"] == 0.001
     # too small a budget for a denoising step: the path's end, no final step (as before)
     sol = sf.sample(path, field, "heun", nfe=2, x_init=x, preflight=False)
     assert (sol.stats["t_min"], sol.stats["final_denoise"], sol.nfe) == (path.t_min, False, 2)
