@@ -146,6 +146,14 @@ def unknown_name(what: str, name: str, known: Iterable[str]) -> SdeflowValueErro
     return SdeflowValueError(f"unknown {what} {name!r}.{hint} Known: {', '.join(known)}.")
 
 
+def check_generator(generator, name: str = "generator"):
+    """``generator`` is None or a ``torch.Generator`` (a numpy Generator or a seed gets an error with the fix)."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise SdeflowTypeError(f"{name} must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, "
+                               f"got {type(generator).__name__}")
+    return generator
+
+
 def check_device(device, name: str = "device") -> torch.device:
     """A ``torch.device`` this machine has: names torch does not know, and CUDA/MPS devices on a machine
     without them, raise an error saying so (instead of failing later inside a generator or an allocation)."""

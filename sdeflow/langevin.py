@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .errors import NonFiniteError, SdeflowValueError, check_float_tensor
+from .errors import NonFiniteError, SdeflowValueError, check_float_tensor, check_generator
 
 __all__ = ["ula", "mala", "annealed_langevin", "LangevinResult"]
 
@@ -74,7 +74,7 @@ def ula(score: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps: i
 
     ``check_finite``: a NaN/Inf final state raises :class:`~sdeflow.errors.NonFiniteError` (one reduction
     after the loop)."""
-    _pos("step_size", step_size), _nsteps(steps), _check_x(x)
+    _pos("step_size", step_size), _nsteps(steps), _check_x(x), check_generator(generator)
     h, c = float(step_size), math.sqrt(2.0 * step_size)
     x = x.detach().clone()
     traj = [x] if return_trajectory else None
@@ -108,7 +108,7 @@ def mala(energy: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps:
 
     A proposal with NaN/Inf energy is rejected (zero density), so the chain stays finite; ``check_finite``
     refuses a starting point whose energy or score is not finite (it would never move)."""
-    _pos("step_size", step_size), _nsteps(steps), _check_x(x)
+    _pos("step_size", step_size), _nsteps(steps), _check_x(x), check_generator(generator)
     h, c = float(step_size), math.sqrt(2.0 * step_size)
     x = x.detach().clone()
     e, s = _energy_and_score(energy, x)
@@ -142,6 +142,7 @@ def annealed_langevin(score: Callable[[Tensor, Tensor], Tensor], x: Tensor, sigm
     r"""NCSN annealed Langevin: for each ``sigma_i`` (decreasing), K ULA steps with
     ``h_i = eps sigma_i^2 / sigma_L^2`` using ``score(x, sigma_i)``. ``final_denoise``: ``x + sigma_L^2 s``
     (Tweedie)."""
+    check_generator(generator)
     try:
         sig = [float(v) for v in torch.as_tensor(sigmas, dtype=torch.float64).flatten()]
     except (TypeError, ValueError, RuntimeError):

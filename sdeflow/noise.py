@@ -230,6 +230,9 @@ class TableNoise(NoiseSource):
         self.table = list(table)
 
     def draw(self, k, t0, t1, like, count=1):
+        if not -len(self.table) <= k < len(self.table):
+            raise SdeflowValueError(f"the noise table holds {len(self.table)} steps but the solve draws the normals of "
+                                    f"step {k}: give one entry per step (steps x normals per step)")
         v = self.table[k]
         if count == 1:
             return (v[0] if isinstance(v, tuple) else v).to(dtype=like.dtype, device=like.device)

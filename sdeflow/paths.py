@@ -24,7 +24,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor, check_number
+from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor, check_generator, check_number
 
 __all__ = [
     "GaussianPath",
@@ -55,7 +55,22 @@ def as_time(t) -> Tensor:
     """A tensor view of ``t``: Python numbers become float64 tensors, integer tensors become float64."""
     if isinstance(t, Tensor):
         return t if t.is_floating_point() else t.to(torch.float64)
-    return torch.as_tensor(t, dtype=torch.float64)
+    try:
+        return torch.as_tensor(t, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise SdeflowTypeError(f"a time must be a number, a sequence of numbers or a tensor, got "
+                               f"{type(t).__name__} {t!r:.60}") from None
+
+
+def _check_range(v: Tensor, lo: float, hi: float, name: str, what: str) -> None:
+    """``v`` (host-checked when on the CPU) within ``[lo, hi]`` (to 1e-9 relative), else a named error."""
+    if v.numel() == 0 or v.device.type != "cpu" or _compiling():
+        return
+    vmin, vmax = (float(u) for u in torch.aminmax(v.detach().double()))
+    tol = 1e-9 * max(1.0, abs(hi))
+    if not (vmin >= lo - tol and vmax <= hi + tol):
+        bad = vmin if not vmin >= lo - tol else vmax
+        raise SdeflowValueError(f"{name} must be {what}, got {bad:g}")
 
 
 def check_time(t, upper: float = 1.0, name: str = "t"):
@@ -231,7 +246,7 @@ class GaussianPath:
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise SdeflowTypeError(f"dtype must be a floating torch.dtype, got {dtype}")
         s = float(self.sigma(t))
-        return s * torch.randn(tuple(shape), generator=generator, dtype=dtype, device=device)
+        return s * torch.randn(tuple(shape), generator=check_generator(generator), dtype=dtype, device=device)
 
     def q_sample(self, x0: Tensor, t, *, generator: torch.Generator | None = None,
                  eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -240,6 +255,7 @@ class GaussianPath:
         ``t`` is a number or a ``(batch,)`` tensor.
         """
         check_float_tensor("x0", x0)
+        check_generator(generator)
         if x0.dim() < 1:
             raise SdeflowValueError("x0 must have shape (batch, *event)")
         if isinstance(t, Tensor) and t.dim() > 0 and t.shape != (x0.shape[0],):
@@ -598,10 +614,16 @@ class DiscreteVP(GaussianPath):
         return torch.arange(1, self.T + 1, dtype=torch.float64) / self.T
 
     def index_to_t(self, i) -> Tensor:
-        return (as_time(i) + 1.0) / self.T
+        """Time of the schedule's index ``i`` in ``[0, T - 1]`` (index ``i`` is ``t = (i + 1) / T``)."""
+        i = as_time(i)
+        _check_range(i, 0.0, self.T - 1, "i", f"a DDPM index in [0, T - 1] = [0, {self.T - 1}]")
+        return (i + 1.0) / self.T
 
     def t_to_index(self, t) -> Tensor:
-        return torch.round(as_time(t) * self.T).long() - 1
+        """The nearest index of time ``t`` in ``[1/T, 1]`` (inverse of :meth:`index_to_t`)."""
+        t = as_time(t)
+        _check_range(t, 0.5 / self.T, 1.0, "t", f"a time in [1/T, 1] = [{1.0 / self.T:g}, 1] (index 0 is t = 1/T)")
+        return torch.round(t * self.T).long() - 1
 
     def _segment(self, t: Tensor, side=None):
         u = t * self.T

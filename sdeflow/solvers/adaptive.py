@@ -75,6 +75,9 @@ def check_options(rtol: float, atol: float, norm: str, max_steps: int) -> None:
     atol = check_number("atol", atol, ge=0.0)
     if not rtol + atol > 0:
         raise SdeflowValueError(f"rtol and atol must be >= 0 and not both 0, got rtol={rtol}, atol={atol}")
+    if rtol + atol < 1e-14:  # below float64's resolution of the state: no step size meets it
+        raise SdeflowValueError(f"rtol={rtol:g} and atol={atol:g} are below float64's resolution (rtol + atol must be "
+                                f">= 1e-14): no step can meet them; use rtol=1e-12 or looser")
     if norm not in ("sample", "batch"):
         raise SdeflowValueError(f"error_norm must be 'sample' or 'batch', got {norm!r}")
     check_int("max_steps", max_steps)
