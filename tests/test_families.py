@@ -66,7 +66,7 @@ def test_flow_score_field_drift_is_v_minus_half_gamma2_s(gamma):
     x1 = torch.randn(64, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     solver = "euler_maruyama" if gamma > 0 else "euler"
     a = sf.sample(sf.LinearFlow(), field, solver, steps=20, x_init=x1, gamma=gamma, t_min=1e-2,
-                  noise=sf.PerSampleNoise(4)).x
+                  noise=sf.PerSampleNoise(4), preflight=False).x  # equality with solve(), not accuracy
     grid = torch.linspace(1.0, 1e-2, 21, dtype=torch.float64)
     b = sf.solve(lambda x, t: v(x, t) - 0.5 * gamma ** 2 * s(x, t), gamma if gamma > 0 else None, x1, grid,
                  solver, noise=sf.PerSampleNoise(4)).x

@@ -48,7 +48,7 @@ def test_grid_round_trip(tmp_path):
 
 def test_solution_round_trip(tmp_path):
     target = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
-    sol = sf.sample(sf.VP(), target.field("noise"), "heun", steps=4, n=5, shape=2, dtype=D, noise=7,
+    sol = sf.sample(sf.VP(), target.field("noise"), "heun", steps=16, n=5, shape=2, dtype=D, noise=7,
                     return_trajectory=True)
     io.save_solution(tmp_path / "s.safetensors", sol)
     back = io.load_solution(tmp_path / "s.safetensors")

@@ -69,7 +69,7 @@ def test_pc_sampler_reproduces_gaussian_marginals(path, t_min, kind):
 
 
 def test_per_sample_norms_do_not_depend_on_the_batch():
-    kw = dict(steps=6, x_init=torch.randn(6, 2, dtype=D), gamma="reverse", noise=sf.PerSampleNoise(2),
+    kw = dict(steps=6, x_init=torch.randn(6, 2, dtype=D), gamma="reverse", noise=sf.PerSampleNoise(2), preflight=False,
               norm="sample", t_min=1e-2)
     a = sf.sample(sf.VP(), TARGET.field("noise"), "pc", **kw).x
     b = sf.sample(sf.VP(), TARGET.field("noise"), "pc", chunk_size=2, **kw).x

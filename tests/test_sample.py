@@ -86,7 +86,7 @@ def test_prior_sampling_shapes_dtypes_and_seeding():
 
 
 def test_sde_sampling_is_reproducible_with_a_generator():
-    kw = dict(steps=10, n=64, shape=(2,), gamma="reverse")
+    kw = dict(steps=10, n=64, shape=(2,), gamma="reverse", preflight=False)  # reproducibility, not accuracy
     runs = [sf.sample(sf.VP(), TARGET.field("score"), "euler_maruyama", generator=torch.Generator().manual_seed(5),
                       **kw).x for _ in range(2)]
     assert torch.equal(*runs)
@@ -126,12 +126,12 @@ def test_path_transfer_converges_to_the_exact_flow(integ):
 
 
 def test_progress_bar_and_solution_repr(capsys):
-    sol = sf.sample(sf.VP(), TARGET.field("noise"), "euler", steps=3, n=2, shape=(2,), progress=True)
+    sol = sf.sample(sf.VP(), TARGET.field("noise"), "euler", steps=3, n=2, shape=(2,), progress=True, preflight=False)
     assert "steps=3" in repr(sol) and "nfe=3" in repr(sol)
 
 
 def test_gamma_as_function_of_time():
-    kw = dict(steps=8, x_init=torch.randn(4, 2, dtype=D), noise=sf.PerSampleNoise(1))
+    kw = dict(steps=8, x_init=torch.randn(4, 2, dtype=D), noise=sf.PerSampleNoise(1), preflight=False)
     a = sf.sample(sf.VP(), TARGET.field("noise"), "euler_maruyama", gamma=lambda t: 0.5 + 0 * t, **kw).x
     b = sf.sample(sf.VP(), TARGET.field("noise"), "euler_maruyama", gamma=0.5, **kw).x
     torch.testing.assert_close(a, b, rtol=0, atol=0)
