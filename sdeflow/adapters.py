@@ -10,6 +10,11 @@ Wrap a network that expects something else:
 * :class:`SigmaTime` — wants the noise level ``sigma(t)`` of a path (EDM/NCSN style).
 
 Adapters are plain callables; they can be stacked.
+
+Models from other libraries need no closure: :func:`from_diffusers` (a diffusers model and its scheduler)
+and :func:`from_k_diffusion` (a k-diffusion denoiser ``D(x, sigma)``) return a
+:class:`~sdeflow.integrations.Recipe` with the path, the field and the grid and solver that reproduce the
+library's loop (:mod:`sdeflow.integrations`; the libraries are imported only when used).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 
 from .errors import SdeflowTypeError, SdeflowValueError
 
-__all__ = ["FlipTime", "ColumnTime", "IndexTime", "SigmaTime"]
+__all__ = ["FlipTime", "ColumnTime", "IndexTime", "SigmaTime", "from_diffusers", "from_k_diffusion"]
 
 
 def _check_callable(net):
@@ -116,3 +121,19 @@ class SigmaTime(_Adapter):
 
     def __call__(self, x, t):
         return self.net(x, self.path.sigma(t))
+
+
+def from_diffusers(model, scheduler, **kw):
+    """A diffusers model and scheduler as a :class:`~sdeflow.integrations.Recipe`: see
+    :func:`sdeflow.integrations.diffusers.from_diffusers` (same arguments)."""
+    from .integrations.diffusers import from_diffusers as impl
+
+    return impl(model, scheduler, **kw)
+
+
+def from_k_diffusion(denoiser, sigma_min, sigma_max, **kw):
+    """A k-diffusion denoiser ``D(x, sigma)`` as a :class:`~sdeflow.integrations.Recipe`: see
+    :func:`sdeflow.integrations.k_diffusion.from_k_diffusion` (same arguments)."""
+    from .integrations.k_diffusion import from_k_diffusion as impl
+
+    return impl(denoiser, sigma_min, sigma_max, **kw)

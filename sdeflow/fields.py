@@ -7,12 +7,17 @@ class              the network returns                          kind
 :class:`NoiseField`     :math:`\varepsilon` (DDPM's eps)        ``"noise"``
 :class:`DataField`      :math:`x_0` (the denoiser)              ``"data"``
 :class:`VelocityField`  :math:`v = \alpha' x_0 + \sigma'\varepsilon` (probability-flow drift)  ``"velocity"``
+:class:`VPredictionField`  :math:`\alpha\varepsilon - \sigma x_0` (Salimans & Ho's v)  ``"v"``
 :class:`EnergyField`    a scalar energy :math:`E(x, t)`, score :math:`-\nabla_x E`  ``"score"``
 =================  ===========================================  ==========================
 
 Given a path, every field answers as every kind: ``field.score(x, t, path)``, ``.noise``, ``.data``,
 ``.velocity`` (formulas in :mod:`sdeflow.conversions`). Fields add and scale: ``w1 * f1 + w2 * f2`` is a
 :class:`SumField`, and :func:`classifier_free_guidance` builds :math:`(1+w)f_c - w f_u`.
+
+Clipping and dynamic thresholding of the implied data prediction (``clip_data=``, ``thresholding=`` on a
+network's field, or :class:`ClippedField` around any field, e.g. a guided one) return the native
+prediction consistent with the transformed :math:`\hat x_0` at the same ``x``.
 
 A network is any callable ``net(x, t)`` with ``x`` of shape ``(batch, *event)`` and ``t`` of shape
 ``(batch,)``; see :mod:`sdeflow.adapters` for networks that expect other time inputs.
@@ -38,7 +43,10 @@ __all__ = [
     "NoiseField",
     "DataField",
     "VelocityField",
+    "VPredictionField",
     "EnergyField",
+    "ClippedField",
+    "DynamicThresholding",
     "SumField",
     "classifier_free_guidance",
     "FlowScoreField",
@@ -131,12 +139,18 @@ class Field:
 
 
 class NetField(Field):
-    """A network predicting ``kind``. ``flip_time=True`` adapts a network trained with ``t = 0`` at the
+    r"""A network predicting ``kind``. ``flip_time=True`` adapts a network trained with ``t = 0`` at the
     noise end (see :class:`sdeflow.adapters.FlipTime`; velocities change sign). ``dtype`` (e.g.
     ``torch.float16``/``torch.bfloat16``) is the network's own dtype: its inputs ``x`` and ``t`` are cast to
-    it, its outputs back to the solver state's (which stays float32 or float64)."""
+    it, its outputs back to the solver state's (which stays float32 or float64).
 
-    def __init__(self, net: Callable, kind: str, *, flip_time: bool = False, dtype: torch.dtype | None = None):
+    ``clip_data=(lo, hi)`` (or ``c`` for ``(-c, c)``) clamps the implied data prediction :math:`\hat x_0`;
+    ``thresholding=True`` (or a :class:`DynamicThresholding`) applies Imagen's dynamic thresholding to it.
+    Either way the field returns the native prediction consistent with the transformed :math:`\hat x_0`
+    (see :class:`ClippedField`, which does the same around any field)."""
+
+    def __init__(self, net: Callable, kind: str, *, flip_time: bool = False, dtype: torch.dtype | None = None,
+                 clip_data=None, thresholding=None):
         if not callable(net):
             raise SdeflowTypeError(f"net must be callable as net(x, t), got {type(net).__name__}")
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
@@ -146,16 +160,22 @@ class NetField(Field):
         self.dtype = dtype
         self.net = FlipTime(net, negate=(kind == "velocity")) if flip_time else net
         self._fn = self.net if dtype is None else self._cast
+        self.transform = data_transform(clip_data, thresholding)
 
     def _cast(self, x, t):
         out = self.net(x.to(self.dtype), t.to(self.dtype))
         return out.to(x.dtype) if isinstance(out, torch.Tensor) else out
 
     def predict(self, x, t, path):
-        return self._fn(x, batch_time(t, x))
+        tb = batch_time(t, x)
+        n = self._fn(x, tb)
+        return n if self.transform is None else transform_native(self.kind, self.transform, x, tb, n, path)
 
     def bind(self, path):
-        return self._fn
+        if self.transform is None:
+            return self._fn
+        fn, kind, tr = self._fn, self.kind, self.transform
+        return lambda x, t: transform_native(kind, tr, x, t, fn(x, t), path)
 
     def validate_times(self, times):
         inner = getattr(self.net, "validate_times", None)
@@ -163,35 +183,56 @@ class NetField(Field):
             inner(times)
 
     def __repr__(self):
-        return f"{type(self).__name__}({self.net!r})"
+        extra = "" if self.transform is None else f", {self.transform!r}"
+        return f"{type(self).__name__}({self.net!r}{extra})"
 
 
 class ScoreField(NetField):
     r"""``net(x, t)`` predicts the score :math:`\nabla_x \log p_t(x)`."""
 
-    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
-        super().__init__(net, "score", flip_time=flip_time, dtype=dtype)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
+                 thresholding=None):
+        super().__init__(net, "score", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
+                         thresholding=thresholding)
 
 
 class NoiseField(NetField):
     r"""``net(x, t)`` predicts the noise :math:`\varepsilon` (DDPM's epsilon)."""
 
-    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
-        super().__init__(net, "noise", flip_time=flip_time, dtype=dtype)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
+                 thresholding=None):
+        super().__init__(net, "noise", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
+                         thresholding=thresholding)
 
 
 class DataField(NetField):
     r"""``net(x, t)`` predicts the clean data :math:`x_0` (a denoiser)."""
 
-    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
-        super().__init__(net, "data", flip_time=flip_time, dtype=dtype)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
+                 thresholding=None):
+        super().__init__(net, "data", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
+                         thresholding=thresholding)
 
 
 class VelocityField(NetField):
     r"""``net(x, t)`` predicts the probability-flow velocity :math:`dx/dt` (flow matching)."""
 
-    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None):
-        super().__init__(net, "velocity", flip_time=flip_time, dtype=dtype)
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
+                 thresholding=None):
+        super().__init__(net, "velocity", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
+                         thresholding=thresholding)
+
+
+class VPredictionField(NetField):
+    r"""``net(x, t)`` predicts Salimans & Ho's (2022) :math:`v = \alpha\varepsilon - \sigma x_0` (diffusers'
+    ``prediction_type="v_prediction"``; kind ``"v"``). Not the probability-flow velocity
+    (:class:`VelocityField`): on a VP path :math:`\hat x_0 = \alpha x - \sigma v`,
+    :math:`\hat\varepsilon = \sigma x + \alpha v`."""
+
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
+                 thresholding=None):
+        super().__init__(net, "v", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
+                         thresholding=thresholding)
 
 
 class EnergyField(Field):
@@ -357,3 +398,127 @@ class FlowScoreField(Field):
 
     def __repr__(self):
         return f"FlowScoreField({self.velocity_field!r}, {self.score_field!r}, gamma={self.gamma:g})"
+
+
+# ---- clipping and dynamic thresholding of the data prediction ------------------------------------------
+class DynamicThresholding:
+    r"""Dynamic thresholding of a data prediction (Saharia et al. 2022, "Imagen", Sec. 2.3): per sample,
+
+    .. math:: s = \min\big(\max(q_r(|\hat x_0|), 1), s_{max}\big), \qquad \hat x_0 \mapsto
+              \mathrm{clamp}(\hat x_0, -s, s) / s,
+
+    with :math:`q_r` the ``ratio`` quantile of the sample's absolute values (all its entries). diffusers'
+    ``thresholding=True`` with ``dynamic_thresholding_ratio=ratio`` and ``sample_max_value=max_value``
+    (``max_value = 1`` is plain clipping to ``[-1, 1]``). Half-precision inputs are thresholded in float32.
+    """
+
+    def __init__(self, ratio: float = 0.995, max_value: float = 1.0):
+        from .errors import check_number
+
+        self.ratio = check_number("ratio", ratio, gt=0.0, le=1.0, hint="the quantile of |x0|, e.g. 0.995")
+        self.max_value = check_number("max_value", max_value, ge=1.0,
+                                      hint="the largest threshold s (1 is plain clipping to [-1, 1])")
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        flat = x0.reshape(x0.shape[0], -1)
+        if flat.dtype not in (torch.float32, torch.float64):
+            flat = flat.float()
+        s = torch.quantile(flat.abs(), self.ratio, dim=1).clamp(min=1.0, max=self.max_value).unsqueeze(1)
+        return (torch.maximum(torch.minimum(flat, s), -s) / s).reshape(x0.shape).to(x0.dtype)
+
+    def __repr__(self):
+        return f"DynamicThresholding(ratio={self.ratio:g}, max_value={self.max_value:g})"
+
+
+class _Clip:
+    def __init__(self, lo: float, hi: float):
+        self.lo, self.hi = lo, hi
+
+    def __call__(self, x0: Tensor) -> Tensor:
+        return x0.clamp(self.lo, self.hi)
+
+    def __repr__(self):
+        return f"clip_data=({self.lo:g}, {self.hi:g})"
+
+
+def data_transform(clip_data=None, thresholding=None) -> Callable[[Tensor], Tensor] | None:
+    """The transform of the data prediction that ``clip_data`` / ``thresholding`` ask for (None: none)."""
+    from .errors import check_number
+
+    if clip_data is not None and thresholding not in (None, False):
+        raise SdeflowValueError("give clip_data or thresholding, not both (dynamic thresholding with "
+                                "max_value=1 already clips to [-1, 1])")
+    if clip_data is not None:
+        if isinstance(clip_data, (int, float)) and not isinstance(clip_data, bool):
+            c = check_number("clip_data", clip_data, gt=0.0, hint="a range (lo, hi) or c for (-c, c)")
+            return _Clip(-c, c)
+        try:
+            lo, hi = clip_data
+        except (TypeError, ValueError):
+            raise SdeflowTypeError(f"clip_data must be a pair (lo, hi) or a number c for (-c, c), got "
+                                   f"{clip_data!r}") from None
+        lo = check_number("clip_data[0]", lo)
+        hi = check_number("clip_data[1]", hi)
+        if not lo < hi:
+            raise SdeflowValueError(f"clip_data must be (lo, hi) with lo < hi, got {clip_data!r}")
+        return _Clip(lo, hi)
+    if thresholding is None or thresholding is False:
+        return None
+    if thresholding is True:
+        return DynamicThresholding()
+    if isinstance(thresholding, DynamicThresholding):
+        return thresholding
+    raise SdeflowTypeError(f"thresholding must be True (ratio 0.995, max_value 1) or a DynamicThresholding(ratio, "
+                           f"max_value), got {type(thresholding).__name__}")
+
+
+def transform_native(kind: str, transform, x: Tensor, t: Tensor, n: Tensor, path: GaussianPath) -> Tensor:
+    r"""The native prediction ``n`` of ``kind`` whose implied data prediction is replaced by
+    ``transform(x0)``: :math:`n' = P x + Q\,T(\hat x_0)` with :math:`\hat x_0 = P_0 x + Q_0 n` (two
+    conversions at ``(x, t)``, :mod:`sdeflow.conversions`)."""
+    co = path.coefficients(t)
+    if kind == "data":
+        return transform(n)
+    P, Q = conversion(kind, "data", *co)
+    x0 = transform(_bcast(P.to(x.dtype), x) * x + _bcast(Q.to(x.dtype), x) * n)
+    P, Q = conversion("data", kind, *co)
+    return _bcast(P.to(x.dtype), x) * x + _bcast(Q.to(x.dtype), x) * x0
+
+
+class ClippedField(Field):
+    r"""Any field (a guided :class:`SumField`, an oracle, ...) with its data prediction clipped
+    (``clip_data=(lo, hi)``, diffusers' ``clip_sample`` with ``clip_sample_range``) or dynamically thresholded
+    (``thresholding=True`` or a :class:`DynamicThresholding`; diffusers' ``thresholding``).
+
+    The native prediction is replaced by the one consistent with the transformed :math:`\hat x_0` at the
+    same ``x`` (for a noise field :math:`\hat\varepsilon' = (x - \alpha\,T(\hat x_0))/\sigma`; diffusers'
+    DDIM with ``use_clipped_model_output=True``, and what its DPM-Solver and UniPC schedulers do). Cost: two
+    conversions per evaluation. The transformed field is no longer the exact probability-flow of the
+    network: the ODE it drives is that of a different (clipped) denoiser, with the same ends where the
+    clipping is inactive. Where :math:`\sigma = 0` a non-data kind cannot be rebuilt (the conversion divides
+    by :math:`\sigma`).
+    """
+
+    def __init__(self, field: Field, *, clip_data=None, thresholding=None):
+        if not isinstance(field, Field):
+            raise SdeflowTypeError(f"field must be a sdeflow Field, got {type(field).__name__}")
+        self.field = field
+        self.kind = field.kind
+        self.transform = data_transform(clip_data, thresholding)
+        if self.transform is None:
+            raise SdeflowValueError("ClippedField needs clip_data=(lo, hi) or thresholding=True / "
+                                    "DynamicThresholding(...)")
+
+    def predict(self, x, t, path):
+        tb = batch_time(t, x)
+        return transform_native(self.kind, self.transform, x, tb, self.field.predict(x, tb, path), path)
+
+    def bind(self, path):
+        fn, kind, tr = self.field.bind(path), self.kind, self.transform
+        return lambda x, t: transform_native(kind, tr, x, t, fn(x, t), path)
+
+    def validate_times(self, times):
+        self.field.validate_times(times)
+
+    def __repr__(self):
+        return f"ClippedField({self.field!r}, {self.transform!r})"
