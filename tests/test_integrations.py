@@ -355,3 +355,11 @@ def test_v_prediction_is_salimans_and_hos_v():
     two = sf.sample(path, target.field("noise"), "dpmpp_2m", grid="discrete", steps=20, x_init=xT).x
     torch.testing.assert_close(one, two, rtol=1e-10, atol=1e-10)
     assert math.isfinite(float(one.abs().max()))
+    # any path (docs/concepts/conversions.md): x0 = (alpha x - sigma v) / (alpha^2 + sigma^2)
+    for p in (sf.VE(), sf.LinearFlow(), sf.EDM()):
+        a, s, _, _ = (c[:, None] for c in p.coefficients(t))
+        v = target.predict(x, t, p, "v")
+        den = a * a + s * s
+        torch.testing.assert_close(target.field("v").data(x, t, p), (a * x - s * v) / den, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(target.field("v").noise(x, t, p), (s * x + a * v) / den, rtol=1e-12,
+                                   atol=1e-12)

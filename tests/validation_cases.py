@@ -52,6 +52,12 @@ def _solve(*a, **kw):
 
 
 _neg = lambda x, t: -x  # noqa: E731
+
+
+def _diffusers(name, **kw):
+    import diffusers
+
+    return getattr(diffusers, name)(**kw)
 _nan = lambda x, t: x * float("nan")  # noqa: E731
 
 CASES = [
@@ -100,6 +106,39 @@ CASES = [
     Case("TableNoise", "table", "not a sequence", TE_, "table must be a sequence", lambda: sf.TableNoise(3)),
     Case("BrownianPath", "times", "fewer than 2 points", VE_, "times must be a 1-D grid", lambda: sf.BrownianPath([0.5])),
     Case("solvers.get / describe", "solver", "unknown name", VE_, "unknown solver 'hune'", lambda: sf.solvers.describe("hune")),
+    # ---- clipping, other libraries' models ---------------------------------------------------------------
+    Case("NoiseField / ... / ClippedField", "clip_data", "lo >= hi", VE_, r"clip_data must be \(lo, hi\) with lo < hi",
+         lambda: sf.NoiseField(_neg, clip_data=(1.0, -1.0))),
+    Case("NoiseField / ... / ClippedField", "clip_data, thresholding", "both given", VE_,
+         "give clip_data or thresholding, not both", lambda: sf.NoiseField(_neg, clip_data=1.0, thresholding=True)),
+    Case("ClippedField", "clip_data, thresholding", "neither given", VE_, "ClippedField needs clip_data",
+         lambda: sf.ClippedField(NOISE)),
+    Case("DynamicThresholding", "ratio", "outside (0, 1]", VE_, r"ratio must be finite and > 0 and <= 1",
+         lambda: sf.DynamicThresholding(ratio=1.5)),
+    Case("DynamicThresholding", "max_value", "< 1", VE_, "max_value must be finite and >= 1",
+         lambda: sf.DynamicThresholding(max_value=0.5)),
+    Case("from_diffusers", "scheduler", "no alphas_cumprod table", TE_, "scheduler must be a diffusers scheduler",
+         lambda: sf.from_diffusers(_neg, object())),
+    Case("from_diffusers", "scheduler", "zero terminal SNR (rescale_betas_zero_snr)", VE_, "rescale_betas_zero_snr",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDIMScheduler", rescale_betas_zero_snr=True))),
+    Case("from_diffusers", "scheduler", "a loop sdeflow does not reproduce (strict)", VE_,
+         "pass strict=False for sdeflow's closest sampler",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDIMScheduler", timestep_spacing="linspace"),
+                                   num_inference_steps=10)),
+    Case("from_diffusers", "scheduler", "a scheduler whose loop is not mapped", VE_, "loop is not mapped",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDPMScheduler"), num_inference_steps=10)),
+    Case("from_diffusers", "num_inference_steps", "< 1", VE_, "num_inference_steps must be a positive integer",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDIMScheduler"), num_inference_steps=0)),
+    Case("from_diffusers", "eta", "with a scheduler other than DDIM", VE_, "eta is DDIMScheduler's noise level",
+         lambda: sf.from_diffusers(_neg, _diffusers("EulerDiscreteScheduler"), eta=1.0)),
+    Case("from_diffusers (integer timesteps)", "grid, solver", "an evaluation between knots", VE_, "not a knot i/T",
+         lambda: sf.sample(sf.from_diffusers(_neg, _diffusers("DDIMScheduler")).path,
+                           sf.from_diffusers(_neg, _diffusers("DDIMScheduler")).field, "midpoint", grid=[0.901, 0.9],
+                           x_init=X)),
+    Case("from_k_diffusion", "sampler", "unknown", VE_, "unknown k-diffusion sampler 'lms'",
+         lambda: sf.from_k_diffusion(_neg, 0.002, 80.0, steps=5, sampler="lms")),
+    Case("from_k_diffusion", "sigma_min, sigma_max", "sigma_min >= sigma_max", VE_, "need sigma_min < sigma_max",
+         lambda: sf.from_k_diffusion(_neg, 80.0, 0.002, steps=5)),
     # ---- sample: state, sizes --------------------------------------------------------------------
     Case("sample", "path", "not a GaussianPath", TE_, "path must be a GaussianPath", lambda: sf.sample("VP", NOISE, steps=2, x_init=X)),
     Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",

@@ -16,20 +16,16 @@ with its conditioning bound, any ``model(x, timestep)``):
   "leading", "trailing" or "linspace", ``steps_offset``, custom timesteps) as an explicit grid, and the
   sdeflow solver that takes the same steps:
 
-=============================  =================================================================================
-scheduler                      sdeflow
-=============================  =================================================================================
-``DDIMScheduler``              ``ddim`` (``eta``) on the timesteps; the last step goes to :math:`\bar\alpha = 1`
-                               (``set_alpha_to_one=True``: ``final_denoise``) or to ``alphas_cumprod[0]``
-``DPMSolverMultistepScheduler``  ``dpmpp_2m`` (dpmsolver++, midpoint) or ``exp_multistep`` (heun: the exact
-                               integral; order 1; dpmsolver with heun); the step into
-                               :math:`\sigma = 0` (``final_sigmas_type="zero"``) is first order: ``final_denoise``
-``EulerDiscreteScheduler``     ``euler`` in :class:`~sdeflow.paths.EDM` coordinates (Euler in
-                               :math:`\sigma/\alpha`, as diffusers steps), its interpolated sigmas (fractional
-                               timesteps) and Karras/exponential/beta sigmas included
-``UniPCMultistepScheduler``    sdeflow's ``unipc`` integrates the interpolants exactly; diffusers' B(h)
-                               variants (bh1, bh2) differ at second order: only with ``strict=False``
-=============================  =================================================================================
+  - ``DDIMScheduler`` (``eta``): ``ddim`` on the timesteps; its last step goes to :math:`\bar\alpha = 1`
+    (``set_alpha_to_one=True``: ``final_denoise``) or to ``alphas_cumprod[0]`` (the knot :math:`1/T`);
+  - ``DPMSolverMultistepScheduler``: ``dpmpp_2m`` (dpmsolver++, midpoint) or ``exp_multistep`` (solver_type heun,
+    the exact integral of the linear interpolant; order 1; dpmsolver with heun); its first-order step into
+    :math:`\sigma = 0` (``final_sigmas_type="zero"``) is ``final_denoise``;
+  - ``EulerDiscreteScheduler``: ``euler`` in :class:`~sdeflow.paths.EDM` coordinates (Euler in
+    :math:`\sigma/\alpha`, as diffusers steps), its interpolated sigmas (fractional timesteps) and Karras,
+    exponential and beta sigmas included;
+  - ``UniPCMultistepScheduler``: only with ``strict=False`` (sdeflow's ``unipc`` integrates the interpolants
+    exactly; diffusers' B(h) variants bh1, bh2 differ at second order).
 
 Exactness: diffusers computes its coefficients from float32 tables and (DPM-Solver, Euler) rounds the state to
 float32 after every step, so the two agree to float32 rounding, accumulated over the steps (the tests measure
@@ -202,7 +198,7 @@ def _clipping(cfg, kind_name: str, clipping):
     if cfg.get("thresholding", False):
         return None, DynamicThresholding(float(cfg.get("dynamic_thresholding_ratio", 0.995)),
                                          float(cfg.get("sample_max_value", 1.0)))
-    if kind_name == "DDIMScheduler" and cfg.get("clip_sample", False):
+    if cfg.get("clip_sample", False):  # DDIM, DDPM
         r = float(cfg.get("clip_sample_range", 1.0))
         return (-r, r), None
     return None, None
@@ -380,7 +376,10 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
             ``functools.partial(unet, encoder_hidden_states=...)`` or a lambda). Its output may be a tensor, a
             diffusers output object (``.sample``) or a tuple.
         scheduler: the diffusers scheduler it was trained with (its ``alphas_cumprod``, ``prediction_type``,
-            clipping, spacing and solver settings are read; it is never modified).
+            clipping, spacing and solver settings are read; it is never modified). Any scheduler with an
+            ``alphas_cumprod`` table (``DDPMScheduler``, ...) gives the path and the field; the loops of
+            ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler`` (and, with
+            ``strict=False``, ``UniPCMultistepScheduler``) are reproduced.
         num_inference_steps: the number of steps of the scheduler's loop to reproduce (a copy of the scheduler
             gets ``set_timesteps(num_inference_steps)``). None: the scheduler's current timesteps if set,
             otherwise no grid (path and field only).
@@ -404,14 +403,15 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
     if ptype not in _FIELDS:
         raise SdeflowValueError(f"prediction_type={ptype!r} is not mapped; sdeflow maps "
                                 f"{', '.join(map(repr, _FIELDS))}")
-    if name not in SUPPORTED:
-        raise SdeflowValueError(f"{name} is not mapped; from_diffusers reproduces {', '.join(SUPPORTED)}")
+    sch = _prepared(scheduler, num_inference_steps)
+    if sch is not None and name not in SUPPORTED:
+        raise SdeflowValueError(f"{name}'s loop is not mapped; from_diffusers reproduces {', '.join(SUPPORTED)} (without "
+                                f"num_inference_steps, any scheduler with alphas_cumprod gives the path and field)")
     if eta and name != "DDIMScheduler":
         raise SdeflowValueError(f"eta is DDIMScheduler's noise level; {name} has none")
     eta = float(eta)
     if not 0.0 <= eta <= 1.0:
         raise SdeflowValueError(f"eta must be in [0, 1], got {eta}")
-    sch = _prepared(scheduler, num_inference_steps)
     notes: list[str] = []
     interpolation = "linear"
     grid = solver = ipath = taus = None

@@ -8,15 +8,10 @@ so the denoiser gets exactly :math:`\sigma`), and with ``steps`` lays out k-diff
 ``get_sigmas_karras(steps, sigma_min, sigma_max, rho)`` grid (``steps`` sigmas, then 0) with the sdeflow
 sampler that takes k-diffusion's steps on it:
 
-==============================  ================================================================================
-k-diffusion                     sdeflow
-==============================  ================================================================================
-``sample_euler``                ``euler`` on the grid (its last step, into :math:`\sigma = 0`, lands on
-                                :math:`\hat x_0`)
-``sample_heun``                 ``heun`` on the grid without its 0, then ``final_denoise`` (k-diffusion's step into
-                                :math:`\sigma = 0` is an Euler step)
-``sample_dpmpp_2m``             ``dpmpp_2m`` on the grid (first and last steps first order)
-==============================  ================================================================================
+* ``sample_euler``: ``euler`` on the grid (its last step, into :math:`\sigma = 0`, lands on :math:`\hat x_0`);
+* ``sample_heun``: ``heun`` on the grid without its 0, then ``final_denoise`` (k-diffusion's step into
+  :math:`\sigma = 0` is an Euler step);
+* ``sample_dpmpp_2m``: ``dpmpp_2m`` on the grid (first and last steps first order).
 
 Churn (``s_churn > 0``) is not reproduced (sdeflow has no churn); these are the samplers with their default
 ``s_churn = 0``. The initial state is k-diffusion's ``x = latents * sigmas[0]``.
