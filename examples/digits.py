@@ -71,9 +71,10 @@ def field(unet, labels, *, clipping=None):
     return sf.from_diffusers(functools.partial(unet, class_labels=labels), scheduler(), clipping=clipping).field
 
 
-def guided(unet, labels, scale: float, clip: bool = True):
-    """Classifier-free guidance ``(1 + w) eps(x | y) - w eps(x | null)`` (Ho & Salimans 2022), its data
-    prediction clipped to [-1, 1] (diffusers' clip_sample) unless ``clip=False``."""
+def guided(unet, labels, scale: float, clip: bool = False):
+    """Classifier-free guidance ``(1 + w) eps(x | y) - w eps(x | null)`` (Ho & Salimans 2022); with ``clip=True``
+    its data prediction clipped to [-1, 1] (diffusers' clip_sample: then no longer the guided network's own
+    probability flow)."""
     f = sf.classifier_free_guidance(field(unet, labels), field(unet, torch.full_like(labels, NULL)), scale)
     return sf.ClippedField(f, clip_data=(-1.0, 1.0)) if clip else f
 
@@ -184,6 +185,7 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="a tiny network and few steps (seconds: a smoke run)")
     p.add_argument("--train-steps", type=int, default=None, help=f"training steps (default {TRAIN['steps']})")
     p.add_argument("--guidance", type=float, default=2.0, help="classifier-free guidance weight w")
+    p.add_argument("--clip", action="store_true", help="clip the guided data prediction to [-1, 1]")
     p.add_argument("--samples", type=int, default=200, help="samples per solver for the classifier's reading")
     p.add_argument("--cache", default=None, help="cache directory of the trained weights")
     p.add_argument("--retrain", action="store_true", help="train even if cached weights exist")
@@ -195,8 +197,8 @@ def main(argv=None):
     if args.quick:
         import tempfile
 
-        config, train_args = QUICK_CONFIG, dict(steps=args.train_steps or 20, batch=32)
-        n, solvers = 20, [(name, s, max(2, k // 10), o) for name, s, k, o in SOLVERS]
+        config, train_args = QUICK_CONFIG, dict(steps=args.train_steps or 10, batch=16)
+        n, solvers = 10, [(name, s, max(2, k // 20), o) for name, s, k, o in SOLVERS]
         tmp = tempfile.TemporaryDirectory(prefix="sdeflow-digits-") if args.cache is None else None
         cache = args.cache if tmp is None else tmp.name
     else:
@@ -207,7 +209,7 @@ def main(argv=None):
         tmp.cleanup()
     labels = torch.arange(n) % 10
     x_T = torch.randn(n, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    f = guided(unet, labels, args.guidance)
+    f = guided(unet, labels, args.guidance, clip=args.clip)
     clf, held_out = (None, None) if args.quick else classifier()
     rows, results = [], []
     real, real_labels = load_data()
