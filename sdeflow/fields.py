@@ -92,7 +92,7 @@ class Field:
 
     # ---- every kind ---------------------------------------------------------------------------
     def as_kind(self, kind: str, x: Tensor, t, path: GaussianPath) -> Tensor:
-        """The prediction converted to ``kind`` (``"score"``, ``"noise"``, ``"data"``, ``"velocity"``)."""
+        """The prediction converted to ``kind`` (``"score"``, ``"noise"``, ``"data"``, ``"velocity"``, ``"v"``)."""
         check_kind(kind)
         tb = batch_time(t, x)
         n = self.predict(x, tb, path)

@@ -137,6 +137,22 @@ def test_ddim_with_eta_on_the_same_draws(unet):
 
 
 @needs_diffusers
+def test_a_scheduler_with_its_timesteps_set_is_read_as_it_is(unet):
+    """No num_inference_steps: the scheduler's own timesteps, here EulerDiscrete's custom sigmas (the model times
+    then come from the sigmas, linear in log sigma)."""
+    sch = _scheduler("EulerDiscreteScheduler")
+    sch.set_timesteps(sigmas=[100.0, 30.0, 10.0, 3.0, 1.0, 0.3, 0.1, 0.0])
+    recipe = sf.from_diffusers(unet, sch)
+    assert recipe.field.net.interpolation == "log" and len(recipe.grid) == 7 and recipe.final_denoise
+    y = LATENTS * sch.init_noise_sigma
+    with torch.no_grad():
+        for t in sch.timesteps:
+            y = sch.step(unet(sch.scale_model_input(y, t), t).sample, t, y).prev_sample
+        ours = recipe.sample(x_init=recipe.x_init(LATENTS)).x
+    assert float((ours - y).abs().max()) <= 16 * 7 * U32 * float(y.abs().max())
+
+
+@needs_diffusers
 def test_ddim_default_clipping_is_not_a_field(unet):
     """diffusers' DDIM with clip_sample and use_clipped_model_output=False (its pipelines' default) pairs the
     clipped x0 with the unclipped noise: no single field does that. The recipe is the consistent variant

@@ -139,6 +139,7 @@ class DiffusersTime:
         self.dtype = dtype
         s = _sigmas_ve(path)
         self._table = torch.log(s) if interpolation == "log" else s
+        self._tables: dict = {}
 
     def timestep(self, t: Tensor) -> Tensor:
         """diffusers' timestep of sdeflow time ``t`` (int64 or float32, see the class docstring)."""
@@ -150,7 +151,10 @@ class DiffusersTime:
         knot = (u - r).abs() <= 8 * torch.finfo(t.dtype).eps * self.T
         a, s, _, _ = self.path.coefficients(tt.clamp(1.0 / self.T, 1.0))
         v = s / a
-        tab = self._table.to(device=tt.device, dtype=tt.dtype)
+        key = (tt.device, tt.dtype)
+        tab = self._tables.get(key)
+        if tab is None:
+            tab = self._tables[key] = self._table.to(device=tt.device, dtype=tt.dtype)
         if self.interpolation == "log":
             v = torch.log(v)
         i = torch.clamp(torch.searchsorted(tab, v.contiguous()), 1, self.T - 1)
@@ -335,11 +339,12 @@ def _euler(sch, path, notes, strict):
         raise SdeflowValueError(f"EulerDiscreteScheduler has {len(taus)} timesteps and {len(sigmas)} sigmas; expected "
                                 f"one more sigma (the final one)")
     table = _sigmas_ve(path).numpy()
-    from_sigmas = bool(_sigma_schedules(cfg))
-    if from_sigmas:  # its model times come from its sigmas (_sigma_to_t, linear in log sigma): step in its sigmas
+    ve = np.interp(taus, np.arange(T), table)  # its sigmas from its timesteps (np.interp), in float64
+    # Karras / exponential / beta sigmas, or custom sigmas=: the model times come from the sigmas (_sigma_to_t,
+    # linear in log sigma), not the other way round; step in its own sigmas then
+    from_sigmas = bool(_sigma_schedules(cfg)) or bool(np.max(np.abs(ve / sigmas[:-1] - 1.0)) > 1e-5)
+    if from_sigmas:
         ve = sigmas[:-1]
-    else:  # its sigmas come from its timesteps (np.interp): recompute them in float64
-        ve = np.interp(taus, np.arange(T), table)
     integer = np.abs(taus - np.round(taus)) == 0
     grid = []
     for tau, s, is_int in zip(taus, ve, integer):
