@@ -22,9 +22,13 @@ Results leave the ranks in one of two ways (both without pickle):
   trim and concatenate (block sizes are known from ``N`` and ``W``, so nothing else is exchanged).
 * :func:`save_shards` — each rank writes ``shard-<rank>-of-<W>.safetensors`` (:mod:`sdeflow.io`); the
   SHA-256 digests travel as uint8 tensors to rank 0, which writes ``manifest.json`` (N, event shape,
-  dtype, world size, the rows and digest of every shard). :func:`load_shards` checks every shard against
-  the manifest and reassembles the N samples, raising :class:`ShardError` that names a missing or corrupt
-  file and how to get it back.
+  dtype, world size, the rows and digest of every shard). :func:`load_shards` reassembles the N samples
+  (or any ``rows=(start, stop)``), trusting nothing it has not checked: the manifest field by field
+  (:func:`read_manifest`: strict JSON integers, one shard per rank, rows covering ``0..N`` exactly), the
+  shard files' sizes against the declared rows and the result's size against the device's memory before
+  anything is read or allocated, then each shard's digest, its single tensor ``"x"`` (shape, dtype) and
+  the rank and rows recorded in its own metadata. Every failure is a :class:`ShardError` naming the file
+  (the manifest, or the shard with its rank and rows) and how to get it back.
 
 Without an initialised process group every function runs as a single process (rank 0 of 1), so the same
 script works under ``python`` and under ``torchrun``.
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
@@ -232,6 +237,11 @@ def gather_rows(x_local: Tensor, n: int, *, dst: int = 0, group=None) -> Tensor 
 
 
 # ---- shards on disk ---------------------------------------------------------------------------------------
+_MAX_MANIFEST_BYTES = 64 << 20  # a manifest lists ~150 bytes per rank; anything bigger is not one
+_MAX_HEADER_BYTES = 8 + 100_000_000  # safetensors' length prefix and its largest header
+_HEX = frozenset("0123456789abcdef")
+
+
 def _shard_name(rank: int, world: int) -> str:
     return f"shard-{rank:05d}-of-{world:05d}.safetensors"
 
@@ -245,23 +255,21 @@ def _sha256(file: str) -> str:
 
 
 def _write_tensor(file: str, x: Tensor, metadata: dict) -> None:
-    """Write ``x`` as the tensor ``"x"`` of a safetensors file (:func:`sdeflow.io.save_tensors`, from a
-    CPU copy), atomically: a temporary file renamed into place."""
-    from .io import save_tensors
+    """Write ``x`` as the tensor ``"x"`` of an sdeflow.io file of kind ``"shard"`` (from a CPU copy, with
+    the file's checksum; written to a temporary name and renamed into place)."""
+    from .io import _save
 
-    tmp = file + ".tmp"
-    save_tensors(tmp, {"x": x}, {**metadata, "kind": "shard"})
-    os.replace(tmp, file)
-
-
-def _read_tensor(file: str) -> Tensor:
-    from .io import load_tensors
-
-    return load_tensors(file)[0]["x"]
+    _save(file, {"x": x}, None, {**metadata, "kind": "shard"}, "save_shards")
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
+
+
+def _dtypes() -> dict[str, torch.dtype]:
+    from .io import _DTYPES
+
+    return {_dtype_name(d): d for d in _DTYPES}
 
 
 def save_shards(x_local: Tensor, directory: str | os.PathLike, n: int, *, group=None, dst: int = 0,
@@ -269,18 +277,26 @@ def save_shards(x_local: Tensor, directory: str | os.PathLike, n: int, *, group=
     """Write this rank's block to ``directory`` and, on global rank ``dst``, the manifest; call on every rank.
 
     Each rank writes ``shard-<rank>-of-<world>.safetensors`` (one tensor ``"x"``, always copied to CPU; the
-    rows and ``n`` in its metadata) and hashes it; the digests are gathered to ``dst`` as uint8 tensors,
-    and ``dst`` writes ``manifest.json``::
+    format, rows, rank, world size and ``n`` in its metadata, covered by the file's checksum) and hashes it;
+    the digests are gathered to ``dst`` as uint8 tensors, and ``dst`` writes ``manifest.json``::
 
         {"format": "sdeflow.shards/1", "n": N, "shape": [event...], "dtype": "float32", "world_size": W,
          "shards": [{"file": ..., "rank": r, "start": a, "stop": b, "sha256": ...}, ...], "info": {...}}
 
-    A barrier follows, so on return the manifest exists for every rank (on a shared file system).
-    ``directory`` should be shared by the ranks, or collected before :func:`load_shards`. Returns the
-    manifest's path.
+    ``info`` must be JSON-able (as :func:`sdeflow.io.save_tensors` metadata). A barrier follows, so on
+    return the manifest exists for every rank (on a shared file system). ``directory`` should be shared by
+    the ranks, or collected before :func:`load_shards`. Returns the manifest's path.
     """
+    from .io import _fspath, _jsonable
+
     rank, world, start, stop = _check_local(x_local, n, group)
-    directory = os.fspath(directory)
+    directory = _fspath(directory, "directory")
+    if info is not None and not isinstance(info, dict):
+        raise SdeflowTypeError(f"info must be a dict of JSON-able values (or None), got {type(info).__name__}")
+    info = _jsonable(dict(info or {}), "info")
+    if _dtype_name(x_local.dtype) not in _dtypes():
+        raise SdeflowTypeError(f"x_local has dtype {x_local.dtype}, which a safetensors shard cannot store; convert "
+                               f"it (e.g. x_local.double())")
     os.makedirs(directory, exist_ok=True)
     file = os.path.join(directory, _shard_name(rank, world))
     _write_tensor(file, x_local, {"format": FORMAT, "n": n, "rank": rank, "world_size": world,
@@ -294,85 +310,270 @@ def save_shards(x_local: Tensor, directory: str | os.PathLike, n: int, *, group=
         digests = None if bufs is None else [bytes(b[0].cpu().tolist()).hex() for b in bufs]
     manifest = os.path.join(directory, MANIFEST)
     if digests is not None:
-        spans = blocks(n, world)
-        doc = {"format": FORMAT, "n": n, "shape": list(x_local.shape[1:]), "dtype": _dtype_name(x_local.dtype),
-               "world_size": world,
-               "shards": [{"file": _shard_name(r, world), "rank": r, "start": s, "stop": e, "sha256": d}
-                          for r, ((s, e), d) in enumerate(zip(spans, digests))],
-               "info": dict(info or {})}
-        tmp = manifest + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=1)
-        os.replace(tmp, manifest)
+        _write_manifest(manifest, n, tuple(x_local.shape[1:]), x_local.dtype, digests, info)
     if world > 1:
         dist.barrier(group)
     return manifest
 
 
+def _write_manifest(manifest: str, n: int, shape: tuple, dtype: torch.dtype, digests: list[str], info: dict) -> None:
+    """Write ``manifest.json`` for ``len(digests)`` ranks (atomically: a temporary file renamed into place)."""
+    world = len(digests)
+    doc = {"format": FORMAT, "n": n, "shape": list(shape), "dtype": _dtype_name(dtype), "world_size": world,
+           "shards": [{"file": _shard_name(r, world), "rank": r, "start": s, "stop": e, "sha256": d}
+                      for r, ((s, e), d) in enumerate(zip(blocks(n, world), digests))],
+           "info": info}
+    tmp = manifest + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1)
+    os.replace(tmp, manifest)
+
+
+def _write_shards(x: Tensor, directory: str | os.PathLike, world_size: int, info: dict | None = None) -> str:
+    """Write all ``world_size`` shards of ``x`` and the manifest from one process, exactly as ``world_size``
+    ranks running :func:`save_shards` would (for tests and for re-sharding a tensor on one machine)."""
+    n = x.shape[0]
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    digests = []
+    for r, (s, e) in enumerate(blocks(n, world_size)):
+        file = os.path.join(directory, _shard_name(r, world_size))
+        _write_tensor(file, x[s:e], {"format": FORMAT, "n": n, "rank": r, "world_size": world_size, "start": s,
+                                     "stop": e})
+        digests.append(_sha256(file))
+    manifest = os.path.join(directory, MANIFEST)
+    _write_manifest(manifest, n, tuple(x.shape[1:]), x.dtype, digests, dict(info or {}))
+    return manifest
+
+
+def _strict_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def read_manifest(location: str | os.PathLike) -> tuple[dict, str]:
-    """The manifest (checked for structure) and the directory of its shards; ``location`` is the shard
-    directory or the manifest file."""
-    location = os.fspath(location)
+    """The manifest and the directory of its shards; ``location`` is the shard directory or the manifest file.
+
+    Checked before any shard is touched (each failure a :class:`ShardError` naming the manifest, the field
+    and the fix): a JSON object (no duplicate keys) of format ``sdeflow.shards/1``; ``n`` and
+    ``world_size`` integers >= 1 (JSON integers: ``"19"`` or ``19.0`` are refused, not converted);
+    ``shape`` a list of integers >= 0; ``dtype`` a dtype safetensors stores; ``info`` an object; one
+    ``shards`` entry per rank, each with a bare ``file`` name, a ``rank``, rows ``start <= stop`` within
+    ``[0, n]`` and a 64-digit hex ``sha256``. No two entries may claim the same rank or name the same file;
+    the rows must cover ``0..n`` exactly (a gap or an overlap is named), and each rank's rows must be its
+    :func:`block`.
+    """
+    from .io import _fspath, _parse_json
+
+    location = _fspath(location, "location")
     file = os.path.join(location, MANIFEST) if os.path.isdir(location) else location
     directory = os.path.dirname(file) or "."
     if not os.path.isfile(file):
         raise ShardError(f"no manifest at {file}: the sharded run did not finish (rank 0 writes {MANIFEST} after "
                          f"every shard is saved); re-run sample_sharded(..., shard_dir=...) or point load_shards "
                          f"at the directory holding {MANIFEST}", file=file)
+
+    def bad(what: str) -> ShardError:
+        return ShardError(f"manifest {file} is malformed: {what}; it was not written by save_shards or was edited: "
+                          f"restore it from the run, or re-run sample_sharded(..., shard_dir=...)", file=file)
+
+    size = os.path.getsize(file)
+    if size > _MAX_MANIFEST_BYTES:
+        raise bad(f"{size} bytes, more than the {_MAX_MANIFEST_BYTES} bytes any manifest can need")
     try:
-        with open(file) as f:
-            doc = json.load(f)
-        if doc.get("format") != FORMAT:
-            raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT!r}")
-        n, world = int(doc["n"]), int(doc["world_size"])
-        shape = [int(s) for s in doc["shape"]]
-        dtype = getattr(torch, str(doc["dtype"]), None)
-        if not isinstance(dtype, torch.dtype):
-            raise ValueError(f"unknown dtype {doc['dtype']!r}")
-        shards = doc["shards"]
-        if len(shards) != world:
-            raise ValueError(f"{len(shards)} shards listed for world_size {world}")
-        for r, (sh, (s, e)) in enumerate(zip(shards, blocks(n, world))):
-            if (int(sh["rank"]), int(sh["start"]), int(sh["stop"])) != (r, s, e):
-                raise ValueError(f"shard {r} lists rows {sh['start']}:{sh['stop']}, expected {s}:{e}")
-            if not isinstance(sh["file"], str) or os.path.basename(sh["file"]) != sh["file"]:
-                raise ValueError(f"shard {r}'s file must be a bare file name, got {sh['file']!r}")
-            str(sh["sha256"])
-    except (ValueError, KeyError, TypeError) as e:
-        raise ShardError(f"manifest {file} is malformed ({e}); it was not written by save_shards or was edited: "
-                         f"re-run sample_sharded(..., shard_dir=...)", file=file) from e
-    doc["_dtype"], doc["_shape"] = dtype, tuple(shape)
+        with open(file, "rb") as f:
+            doc = _parse_json(f.read().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad(f"not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise bad(f"a JSON {type(doc).__name__}, not an object of named fields")
+    fmt = doc.get("format")
+    if fmt != FORMAT:
+        if isinstance(fmt, str) and fmt.startswith("sdeflow.shards/"):
+            raise ShardError(f"manifest {file} has format {fmt!r}, written by a newer sdeflow (this one reads "
+                             f"{FORMAT!r}): upgrade sdeflow to load it", file=file)
+        raise bad(f"'format' is {fmt!r}, expected {FORMAT!r}")
+
+    def integer(where: str, v, lo: int, hi: int | None = None) -> int:
+        if not _strict_int(v) or v < lo or (hi is not None and v > hi):
+            rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+            raise bad(f"{where} must be an integer {rng}, got {v!r} ({type(v).__name__})")
+        return v
+
+    n = integer("'n'", doc.get("n"), 1)
+    world = integer("'world_size'", doc.get("world_size"), 1)
+    shape = doc.get("shape")
+    if not isinstance(shape, list):
+        raise bad(f"'shape' must be the list of event sizes, got {shape!r}")
+    shape = tuple(integer(f"shape[{i}]", s, 0) for i, s in enumerate(shape))
+    dtype = _dtypes().get(doc.get("dtype")) if isinstance(doc.get("dtype"), str) else None
+    if dtype is None:
+        raise bad(f"'dtype' must name a dtype such as 'float32', got {doc.get('dtype')!r}")
+    if not isinstance(doc.get("info", {}), dict):
+        raise bad(f"'info' must be an object, got {doc.get('info')!r}")
+    shards = doc.get("shards")
+    if not isinstance(shards, list) or len(shards) != world:
+        got = f"{len(shards)} entries" if isinstance(shards, list) else repr(shards)
+        raise bad(f"'shards' must list one entry per rank (world_size={world}), got {got}")
+    by_rank, by_file = {}, {}
+    for i, sh in enumerate(shards):
+        where = f"shards[{i}]"
+        if not isinstance(sh, dict):
+            raise bad(f"{where} must be an object, got {sh!r}")
+        name = sh.get("file")
+        if not (isinstance(name, str) and name not in ("", ".", "..") and "\0" not in name
+                and os.path.basename(name) == name and not (os.altsep and os.altsep in name)):
+            raise bad(f"{where}.file must be a bare file name (in the manifest's directory), got {name!r}")
+        r = integer(f"{where}.rank", sh.get("rank"), 0, world - 1)
+        s = integer(f"{where}.start", sh.get("start"), 0, n)
+        e = integer(f"{where}.stop", sh.get("stop"), s, n)
+        digest = sh.get("sha256")
+        if not (isinstance(digest, str) and len(digest) == 64 and set(digest) <= _HEX):
+            raise bad(f"{where}.sha256 must be 64 lowercase hex digits, got {digest!r}")
+        if r in by_rank:
+            j = by_rank[r]
+            raise bad(f"shards[{j}] ({shards[j]['file']}) and {where} ({name}) both claim rank {r}; each rank "
+                      f"writes exactly one shard")
+        if name in by_file:
+            raise bad(f"shards[{by_file[name]}] and {where} both name the file {name}")
+        by_rank[r], by_file[name] = i, i
+    pos, last = 0, None
+    for i in sorted(range(world), key=lambda i: (shards[i]["start"], shards[i]["stop"])):
+        s, e = shards[i]["start"], shards[i]["stop"]
+        desc = f"shards[{i}] ({shards[i]['file']}, rows {s}:{e})"
+        if s > pos:
+            raise bad(f"rows {pos}:{s} of n={n} are in no shard (a gap before {desc})")
+        if s < pos and e > s:
+            j = last
+            raise bad(f"shards[{j}] ({shards[j]['file']}, rows {shards[j]['start']}:{shards[j]['stop']}) and {desc} "
+                      f"overlap on rows {s}:{min(e, pos)}")
+        if e > pos:
+            pos, last = e, i
+    if pos < n:
+        raise bad(f"rows {pos}:{n} of n={n} are in no shard (the rows must cover 0..n exactly)")
+    for i, sh in enumerate(shards):
+        if (sh["start"], sh["stop"]) != block(n, sh["rank"], world):
+            s, e = block(n, sh["rank"], world)
+            raise bad(f"shards[{i}] ({sh['file']}) lists rows {sh['start']}:{sh['stop']} for rank {sh['rank']}, but "
+                      f"save_shards gives rank {sh['rank']} of {world} the rows {s}:{e} (see block())")
+    doc["_dtype"], doc["_shape"] = dtype, shape
     return doc, directory
 
 
-def load_shards(location: str | os.PathLike, *, device=None) -> Tensor:
+def _physical_memory(device: torch.device) -> int | None:
+    """Bytes of memory of ``device`` (the machine's RAM for the CPU), or None if unknown."""
+    try:
+        if device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[1])
+        if device.type == "cpu":
+            return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError, RuntimeError):
+        return None
+    return None
+
+
+def _gib(b: int) -> str:
+    return f"{b / 2 ** 30:.3g} GiB" if b >= 2 ** 20 else f"{b} bytes"
+
+
+def load_shards(location: str | os.PathLike, *, device=None, rows: tuple[int, int] | None = None) -> Tensor:
     """Reassemble the ``(n, *event)`` samples written by :func:`save_shards` / :func:`sample_sharded`.
 
-    Every shard named in the manifest must exist, match its SHA-256 digest, and hold rows of the declared
-    shape and dtype; otherwise :class:`ShardError` names the file and the fix. ``device``: where to put the
-    result (default CPU, where safetensors loads).
+    ``location``: the shard directory or its manifest, checked by :func:`read_manifest`. ``rows``: an
+    optional ``(start, stop)`` to read only those rows (only the shards that hold them are opened).
+    ``device``: where to put the result (default CPU, where safetensors loads).
+
+    Before anything is read or allocated, every needed shard must exist with a size that fits the rows the
+    manifest declares (their bytes plus at most a safetensors header), and the result (``rows x prod(shape)
+    x itemsize`` bytes) must fit in the device's memory; so a manifest claiming, say, ``n = 10**12`` rows is
+    refused at once, with the estimate, and no call hashes more than the declared data. Then each
+    shard must match its SHA-256 digest, hold exactly one tensor ``"x"`` of the declared shape and dtype, and
+    record in its own (checksummed) metadata the rank, rows, ``n`` and world size the manifest gives it.
+    Every failure raises :class:`ShardError` naming the file, the rank and rows, and the fix.
     """
+    from .io import _device
+
     doc, directory = read_manifest(location)
-    parts = []
-    for sh in doc["shards"]:
-        file = os.path.join(directory, sh["file"])
-        rows = f"rank {sh['rank']}, rows {sh['start']}:{sh['stop']} of n={doc['n']}"
-        regen = (f"regenerate exactly these rows on one process with sdeflow.sample(..., n={sh['stop'] - sh['start']}, "
-                 f"noise=PerSampleNoise(seed).for_rows({sh['start']})) and the run's other arguments")
+    n, shape, dtype = doc["n"], doc["_shape"], doc["_dtype"]
+    dev = _device("cpu" if device is None else device)
+    if rows is None:
+        a, b = 0, n
+    else:
+        if not (isinstance(rows, (tuple, list)) and len(rows) == 2 and all(_strict_int(v) for v in rows)):
+            raise SdeflowTypeError(f"rows must be a pair of integers (start, stop), got {rows!r}")
+        a, b = rows
+        if not 0 <= a <= b <= n:
+            raise SdeflowValueError(f"rows=({a}, {b}) must satisfy 0 <= start <= stop <= n={n}")
+    row_bytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
+    wanted = sorted((sh for sh in doc["shards"] if sh["start"] < b and sh["stop"] > a), key=lambda sh: sh["start"])
+    if not wanted:  # an empty slice: its shape and dtype are still checked against a shard's content
+        wanted = [min((sh for sh in doc["shards"] if sh["stop"] > sh["start"]), key=lambda sh: abs(sh["start"] - a))]
+    files = {}
+    for sh in wanted:  # 1. every shard is there and big enough: nothing read or allocated yet
+        file, rows_of, regen = _describe(directory, sh, n)
         if not os.path.isfile(file):
-            raise ShardError(f"shard {file} ({rows}) is missing: copy it from the machine that ran rank "
+            raise ShardError(f"shard {file} ({rows_of}) is missing: copy it from the machine that ran rank "
                              f"{sh['rank']}, re-run the sharded sampling, or {regen}", file=file)
-        got = _sha256(file)
-        if got != sh["sha256"]:
-            raise ShardError(f"shard {file} ({rows}) is corrupt: its sha256 is {got}, the manifest records "
-                             f"{sh['sha256']}; copy an intact file from the machine that ran rank {sh['rank']}, "
+        need, size = (sh["stop"] - sh["start"]) * row_bytes, os.path.getsize(file)
+        if not need <= size <= need + _MAX_HEADER_BYTES:  # (an oversized file would take long to hash)
+            raise ShardError(f"shard {file} ({rows_of}) is {size} bytes, but the manifest declares "
+                             f"{sh['stop'] - sh['start']} rows of shape {shape} {dtype}, {_gib(need)} (plus a header "
+                             f"of at most 100 MB): the manifest's n, shape or dtype was edited or "
+                             f"the file belongs to another run; nothing was read or allocated. Restore the manifest, "
                              f"re-run the sharded sampling, or {regen}", file=file)
-        x = _read_tensor(file)
-        want = (sh["stop"] - sh["start"],) + doc["_shape"]
-        if tuple(x.shape) != want or x.dtype != doc["_dtype"]:
-            raise ShardError(f"shard {file} ({rows}) holds {tuple(x.shape)} {x.dtype}, the manifest declares "
-                             f"{want} {doc['_dtype']}; the file belongs to another run: re-run the sharded "
-                             f"sampling", file=file)
-        parts.append(x)
-    x = torch.cat(parts)
-    return x if device is None else x.to(device)
+        files[sh["rank"]] = file
+    total = (b - a) * row_bytes
+    avail = _physical_memory(dev)
+    if avail is not None and total > avail:
+        raise ShardError(f"rows {a}:{b} of {os.path.join(directory, MANIFEST)} need {_gib(total)} ({b - a} rows of "
+                         f"shape {shape} {dtype}), more than the {_gib(avail)} of memory of {dev}; nothing was "
+                         f"allocated: read a slice at a time with load_shards(..., rows=(start, stop))")
+    out = torch.empty((b - a,) + shape, dtype=dtype, device=dev)
+    for sh in wanted:  # 2. verify and copy each shard into its rows
+        x = _read_shard(files[sh["rank"]], sh, doc, directory)
+        s, e = max(sh["start"], a), min(sh["stop"], b)
+        if e > s:
+            out[s - a:e - a] = x[s - sh["start"]:e - sh["start"]]
+    return out
+
+
+def _describe(directory: str, sh: dict, n: int) -> tuple[str, str, str]:
+    """The shard's path, its 'rank r, rows a:b of n=N' label, and how to regenerate its rows."""
+    file = os.path.join(directory, sh["file"])
+    rows = f"rank {sh['rank']}, rows {sh['start']}:{sh['stop']} of n={n}"
+    regen = (f"regenerate exactly these rows on one process with sdeflow.sample(..., n={sh['stop'] - sh['start']}, "
+             f"noise=PerSampleNoise(seed).for_rows({sh['start']})) and the run's other arguments")
+    return file, rows, regen
+
+
+def _read_shard(file: str, sh: dict, doc: dict, directory: str) -> Tensor:
+    """The verified rows of one shard (on the CPU)."""
+    from .io import _read
+
+    file, rows, regen = _describe(directory, sh, doc["n"])
+    got = _sha256(file)
+    if got != sh["sha256"]:
+        raise ShardError(f"shard {file} ({rows}) is corrupt: its sha256 is {got}, the manifest records "
+                         f"{sh['sha256']}; copy an intact file from the machine that ran rank {sh['rank']}, "
+                         f"re-run the sharded sampling, or {regen}", file=file)
+    try:  # the whole file matched the manifest's digest, so its own checksum need not be recomputed
+        tensors, meta, _ = _read(file, "cpu", verify=False)
+    except (SdeflowValueError, SdeflowTypeError) as e:
+        raise ShardError(f"shard {file} ({rows}) cannot be read: {e}", file=file) from None
+    if set(tensors) != {"x"}:
+        raise ShardError(f"shard {file} ({rows}) holds the tensors {sorted(tensors)}, but a shard holds exactly one "
+                         f"tensor 'x': the file was not written by save_shards; re-run the sharded sampling, or "
+                         f"{regen}", file=file)
+    own = tuple(meta.get(k) for k in ("kind", "format", "rank", "start", "stop", "n", "world_size"))
+    want = ("shard", FORMAT, sh["rank"], sh["start"], sh["stop"], doc["n"], doc["world_size"])
+    if own != want or not all(_strict_int(v) for v in own[2:]):
+        raise ShardError(f"shard {file} records rank {own[2]!r}, rows {own[3]!r}:{own[4]!r} of n={own[5]!r} "
+                         f"(world_size {own[6]!r}), but the manifest lists it as {rows} (world_size "
+                         f"{doc['world_size']}): the file was renamed or comes from another run, or the manifest "
+                         f"was edited; restore the run's files, or {regen}", file=file)
+    x = tensors["x"]
+    want_shape = (sh["stop"] - sh["start"],) + doc["_shape"]
+    if tuple(x.shape) != want_shape or x.dtype != doc["_dtype"]:
+        raise ShardError(f"shard {file} ({rows}) holds {tuple(x.shape)} {x.dtype}, the manifest declares "
+                         f"{want_shape} {doc['_dtype']}; the file belongs to another run: re-run the sharded "
+                         f"sampling", file=file)
+    return x

@@ -151,6 +151,11 @@ class GaussianPath:
         """``(alpha, sigma, dalpha/dt, dsigma/dt)`` at ``t``."""
         raise NotImplementedError
 
+    def breakpoints(self, t_max: float, t_min: float) -> Tensor:
+        """Times strictly inside ``(t_min, t_max)`` where the coefficients' derivatives jump (float64, decreasing;
+        empty for smooth paths). An adaptive solver stops at each, so it never steps across a jump of the drift."""
+        return torch.zeros(0, dtype=torch.float64)
+
     def coefficients_one_sided(self, t, side) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """:meth:`coefficients` with the derivatives taken as limits from below (``side < 0``) or above
         (``side > 0``) where they jump (``side``: numbers or an array like ``t``). Smooth paths ignore
@@ -613,6 +618,12 @@ class DiscreteVP(GaussianPath):
         return Li, slope[i - 1] * self.T
 
     piecewise = True
+
+    def breakpoints(self, t_max: float, t_min: float) -> Tensor:
+        """The knots ``i/T`` strictly inside ``(t_min, t_max)``, decreasing."""
+        i = torch.arange(self.T, 0, -1, dtype=torch.float64)
+        t = i / self.T
+        return t[(t < t_max - 1e-12) & (t > t_min + 1e-12)]
 
     def coefficients(self, t):
         return self.coefficients_one_sided(t, None)

@@ -275,7 +275,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
         if solver.adaptive and steps is None:  # steps on its own; nfe caps it
-            grid_tau = np.array([tau_max, tau_min])
+            # it stops at every time where the drift jumps (DiscreteVP's knots): it never steps across one
+            inner = map_times(path, ipath, path.breakpoints(t_max, t_min).numpy())
+            grid_tau = np.concatenate([[tau_max], inner, [tau_min]])
         else:
             n_steps = resolve_steps(solver, steps, nfe, extra)
             _check_plan(solver, n_steps, N, shape, dtype, device, return_trajectory, chunk_size)

@@ -356,12 +356,17 @@ class FieldTerm(Term):
     # ---- evaluations at any time (adaptive solvers) -------------------------------------------
     def _coeffs_at(self, t: float, kind: str, gamma2: float | None):
         tt = torch.tensor([t], dtype=torch.float64)
+        side = None
+        if self.interval is not None and (self.path.piecewise or self.ipath.piecewise):
+            side = torch.tensor([float(np.sign(0.5 * (self.interval[0] + self.interval[1]) - t))])
         fco = None
         ttrain = t
         if self.transfer:
             ttrain = float(map_times(self.ipath, self.path, np.array([t]))[0])
-            fco = self.path.coefficients(torch.tensor([ttrain], dtype=torch.float64))
-        P, Q = conversion(self.kind, kind, *self.ipath.coefficients(tt), frm_coeffs=fco,
+            tr = torch.tensor([ttrain], dtype=torch.float64)
+            fco = self.path.coefficients(tr) if side is None else self.path.coefficients_one_sided(tr, side)
+        ico = self.ipath.coefficients(tt) if side is None else self.ipath.coefficients_one_sided(tt, side)
+        P, Q = conversion(self.kind, kind, *ico, frm_coeffs=fco,
                           gamma2=None if gamma2 is None else torch.tensor([gamma2], dtype=torch.float64))
         c = 1.0
         if self.transfer:
@@ -376,6 +381,15 @@ class FieldTerm(Term):
     #: ``(lo, hi)``: the integration window; an adaptive solver's stage beyond it (torchdiffeq's initial-step
     #: heuristic may overshoot the last time) is evaluated at the window's end, never outside the path's domain
     span: tuple | None = None
+
+    @property
+    def piecewise(self) -> bool:
+        """Whether the coefficients' derivatives jump at some times (the path's or the integration path's)."""
+        return bool(self.path.piecewise or self.ipath.piecewise)
+
+    #: ``(t_start, t_end)`` of the grid interval an adaptive solver is in (it sets it): on a path whose
+    #: derivatives jump at some times, a stage at either end sees the segment inside the interval
+    interval: tuple | None = None
 
     def predict_at(self, t: float, x: Tensor, kind: str) -> Tensor:
         if self.span is not None:

@@ -9,7 +9,8 @@ settings.register_profile("ci", derandomize=True, max_examples=25, deadline=None
 settings.register_profile("dev", max_examples=200, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# one intra-op thread per test process: the tests' tensors are small, and pytest-xdist runs one process per core
+torch.set_num_threads(1)
 
 
 @pytest.fixture

@@ -5,13 +5,16 @@ The contract: a call either returns a finite result, or raises one of sdeflow's 
 steps and adaptive budgets are bounded), never a silent NaN (every input here is finite).
 """
 
+import copy
+import json
 import math
 
 import torch
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import sdeflow as sf
+from sdeflow import distributed as sd
 from sdeflow import grids as G
 from sdeflow import io
 from sdeflow import langevin as L
@@ -287,14 +290,255 @@ def test_metrics(fn, n, m, d, e, extra):
     outcome(call)
 
 
+def _same(a, b) -> bool:
+    """Bitwise equality of loaded values: tensors (dtype, shape, bytes), NaN-aware floats, containers,
+    Solutions and paths (by repr)."""
+    if isinstance(a, torch.Tensor):
+        return (isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape
+                and torch.equal(a.reshape(-1).view(torch.uint8), b.reshape(-1).view(torch.uint8)))
+    if isinstance(a, float):
+        return isinstance(b, float) and (a == b or (math.isnan(a) and math.isnan(b)))
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return type(a) is type(b) and len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b))
+    if isinstance(a, sf.Solution):
+        return isinstance(b, sf.Solution) and all(_same(getattr(a, k), getattr(b, k))
+                                                  for k in ("x", "ts", "trajectory", "nfe", "stats"))
+    if isinstance(a, sf.GaussianPath):
+        return type(a) is type(b) and repr(a) == repr(b)
+    return type(a) is type(b) and a == b
+
+
 @given(shapes=st.lists(st.lists(st.integers(0, 3), max_size=3), max_size=4),
        dtype=st.sampled_from([torch.float32, torch.float64, torch.bfloat16, torch.int64, torch.bool]),
-       meta=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-10, 10), st.floats(allow_nan=False),
-                                                          st.text(max_size=5), st.none()), max_size=3))
+       meta=st.dictionaries(st.text(max_size=5), st.one_of(st.integers(-10, 10), st.floats(), st.text(max_size=5),
+                                                          st.none(), st.lists(st.floats(), max_size=2)), max_size=3))
 def test_io_round_trip(tmp_path_factory, shapes, dtype, meta):
+    """Every JSON value, NaN and +-Inf included, comes back exactly (tuples/lists as lists)."""
     f = tmp_path_factory.mktemp("io") / "t.safetensors"
     tensors = {f"t{i}": torch.zeros(s, dtype=dtype) for i, s in enumerate(shapes)}
     io.save_tensors(f, tensors, meta)
     back, m = io.load_tensors(f)
-    assert set(back) == set(tensors) and all(torch.equal(back[k], v) for k, v in tensors.items())
-    assert all(m[str(k)] == v or (isinstance(v, float) and not math.isfinite(v)) for k, v in meta.items())
+    assert set(back) == set(tensors) and all(_same(back[k], v) for k, v in tensors.items())
+    assert _same({k: m[k] for k in meta}, meta)
+
+
+# ---- damaged files and manifests: the exact original data, or an sdeflow error ------------------------------
+FILE_ERRORS = (sf.SdeflowValueError, sf.SdeflowTypeError)  # distributed.ShardError is a SdeflowValueError
+REPLACEMENTS = [None, True, False, 0, -1, 1, 7, 10 ** 12, 2 ** 64, 1.5, float("nan"), float("inf"), "", "x", "0",
+                "F32", [], {}, [1, 2], [0, 10 ** 12], {"a": 1}]
+
+
+def _write_kind(kind: str, f, seed: int):
+    """A valid file of ``kind`` and the function that loads it (field: state, metadata and rebuilt path)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "tensors":
+        io.save_tensors(f, {"a": torch.randn(3, 2, generator=g, dtype=torch.float64), "b": torch.arange(4),
+                            "h": torch.randn(2, generator=g).bfloat16()},
+                        {"v": float("nan"), "s": "text", "l": [1, 2.5], "d": {"k": None}})
+        return io.load_tensors
+    if kind == "grid":
+        io.save_grid(f, torch.linspace(1.0, 0.01, 5, dtype=torch.float64) ** (1 + seed % 3))
+        return io.load_grid
+    if kind == "solution":
+        ts = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+        io.save_solution(f, sf.Solution(x=torch.randn(2, 2, generator=g), ts=ts, nfe=6,
+                                        trajectory=torch.randn(3, 2, 2, generator=g),
+                                        stats={"solver": "heun", "steps": 2, "err": float("inf")}))
+        return io.load_solution
+    net = torch.nn.Linear(2, 2)
+    with torch.no_grad():  # every byte of the file a function of seed (hypothesis replays examples)
+        net.weight.copy_(torch.randn(2, 2, generator=g))
+        net.bias.copy_(torch.randn(2, generator=g))
+    io.save_field(f, sf.NoiseField(net), sde_path=[sf.VP(0.2, 15.0), sf.DiscreteVP(T=4), sf.VE()][seed % 3])
+
+    def load_field(f):
+        state, meta = io.load_field_state(f)
+        return state, meta, io.path_from_metadata(meta), io.load_state_dict(f)
+    return load_field
+
+
+def _nodes(doc, path=()):
+    yield path, doc
+    items = doc.items() if isinstance(doc, dict) else enumerate(doc) if isinstance(doc, list) else ()
+    for k, v in items:
+        yield from _nodes(v, path + (k,))
+
+
+def _mutate_json(data, doc):
+    """One random edit of a JSON document: drop, rename or retype a key, nudge an integer, duplicate a list
+    entry, or replace the whole document."""
+    doc = copy.deepcopy(doc)
+    nodes = [p for p, _ in _nodes(doc) if p]
+    how = data.draw(st.sampled_from(["drop", "rename", "retype", "nudge", "duplicate", "root"]))
+    if how == "root" or not nodes:
+        return data.draw(st.sampled_from([[doc], None, "doc", 3, {}]))
+    path = data.draw(st.sampled_from(nodes))
+    parent = doc
+    for k in path[:-1]:
+        parent = parent[k]
+    key = path[-1]
+    if how == "drop":
+        del parent[key]
+    elif how == "rename" and isinstance(parent, dict):
+        parent[key + data.draw(st.sampled_from(["_", "s", " "]))] = parent.pop(key)
+    elif how == "nudge" and isinstance(parent[key], int) and not isinstance(parent[key], bool):
+        parent[key] += data.draw(st.sampled_from([-1, 1, 10 ** 12]))
+    elif how == "duplicate" and isinstance(parent, list):
+        parent.insert(key, copy.deepcopy(parent[key]))
+    else:
+        parent[key] = copy.deepcopy(data.draw(st.sampled_from(REPLACEMENTS)))
+    return doc
+
+
+def _split(raw: bytes):
+    n = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8:8 + n]), raw[8 + n:]
+
+
+def _join(header, body: bytes) -> bytes:
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + body
+
+
+@given(kind=st.sampled_from(["tensors", "grid", "solution", "field"]), seed=st.integers(0, 100), data=st.data())
+def test_io_damaged_files(tmp_path_factory, kind, seed, data):
+    """Random damage (truncation, bit and byte flips, inserted/deleted/appended bytes, edits of the
+    safetensors header or of the sdeflow metadata inside it): the loader returns exactly what it returned
+    for the intact file, or raises an sdeflow error; never another exception, never different data. (An
+    edit deleting all of sdeflow's header entries leaves a plain safetensors file: its tensors, no metadata.)"""
+    d = tmp_path_factory.mktemp("io")
+    f = d / "f.safetensors"
+    load = _write_kind(kind, f, seed)
+    ref = load(f)
+    raw = f.read_bytes()
+    for op in data.draw(st.lists(st.sampled_from(["truncate", "flip", "byte", "insert", "delete", "append", "header",
+                                                  "metadata"]), min_size=1, max_size=3)):
+        if not raw:
+            break
+        i = data.draw(st.integers(0, len(raw) - 1))
+        if op == "truncate":
+            raw = raw[:i]
+        elif op == "flip":
+            raw = raw[:i] + bytes([raw[i] ^ (1 << data.draw(st.integers(0, 7)))]) + raw[i + 1:]
+        elif op == "byte":
+            raw = raw[:i] + bytes([data.draw(st.integers(0, 255))]) + raw[i + 1:]
+        elif op == "insert":
+            raw = raw[:i] + data.draw(st.binary(min_size=1, max_size=16)) + raw[i:]
+        elif op == "delete":
+            raw = raw[:i] + raw[i + data.draw(st.integers(1, 16)):]
+        elif op == "append":
+            raw = raw + data.draw(st.binary(min_size=1, max_size=16))
+        else:
+            try:
+                header, body = _split(raw)
+                inner = json.loads(header["__metadata__"]["sdeflow"])
+            except (ValueError, KeyError, TypeError):
+                continue  # already damaged beyond a JSON edit
+            if op == "header":
+                header = _mutate_json(data, header)
+            else:
+                header["__metadata__"]["sdeflow"] = json.dumps(_mutate_json(data, inner))
+            raw = _join(header, body)
+    g = d / "damaged.safetensors"
+    g.write_bytes(raw)
+    try:
+        got = load(g)
+    except FILE_ERRORS as e:
+        event("refused: " + next((w for w in ("checksum", "not a safetensors", "metadata", "kind", "tensor")
+                                  if w in str(e)), "other"))
+        return
+    event("loaded")
+    if kind == "tensors" and got[1] == {}:  # the edit removed all sdeflow metadata: a plain safetensors file
+        header, _ = _split(raw)
+        assert "sdeflow" not in (header.get("__metadata__") or {}), "metadata dropped"
+        ref = (ref[0], {})
+    assert _same(got, ref), "a damaged file loaded as different data"
+
+
+@given(kind=st.sampled_from(["grid", "solution", "field"]), seed=st.integers(0, 100), data=st.data())
+def test_io_edited_metadata_with_a_valid_checksum(tmp_path_factory, kind, seed, data):
+    """Metadata edited and re-signed (a program imitating sdeflow.io): the typed loader raises an sdeflow
+    error or returns a well-formed result of its kind; never another exception type."""
+    d = tmp_path_factory.mktemp("io")
+    f = d / "f.safetensors"
+    load = _write_kind(kind, f, seed)
+    tensors, _ = io.load_tensors(f)
+    header, body = _split(f.read_bytes())
+    meta = json.loads(header["__metadata__"]["sdeflow"])
+    del meta["sha256"]
+    meta = _mutate_json(data, meta)
+    text = json.dumps(meta)
+    header["__metadata__"]["sdeflow"] = io._signed(text, tensors) if isinstance(meta, dict) and meta else text
+    f.write_bytes(_join(header, body))
+    try:
+        got = load(f)
+    except FILE_ERRORS:
+        event("refused")
+        return
+    event("loaded")
+    if kind == "grid":
+        assert got.dtype == torch.float64 and got.dim() == 1 and ((got.diff() > 0).all() or (got.diff() < 0).all())
+    elif kind == "solution":
+        assert isinstance(got.nfe, int) and got.nfe >= 0 and isinstance(got.stats, dict) and got.x.dim() >= 1
+    else:
+        assert isinstance(got[2], sf.GaussianPath) and set(got[0]) == {"weight", "bias"}
+
+
+@given(n=st.integers(1, 12), world=st.integers(1, 4), shape=st.sampled_from([(), (2,), (1, 3)]),
+       dtype=st.sampled_from([torch.float32, torch.float64, torch.int64]), data=st.data())
+def test_damaged_manifests_and_shards(tmp_path_factory, n, world, shape, dtype, data):
+    """Random edits of a valid manifest (drop/rename/retype keys, nudged or huge row numbers, duplicated
+    rows, reordered entries) and damage to its shards (deleted, truncated, flipped, swapped files): the
+    exact original samples (or the requested rows), or an sdeflow error (ShardError for the files)."""
+    d = tmp_path_factory.mktemp("shards")
+    x = torch.arange(n * math.prod(shape)).reshape((n,) + shape).to(dtype)
+    sd._write_shards(x, d, world)
+    man = d / sd.MANIFEST
+    files = sorted(p for p in d.iterdir() if p.name.startswith("shard-"))
+    for op in data.draw(st.lists(st.sampled_from(["json", "json", "duplicate_row", "reorder", "huge_n", "shard_bytes",
+                                                  "delete_shard", "swap_files"]), min_size=1, max_size=3)):
+        try:
+            doc = json.loads(man.read_text())
+        except ValueError:
+            doc = None
+        if op == "json" and doc is not None:
+            man.write_text(json.dumps(_mutate_json(data, doc)))
+        elif op in ("duplicate_row", "reorder") and isinstance(doc, dict) and isinstance(doc.get("shards"), list):
+            rows = doc["shards"]
+            if rows and op == "duplicate_row":
+                i, j = data.draw(st.integers(0, len(rows) - 1)), data.draw(st.integers(0, len(rows) - 1))
+                rows[j] = copy.deepcopy(rows[i])
+            else:
+                rows.reverse()
+            man.write_text(json.dumps(doc))
+        elif op == "huge_n" and isinstance(doc, dict):
+            doc["n"] = 10 ** 12
+            if isinstance(doc.get("shards"), list) and doc["shards"] and isinstance(doc["shards"][-1], dict):
+                doc["shards"][-1]["stop"] = 10 ** 12
+            man.write_text(json.dumps(doc))
+        elif op == "shard_bytes":
+            f = files[data.draw(st.integers(0, len(files) - 1))]
+            if f.exists() and f.stat().st_size:
+                raw = f.read_bytes()
+                i = data.draw(st.integers(0, max(len(raw) - 1, 0)))
+                f.write_bytes(raw[:i] if data.draw(st.booleans()) else raw[:i] + bytes([raw[i] ^ 0x10]) + raw[i + 1:])
+        elif op == "delete_shard":
+            f = files[data.draw(st.integers(0, len(files) - 1))]
+            if f.exists():
+                f.unlink()
+        elif op == "swap_files" and len(files) > 1 and all(f.exists() for f in files[:2]):
+            a, b = files[0].read_bytes(), files[1].read_bytes()
+            files[0].write_bytes(b)
+            files[1].write_bytes(a)
+    rows = data.draw(st.one_of(st.none(), st.tuples(st.integers(0, n), st.integers(0, n)).map(sorted).map(tuple)))
+    try:
+        got = sd.load_shards(d, rows=rows)
+    except FILE_ERRORS as e:
+        event(f"refused: {type(e).__name__}")
+        return
+    event("loaded")
+    a, b = rows or (0, n)
+    assert got.dtype == x.dtype and torch.equal(got, x[a:b]), "damaged shards loaded as different data"

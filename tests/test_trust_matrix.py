@@ -70,15 +70,20 @@ class Counting(sf.Field):
         return self.bind(path)(x, sf.fields.batch_time(t, x))
 
 
-def _declared(solver, path, stochastic: bool, t_max: float) -> float | None:
+def _declared(solver, path, stochastic: bool, t_max: float, t_min: float) -> float | None:
     order = (solver.weak_order_additive if solver.sde else solver.order) if stochastic else solver.order
     if order is None:
         return None
-    if solver.needs == "prediction" and not math.isfinite(float(path.log_snr(t_max))):
-        # a first step out of alpha = 0 (log-SNR -inf) has no second node to interpolate: order 1, exact for a
-        # constant data prediction, whose O(h^2) local error caps the global order at 2 (docs/reliability.md)
+    if solver.needs == "prediction" and _infinite_end(path, t_max, t_min):
+        # a step out of alpha = 0 or into sigma = 0 (log-SNR infinite) has no second node to interpolate: order 1,
+        # exact for a constant data prediction; its O(h^2) local error caps the global order at 2
+        # (docs/reliability.md)
         return float(min(order, 2))
     return float(order)
+
+
+def _infinite_end(path, t_max, t_min) -> bool:
+    return not bool(torch.isfinite(path.log_snr(torch.tensor([t_max, t_min], dtype=D))).all())
 
 
 #: drift solvers on a piecewise path (DiscreteVP): the drift jumps at every knot, so while steps are not much
@@ -107,10 +112,14 @@ def _grid(path, t_max, t_min) -> str:
     return "log_snr" if bool(torch.isfinite(lam).all()) else "quadratic"
 
 
-def _steps(solver, path) -> list[int]:
+def _steps(solver, path, t_max, t_min) -> list[int]:
+    """Four levels, the order fitted on the finest three: coarser for high orders; finer where an exponential
+    integrator meets an end of infinite log-SNR (the steps next to it stay pre-asymptotic longest)."""
     if path.piecewise and solver.needs == "drift":
-        return [125, 250, 500]  # the error floor of the knots' jumps, not an order
-    return [16, 32, 64, 128, 256] if solver.order < 3 else [8, 16, 32, 64, 128]
+        return [125, 250, 500]  # towards the error floor of the knots' jumps (or first order above it)
+    if _infinite_end(path, t_max, t_min) and solver.needs == "prediction":
+        return [64, 128, 256, 512]
+    return [32, 64, 128, 256] if solver.order < 3 else [16, 32, 64, 128]
 
 
 def _error(path, kind, s, m, t_max, t_min, grid):
@@ -159,12 +168,16 @@ def test_fixed_step_solver_on_path(solver, path_name):
             where = f"{solver} on {path_name}/{kind}/{wname} (t {t_max:.4g} -> {t_min:.4g}, {grid})"
             if reference is not None and reference[1:3] == (grid, (t_max, t_min)):
                 out, err = _error(path, kind, s, reference[0], t_max, t_min, grid)
-                if out is not None:
+                if out is not None and path.piecewise:
+                    # at a knot a velocity (or its conversion) is one-sided by convention: the kinds agree to
+                    # within the knots' error floor, not to rounding
+                    assert err <= PIECEWISE_FLOOR + 2 * reference[4], (where, err, reference[4])
+                elif out is not None:
                     scale = 1.0 + float(reference[3].abs().max())
                     assert float((out - reference[3]).abs().max()) <= 1e-8 * scale, where
                 continue
             levels = []
-            for m in _steps(s, path):
+            for m in _steps(s, path, t_max, t_min):
                 out, err = _error(path, kind, s, m, t_max, t_min, grid)
                 levels.append((m, out, err))
             ok = [(m, out, e) for m, out, e in levels if out is not None]
@@ -176,17 +189,19 @@ def test_fixed_step_solver_on_path(solver, path_name):
             assert not refused or max(refused) < min(m for m, _, _ in ok), (where, summary)
             assert all(isinstance(e, sf.errors.UnstableError) for m, out, e in levels if out is None), (where, summary)
             assert all(math.isfinite(e) for _, _, e in ok), (where, summary)
-            declared = _declared(s, path, stochastic, t_max)
+            declared = _declared(s, path, stochastic, t_max, t_min)
             assert declared is not None, (where, "declares no order")
-            if path.piecewise and s.needs == "drift":
-                assert ok[-1][2] < PIECEWISE_FLOOR, (where, summary)
+            if path.piecewise and s.needs == "drift":  # first order at least, until the knots' floor
+                errs = [e for _, _, e in ok]
+                fit = fit_order([1.0 / m for m, _, _ in ok], errs)
+                assert errs[-1] < PIECEWISE_FLOOR or fit.slope >= min(declared, 1.0) - TOL, (where, summary)
             else:
                 used = [(1.0 / m, e) for m, _, e in ok[-3:] if e > 1e-11]  # the finest three, above rounding
                 if len(used) >= 2:
                     assert len(ok) >= 3, (where, summary)
                     fit = fit_order([h for h, _ in used], [e for _, e in used])
                     assert fit.slope >= declared - TOL, (where, f"{fit} (declared {declared})")
-            reference = (ok[-1][0], grid, (t_max, t_min), ok[-1][1])
+            reference = (ok[-1][0], grid, (t_max, t_min), ok[-1][1], ok[-1][2])
 
 
 def test_matrix_covers_every_registered_solver():
@@ -196,33 +211,38 @@ def test_matrix_covers_every_registered_solver():
 
 
 @pytest.mark.parametrize("path_name", list(PATHS))
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("window", list(WINDOWS))
-def test_dopri5_cell(path_name, kind, window):
-    """Adaptive Dopri5: refused up front, or its error falls with the tolerance and stays within a small
-    multiple of it (error per unit tolerance bounded as rtol shrinks 100x)."""
+def test_dopri5_on_path(path_name):
+    """Adaptive Dopri5, every window and kind: refused up front, or its error falls with the tolerance and
+    stays within a small multiple of it. On a piecewise path it stops at every knot (never steps across a jump
+    of the drift), so one tolerance suffices there."""
     path = PATHS[path_name]()
     s = sf.solvers.get("dopri5")
-    try:
-        t_max, t_min = _window(path, kind, s, WINDOWS[window])
-    except REFUSALS:
-        return
-    x1 = _x_init(path, t_max, 8, 4)
-    exact = TARGET.flow(x1, path, t_max, t_min)
-    errs = []
-    for tol in (1e-5, 1e-7, 1e-9):
-        field = Counting(kind)
-        try:
-            out = sf.sample(path, field, "dopri5", x_init=x1, t_max=t_max, t_min=t_min, rtol=tol, atol=tol).x
-        except REFUSALS as e:
-            assert field.calls == 0 or isinstance(e, sf.errors.BudgetError), e
-            return
-        err = float((out - exact).abs().max())
-        assert math.isfinite(err)
-        errs.append(err)
-    assert errs[-1] < errs[0] or errs[0] < 1e-9, errs
-    scale = 1.0 + float(exact.abs().max())
-    assert errs[-1] < 1e-5 * scale, errs
+    tols = (1e-6,) if path.piecewise else (1e-5, 1e-8)
+    done = set()
+    for window in WINDOWS.values():
+        for kind in KINDS:
+            t_max, t_min = _window(path, kind, s, window)
+            if (kind, t_max, t_min) in done:
+                continue
+            done.add((kind, t_max, t_min))
+            x1 = _x_init(path, t_max, 8, 4)
+            exact = TARGET.flow(x1, path, t_max, t_min)
+            errs = []
+            for tol in tols:
+                field = Counting(kind)
+                try:
+                    out = sf.sample(path, field, "dopri5", x_init=x1, t_max=t_max, t_min=t_min, rtol=tol, atol=tol).x
+                except REFUSALS as e:
+                    assert field.calls == 0 or isinstance(e, sf.errors.BudgetError), e
+                    break
+                errs.append(float((out - exact).abs().max()))
+                assert math.isfinite(errs[-1])
+            if len(errs) == len(tols):
+                scale = 1.0 + float(exact.abs().max())
+                # on a piecewise path a velocity field is one-sided at the knots by its own convention
+                floor = PIECEWISE_FLOOR if (path.piecewise and kind == "velocity") else 0.0
+                assert errs[-1] < 10 * tols[0] * scale + floor, (path_name, kind, errs)
+                assert len(errs) == 1 or errs[-1] < errs[0] or errs[0] < 1e-9, (path_name, kind, errs)
 
 
 @pytest.mark.parametrize("path_name", list(PATHS))
@@ -232,20 +252,21 @@ def test_adaptive_sde_cell(path_name, kind):
     output whose mean and variance match the exact marginal within the Monte Carlo error and the tolerance."""
     path = PATHS[path_name]()
     field = Counting(kind)
-    n = 2000
+    n = 1000
     try:
         t_max, t_min = _window(path, kind, sf.solvers.get("adaptive_heun_sde"), {})
         x1 = _x_init(path, t_max, n, 5)
-        out = sf.sample(path, field, "adaptive_heun_sde", x_init=x1, t_max=t_max, t_min=t_min, rtol=1e-3,
-                        atol=1e-3, max_steps=5000, generator=torch.Generator().manual_seed(6)).x
+        out = sf.sample(path, field, "adaptive_heun_sde", x_init=x1, t_max=t_max, t_min=t_min, rtol=1e-2,
+                        atol=1e-2, max_steps=5000, generator=torch.Generator().manual_seed(6)).x
     except REFUSALS as e:
         assert field.calls == 0 or isinstance(e, sf.errors.BudgetError), e
         return
     mt, Vt = TARGET.moments(path, t_min)
     se_mean = (Vt / n).sqrt()
     se_var = Vt * math.sqrt(2.0 / (n - 1))
-    assert ((out.mean(0) - mt).abs() <= 5 * se_mean + 0.02).all(), (out.mean(0), mt)
-    assert ((out.var(0) - Vt).abs() <= 5 * se_var + 0.05 * Vt).all(), (out.var(0), Vt)
+    # Monte Carlo error (5 standard errors) plus the tolerance's bias (rtol 1e-2: a few percent of the scale)
+    assert ((out.mean(0) - mt).abs() <= 5 * se_mean + 0.05 * Vt.sqrt()).all(), (out.mean(0), mt)
+    assert ((out.var(0) - Vt).abs() <= 5 * se_var + 0.1 * Vt).all(), (out.var(0), Vt)
 
 
 @pytest.mark.parametrize("path_name", list(PATHS))

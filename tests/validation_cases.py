@@ -13,11 +13,14 @@ import numpy as np
 import torch
 
 import sdeflow as sf
+from sdeflow import distributed as sd
 from sdeflow import grids as G
 from sdeflow import io
 from sdeflow import langevin as L
 from sdeflow import losses as Lo
 from sdeflow import metrics as M
+
+import validation_files as VF
 
 D = torch.float64
 TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
@@ -27,6 +30,7 @@ NOISE = TARGET.field("noise")
 VE_, TE_, NF_ = sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError
 SG_, UE_, ME_, BE_ = (sf.errors.SingularityError, sf.errors.UnstableError, sf.errors.InputMutationError,
                       sf.errors.BudgetError)
+SE_ = sd.ShardError
 
 
 @dataclass
@@ -144,7 +148,7 @@ CASES = [
     Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",
          lambda: sf.sample(VP, _neg, steps=2, x_init=X)),
     Case("sample", "x_init", "integer dtype", TE_, "x_init must have a floating dtype", _s(x_init=torch.zeros(3, 2, dtype=torch.long))),
-    Case("sample", "x_init", "float16/bfloat16", TE_, "too coarse for the solver state.*NoiseField\(net, dtype", _s(x_init=X.half())),
+    Case("sample", "x_init", "float16/bfloat16", TE_, r"too coarse for the solver state.*NoiseField\(net, dtype", _s(x_init=X.half())),
     Case("sample", "x_init", "not a tensor", TE_, "x_init must be a torch.Tensor", _s(x_init=[[0.0, 1.0]])),
     Case("sample", "n, shape, dtype, device", "disagree with x_init", VE_, "n=3 disagrees with x_init's batch size 4", _s(n=3)),
     Case("sample", "dtype", "disagrees with x_init", TE_, "dtype=torch.float32 disagrees", _s(dtype=torch.float32)),
@@ -341,9 +345,84 @@ CASES = [
          lambda: sf.train.fit(lambda b: b.sum(), [], lambda n: X, steps=1)),
     # ---- io --------------------------------------------------------------------------------------
     Case("io.load_*", "file", "not a safetensors file (e.g. a pickle)", VE_, "not a safetensors file",
-         lambda: io.load_tensors(__file__)),
+         lambda: io.load_tensors(VF.pickled())),
     Case("io.save_tensors", "metadata", "not JSON-serialisable", TE_, "not JSON-serialisable",
-         lambda: io.save_tensors("/nonexistent/x.safetensors", {}, {"a": object()})),
+         lambda: io.save_tensors("/nonexistent/x.safetensors", {}, {"a": {1, 2}})),
+    Case("io.save_tensors", "metadata", "a key that is not a string", TE_, "JSON object keys are strings",
+         lambda: io.save_tensors(VF.path("k.safetensors"), {}, {"steps": {1: 2}})),
+    Case("io.save_*", "metadata", "a key the saver writes itself", VE_, "metadata key 'kind' is reserved: save_grid",
+         lambda: io.save_grid(VF.path("g.safetensors"), [1.0, 0.0], {"kind": "mine"})),
+    Case("io.save_tensors", "tensors", "a tensor named '__metadata__'", VE_, "tensor name '__metadata__' is reserved",
+         lambda: io.save_tensors(VF.path("m.safetensors"), {"__metadata__": torch.zeros(1)})),
+    Case("io.save_tensors / save_field", "tensors", "a meta-device tensor (no data)", VE_,
+         r"tensors\['w'\] is on the meta device", lambda: io.save_tensors(VF.path("m.safetensors"),
+                                                                           {"w": torch.zeros(2, device="meta")})),
+    Case("io.save_tensors", "tensors", "sparse, or a dtype safetensors cannot store", TE_, "complex128",
+         lambda: io.save_tensors(VF.path("c.safetensors"), {"c": torch.zeros(2, dtype=torch.complex128)})),
+    Case("io.load_*", "file", "missing", VE_, "no file at", lambda: io.load_tensors(VF.path("absent.safetensors"))),
+    Case("io.load_*", "file", "truncated", VE_, "not a safetensors file, or it is truncated or corrupt",
+         lambda: io.load_grid(VF.damaged("truncated"))),
+    Case("io.load_*", "file", "a flipped bit (checksum mismatch)", VE_, "is corrupt: .* SHA-256 checksum",
+         lambda: io.load_grid(VF.damaged("bit"))),
+    Case("io.load_*", "file", "metadata JSON not an object", VE_, "a JSON list, not an object",
+         lambda: io.load_tensors(VF.raw("list.safetensors", VF.G, "[1, 2]"))),
+    Case("io.load_*", "file", "written by a newer sdeflow", VE_, "written by a newer sdeflow",
+         lambda: io.load_grid(VF.raw("new.safetensors", VF.G, {"format_version": 99, "kind": "grid"}))),
+    Case("io.load_*", "device", "unknown or 'meta'", VE_, "device must be a torch.device",
+         lambda: io.load_solution(VF.grid(), device="gpu")),
+    Case("io.load_grid / load_solution / load_field_state", "file", "another kind of file", VE_,
+         r"holds a 'grid', not a solution; load the file with the matching function \(load_grid\)",
+         lambda: io.load_solution(VF.grid())),
+    Case("io.load_grid / load_solution / load_field_state", "file", "a tensor missing or unknown", VE_,
+         "is a solution file with no tensor 'ts'",
+         lambda: io.load_solution(VF.solution("s.safetensors", {"x": VF.SOL["x"]}))),
+    Case("io.load_grid", "file", "stored grid not monotone / finite", VE_, "stored tensor 'grid' is not a valid grid",
+         lambda: io.load_grid(VF.raw("g2.safetensors", {"grid": torch.ones(2, dtype=D)},
+                                     {"format_version": 2, "kind": "grid"}))),
+    Case("io.load_solution", "file", "nfe not an integer >= 0, stats not an object", VE_,
+         "metadata field 'nfe' must be",
+         lambda: io.load_solution(VF.solution("n.safetensors", nfe="7"))),
+    Case("io.load_solution", "file", "trajectory not (len(ts), *x.shape)", VE_, "tensor 'trajectory' has shape",
+         lambda: io.load_solution(VF.solution("t.safetensors", {**VF.SOL, "trajectory": torch.zeros(2, 3, 2)}))),
+    Case("io.path_from_metadata", "meta", "a parameter the path does not take", TE_,
+         "has the parameter 'foo', which VP does not take",
+         lambda: io.path_from_metadata({"path": {"class": "VP", "params": {"foo": 1}}})),
+    Case("io.path_from_metadata", "meta", "not a built-in path class", VE_, "names the class 'Tensor', which is not a built-in path",
+         lambda: io.path_from_metadata({"path": {"class": "Tensor", "params": {}}})),
+    Case("io.path_from_metadata", "meta", "a value the path refuses", VE_, "cannot be rebuilt: beta_min must be >= 0",
+         lambda: io.path_from_metadata({"path": {"class": "VP", "params": {"beta_min": -1.0}}})),
+    Case("io.load_state_dict", "file", "an sdeflow grid, solution or shard (no weights)", VE_, "not weights",
+         lambda: io.load_state_dict(VF.grid())),
+    # ---- distributed: shards and manifests ---------------------------------------------------------
+    Case("distributed.load_shards", "manifest", "missing (unfinished run)", SE_, "no manifest at .*did not finish",
+         lambda: sd.load_shards(VF.path("empty-dir"))),
+    Case("distributed.load_shards", "manifest", "not a JSON object", SE_, "a JSON list, not an object",
+         lambda: sd.load_shards(VF.run("list", lambda doc: [doc]))),
+    Case("distributed.load_shards", "manifest", "a field missing or not a JSON integer", SE_,
+         r"shards\[1\]\.start must be an integer in \[0, 37\], got '13' \(str\)",
+         lambda: sd.load_shards(VF.run("str", lambda doc: doc["shards"][1].update(start="13")))),
+    Case("distributed.load_shards", "manifest", "two shards claim one rank", SE_,
+         r"shards\[1\] \(shard-00001-of-00003.safetensors\) and shards\[2\] \(shard-00002-of-00003.safetensors\) "
+         r"both claim rank 1", lambda: sd.load_shards(VF.run("dup", lambda doc: doc["shards"][2].update(rank=1)))),
+    Case("distributed.load_shards", "manifest", "rows with a gap or an overlap", SE_, "overlap on rows 25:26",
+         lambda: sd.load_shards(VF.run("overlap", lambda doc: doc["shards"][1].update(stop=26)))),
+    Case("distributed.load_shards", "manifest", "more rows than the shard files hold (e.g. n = 10**12)", SE_,
+         "but the manifest declares 333333333334 rows .*nothing was read or allocated",
+         lambda: sd.load_shards(VF.run("huge", VF.huge))),
+    Case("distributed.load_shards", "shard file", "missing", SE_, r"\(rank 1, rows 13:25 of n=37\) is missing",
+         lambda: sd.load_shards(VF.without_shard("missing", 1))),
+    Case("distributed.load_shards", "shard file", "checksum mismatch", SE_, "is corrupt: its sha256 is",
+         lambda: sd.load_shards(VF.flipped_shard("flipped", 0))),
+    Case("distributed.load_shards", "shard file", "not one tensor 'x'", SE_, r"holds the tensors \['y'\]",
+         lambda: sd.load_shards(VF.replace_shard("key", 1, {"y": VF.X[13:25]}))),
+    Case("distributed.load_shards", "shard file", "dtype or shape not the manifest's", SE_,
+         r"holds \(12, 2\) torch.float32, the manifest declares \(12, 2\) torch.float64",
+         lambda: sd.load_shards(VF.replace_shard("dtype", 1, {"x": VF.X[13:25].float()}))),
+    Case("distributed.load_shards", "shard file", "records other rows than the manifest", SE_,
+         "records rank 1, rows 12:25",
+         lambda: sd.load_shards(VF.replace_shard("rows", 1, {"x": VF.X[13:25]}, start=12))),
+    Case("distributed.load_shards", "rows", "outside [0, n]", VE_, r"rows=\(5, 40\) must satisfy",
+         lambda: sd.load_shards(VF.run("rows"), rows=(5, 40))),
 ]
 
 
@@ -356,7 +435,7 @@ def markdown_table() -> str:
             c.call()
             msg = "(no error!)"
         except Exception as e:  # noqa: BLE001
-            msg = str(e).replace("|", "/").replace("\n", " ")
+            msg = VF.shown(str(e)).replace("|", "/").replace("\n", " ")
             msg = msg if len(msg) <= 110 else msg[:107] + "..."
         rows.append(f"| `{c.entry}` | `{c.argument}` | {c.condition} | `{c.exc.__name__}` | {msg} |")
     return "\n".join(rows)

@@ -78,7 +78,10 @@ def check_properties(seed, batch, steps, path_name):
     x1 = path.prior_sample((batch, 2), generator=torch.Generator().manual_seed(seed), dtype=torch.float64,
                            t=t_max)
     field = TARGET.field("data")
-    out = sf.sample(path, field, "ralston", steps=steps, x_init=x1, t_max=t_max).x
+    try:
+        out = sf.sample(path, field, "ralston", steps=steps, x_init=x1, t_max=t_max).x
+    except sf.UnstableError:  # a grid too coarse for the solver is refused up front: a valid outcome, no answer
+        return
     # a sample does not depend on the rest of its batch
     first = sf.sample(path, field, "ralston", steps=steps, x_init=x1[:1], t_max=t_max).x
     torch.testing.assert_close(out[:1], first)

@@ -24,7 +24,8 @@ def _section(rows: list[dict], value) -> list[str]:
         cells = []
         for b in budgets:
             v = value(by[b]) if b in by else None
-            cells.append(f"{'-':>11}" if v is None else f"{v:11.3e}")
+            mark = "!" if b in by and by[b].get("preflight") else ""
+            cells.append(f"{'-':>11}" if v is None else f"{v:{11 - len(mark)}.3e}{mark}")
         lines.append(f"{prob:{w}} {solver:24} {grid:14}" + "".join(cells))
     return lines
 
@@ -51,4 +52,7 @@ def format_table(rows: list[dict]) -> str:
         out.append(f"[{metric}]")
         out += _section(sel, value)
         out.append("")
+    if any(r.get("preflight") for r in rows):
+        out.append("!: sdeflow.sample refuses this configuration up front (its preflight: the answer on an exact "
+                   "Gaussian is off by more than itself); shown as run with preflight=False")
     return "\n".join(out).rstrip()

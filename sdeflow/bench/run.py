@@ -90,6 +90,25 @@ class _Progress:
             self.bar.close()
 
 
+def _sample(*args, **kw):
+    """``sample`` as a user calls it; a configuration the preflight refuses (``UnstableError``: its answer on an
+    exact Gaussian is off by more than itself) is run anyway with ``preflight=False`` so the diagrams show its
+    error, and the row says it would be refused (``preflight`` key, marked ``!`` in the tables)."""
+    from ..errors import UnstableError
+
+    try:
+        return sample(*args, **kw)
+    except UnstableError as e:
+        sol = sample(*args, preflight=False, **kw)
+        sol.stats["preflight"] = str(e)
+        return sol
+
+
+def _refusal(sol) -> dict:
+    msg = sol.stats.get("preflight")
+    return {"preflight": msg} if msg else {}
+
+
 def _row(problem, solver, grid, nfe_budget, nfe, error, metric, wall, **extra):
     return dict(problem=problem.name, solver=solver, grid=grid, nfe_budget=nfe_budget, nfe=nfe, error=error,
                 metric=metric, wall_s=wall, **extra)
@@ -103,13 +122,13 @@ def _ode_rows(problem, solver, grids, nfes, x, repeats, prog):
         for i, nfe in enumerate(nfes):
             prog.show(problem.name, solver, grid, f"NFE<={nfe}")
             try:
-                sol, wall = _timed(lambda: sample(problem.path, problem.field(), solver, nfe=nfe, grid=grid,
+                sol, wall = _timed(lambda: _sample(problem.path, problem.field(), solver, nfe=nfe, grid=grid,
                                                   x_init=x, **problem.sample_kwargs()), repeats, warm=i == 0)
             except ValueError as e:  # budget below the solver's minimum
                 rows.append(_row(problem, solver, grid, nfe, None, None, "pathwise_rms", None, note=str(e)))
             else:
                 rows.append(_row(problem, solver, grid, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms",
-                                 wall))
+                                 wall, **_refusal(sol)))
             prog.done()
     return rows
 
@@ -170,14 +189,14 @@ def _sde_rows(setup, solver, nfes, repeats, prog):
             continue
         prog.show(p.name, solver, "uniform", f"NFE<={nfe}")
         try:
-            sol, wall = _timed(lambda: sample(p.path, p.field(), solver, grid=grid, x_init=setup.x, gamma="reverse",
+            sol, wall = _timed(lambda: _sample(p.path, p.field(), solver, grid=grid, x_init=setup.x, gamma="reverse",
                                               noise=setup.bm, final_denoise=p.final_denoise), repeats, warm)
         except ValueError as e:  # refused up front (e.g. an unstable step: sdeflow.errors.UnstableError)
             rows.append(_row(p, solver, "uniform", nfe, None, None, "strong_rms", None, note=str(e)))
             prog.done()
             continue
         warm = False
-        rows.append(setup.row(solver, nfe, sol.x, sol.nfe, wall))
+        rows.append(setup.row(solver, nfe, sol.x, sol.nfe, wall, **_refusal(sol)))
         prog.done()
     return rows
 
@@ -230,7 +249,7 @@ def _ddim_sde_rows(setup, nfes, repeats, seed, prog):
         rows.append(_row(p, "diffusers:ddim(eta=1)", label, nfe, used, None, "strong_rms", wall, weak=weak,
                          peer=True))
         grid = own_grid(p, taus)
-        sol, wall = _timed(lambda: sample(p.path, p.field(), "ddim", grid=grid, x_init=setup.x, eta=1.0,
+        sol, wall = _timed(lambda: _sample(p.path, p.field(), "ddim", grid=grid, x_init=setup.x, eta=1.0,
                                           noise=TableNoise(list(z)), final_denoise=p.final_denoise), repeats,
                            warm=i == 0)
         rows.append(_row(p, "ddim(eta=1)", label, nfe, sol.nfe, None, "strong_rms", wall,
@@ -261,7 +280,7 @@ def _optimized_rows(problem, nfes, x, repeats, prog):
     for c in cached:
         label = c["solver"] + "".join(f"({k}={v})" for k, v in c["options"].items())
         prog.show(problem.name, label, "optimized", f"NFE<={c['nfe']}")
-        sol, wall = _timed(lambda: sample(problem.path, problem.field(), c["solver"], grid=c["grid"], x_init=x,
+        sol, wall = _timed(lambda: _sample(problem.path, problem.field(), c["solver"], grid=c["grid"], x_init=x,
                                           final_denoise=problem.final_denoise,
                                           integration_path=problem.integration_path, **c["options"]), repeats,
                            warm=label not in warmed)
@@ -341,7 +360,7 @@ def _own_grid_rows(problem, nfes, x, repeats, prog):
             grid = own_grid(problem, taus)
             ref = problem.reference(x, t_max=grid[0], t_min=grid[-1])
             rows.append(_row(problem, name, label, nfe, used, pathwise_rms(y, ref), "pathwise_rms", wall, peer=True))
-            sol, wall = _timed(lambda: sample(problem.path, problem.field(), ours, grid=grid, x_init=x,
+            sol, wall = _timed(lambda: _sample(problem.path, problem.field(), ours, grid=grid, x_init=x,
                                               final_denoise=problem.final_denoise), repeats, warm=i == 0)
             rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_rms(sol.x, ref), "pathwise_rms", wall))
             prog.done(2)

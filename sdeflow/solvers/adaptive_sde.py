@@ -70,6 +70,7 @@ class AdaptiveHeunSDE(SDESolver):
         span = abs(grid[-1] - grid[0])
         for i in range(len(grid) - 1):
             t_end = grid[i + 1]
+            term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
             while (t_end - t) * direction > 1e-14 * max(1.0, abs(t_end)):
                 if acc + rej >= self.max_steps:
                     raise BudgetError(f"{self.name} took more than max_steps={self.max_steps} steps; loosen "

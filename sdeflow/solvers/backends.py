@@ -67,6 +67,10 @@ class TorchdiffeqSolver(ODESolver):
 
         ts = torch.tensor(grid, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
                           device=x.device)
+        if self.adaptive and getattr(term, "piecewise", False):
+            raise SdeflowValueError(f"{self.name}'s adaptive steps would cross the knots of this path, where the drift "
+                                    f"jumps (it steps past the grid times and interpolates); use sdeflow's dopri5, "
+                                    f"which stops at every knot, or a fixed-step method")
         # adaptive methods stop after max_num_steps (torchdiffeq's default is 2**31 - 1: unbounded in practice)
         kw = {"options": {"max_num_steps": _MAX_STEPS}} if self.adaptive else {"options": {"perturb": False}}
         if self.options:

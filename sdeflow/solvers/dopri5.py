@@ -65,6 +65,10 @@ class Dopri5(ODESolver):
         for i in range(len(grid) - 1):
             t, t_end = grid[i], grid[i + 1]
             direction = 1.0 if t_end > t else -1.0
+            term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
+            if i and getattr(term, "piecewise", False):  # the drift jumps at this grid time: no FSAL across it
+                check_budget(term, "dopri5", 1)
+                f0 = term.drift_at(t, x)
             while (t_end - t) * direction > 1e-14 * max(1.0, abs(t_end)):
                 if acc + rej >= self.max_steps:
                     raise BudgetError(f"dopri5 took more than max_steps={self.max_steps} steps; loosen "
