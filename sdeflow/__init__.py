@@ -11,7 +11,7 @@ from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blob
 from .errors import (BudgetError, InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError,
                      SingularityError, UnstableError)
 from .fields import (ClippedField, DataField, DynamicThresholding, EnergyField, Field, FlowScoreField, NoiseField,
-                     ScoreField, SumField, VelocityField, VPredictionField, classifier_free_guidance)
+                     ScoreField, SumField, VelocityField, VPredictionField, classifier_free_guidance, GuidedField)
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
 from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
 from .sample import sample
@@ -27,7 +27,7 @@ __all__ = [
     "sample", "solve", "Solution",
     "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
     "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "VPredictionField", "EnergyField", "SumField",
-    "FlowScoreField", "ClippedField", "DynamicThresholding", "classifier_free_guidance",
+    "FlowScoreField", "ClippedField", "DynamicThresholding", "classifier_free_guidance", "GuidedField",
     "FlipTime", "ColumnTime", "IndexTime", "SigmaTime", "from_diffusers", "from_k_diffusion",
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",

@@ -60,8 +60,8 @@ class FlipTime(_Adapter):
         super().__init__(net)
         self.negate = bool(negate)
 
-    def __call__(self, x, t):
-        out = self.net(x, 1.0 - t)
+    def __call__(self, x, t, **model_kwargs):
+        out = self.net(x, 1.0 - t, **model_kwargs)
         return -out if self.negate else out
 
     def _map_times(self, times):
@@ -71,8 +71,8 @@ class FlipTime(_Adapter):
 class ColumnTime(_Adapter):
     """``net`` wants ``t`` shaped ``(batch, 1)``."""
 
-    def __call__(self, x, t):
-        return self.net(x, t.reshape(-1, 1))
+    def __call__(self, x, t, **model_kwargs):
+        return self.net(x, t.reshape(-1, 1), **model_kwargs)
 
 
 class IndexTime(_Adapter):
@@ -90,8 +90,8 @@ class IndexTime(_Adapter):
             raise SdeflowValueError(f"T must be a positive integer (the number of DDPM steps), got {T!r}")
         self.T = T
 
-    def __call__(self, x, t):
-        return self.net(x, torch.round(t * self.T).long() - 1)
+    def __call__(self, x, t, **model_kwargs):
+        return self.net(x, torch.round(t * self.T).long() - 1, **model_kwargs)
 
     def _map_times(self, times):
         return times
@@ -119,8 +119,8 @@ class SigmaTime(_Adapter):
                                    f"EDM(), ...), got {type(path).__name__}")
         self.path = path
 
-    def __call__(self, x, t):
-        return self.net(x, self.path.sigma(t))
+    def __call__(self, x, t, **model_kwargs):
+        return self.net(x, self.path.sigma(t), **model_kwargs)
 
 
 def from_diffusers(model, scheduler, **kw):

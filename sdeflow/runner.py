@@ -19,8 +19,13 @@ Tensor = torch.Tensor
 
 
 def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool = False,
-        progress: bool = False, desc: str = "sdeflow"):
-    """``(x_final, trajectory list or None, solver stats)``."""
+        progress: bool = False, desc: str = "sdeflow", step_callback: Callable | None = None):
+    """``(x_final, trajectory list or None, solver stats)``.
+
+    ``step_callback(k, x)`` runs after step ``k`` of a fixed-step solver (``step_callback(k, x, t)`` after the
+    ``k``-th accepted step of an adaptive one, at its integration time ``t``, through ``term.on_accept``) and may
+    return a replacement state (None: unchanged); the
+    trajectory records the state it returns."""
     traj = [x] if trajectory else None
     pbar = None
     if progress:
@@ -28,17 +33,27 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
 
         pbar = tqdm(total=len(grid) - 1, desc=desc, unit="step", leave=False)
     cb: Callable | None = None
-    if traj is not None or pbar is not None:
+    user = step_callback
+    if user is not None and solver.adaptive:
+        term.on_accept, user = (lambda i, t, xk: step_callback(i, xk, t)), None
+    if traj is not None or pbar is not None or user is not None:
         def cb(k, xk):
+            if user is not None:
+                r = user(k, xk)
+                if r is not None:
+                    xk = r
             if traj is not None:
                 traj.append(xk)
             if pbar is not None:
                 pbar.update(1)
+            return xk
     try:
         out, state = solver.integrate(term, x, grid, noise, cb)
     finally:
         if pbar is not None:
             pbar.close()
+        if step_callback is not None and solver.adaptive:
+            term.on_accept = None
     return out, traj, solver.stats(state)
 
 

@@ -163,11 +163,11 @@ class DiffusersTime:
         tau = torch.where(knot, r.to(tt.dtype) - 1.0, tau)
         return tau.to(torch.float32)
 
-    def __call__(self, x, t):
+    def __call__(self, x, t, **model_kwargs):
         tau = self.timestep(t)
         if self.dtype is None or self.dtype == x.dtype:
-            return unwrap_output(self.model(x, tau), self.channels)
-        return unwrap_output(self.model(x.to(self.dtype), tau), self.channels).to(x.dtype)
+            return unwrap_output(self.model(x, tau, **model_kwargs), self.channels)
+        return unwrap_output(self.model(x.to(self.dtype), tau, **model_kwargs), self.channels).to(x.dtype)
 
     def validate_times(self, times: np.ndarray) -> None:
         u = np.asarray(times, dtype=np.float64) * self.T
