@@ -16,12 +16,17 @@ All three are built on :func:`sdeflow.sample` and take its keyword arguments (``
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor, check_number
+from .errors import (
+    SdeflowTypeError,
+    SdeflowValueError,
+    check_float_tensor,
+    check_number,
+)
 from .fields import Field
 from .grids import make_grid
 from .noise import as_noise_source
@@ -31,7 +36,7 @@ from .solution import Solution
 from .solve import make_solver
 from .window import default_window
 
-__all__ = ["sdedit", "Inpaint", "inpaint", "invert", "inversion_grid"]
+__all__ = ["Inpaint", "inpaint", "inversion_grid", "invert", "sdedit"]
 
 Tensor = torch.Tensor
 
@@ -105,7 +110,7 @@ class Inpaint:
     def _cut(self, v: Tensor, n: int, start: int, stop: int) -> Tensor:
         return v[start:stop] if v.dim() >= 1 and v.shape[0] == n and v.dim() == self.known.dim() else v
 
-    def for_rows(self, start: int, stop: int) -> "Inpaint":
+    def for_rows(self, start: int, stop: int) -> Inpaint:
         """The callback of samples ``start:stop`` (what :func:`sdeflow.sample` asks for per chunk)."""
         n = self.known.shape[0]
         out = Inpaint.__new__(Inpaint)
@@ -121,8 +126,8 @@ class Inpaint:
         return torch.add(self.known.to(like.dtype) * a, z, alpha=s)
 
     def paste(self, x: Tensor, values: Tensor) -> Tensor:
-        m = self.mask.to(x.dtype)
-        return torch.lerp(x, values.expand_as(x), m) if m.shape == x.shape else x + m * (values - x)
+        """``values`` where the mask is 1, ``x`` elsewhere (a selection: both exact)."""
+        return torch.where(self.mask.to(device=x.device) != 0, values.to(x.dtype), x)
 
     def __call__(self, i: int, t: float, x: Tensor, x0_hat: Tensor | None) -> Tensor:
         return self.paste(x, self.known_at(t, x, i))
@@ -192,11 +197,12 @@ def invert(path: GaussianPath, field: Field, x0: Tensor, solver=None, *, steps: 
     if g not in (None, 0, 0.0):
         raise SdeflowValueError(f"invert integrates the probability-flow ODE (deterministic, invertible); gamma={g!r} "
                                 f"would make it an SDE: drop gamma")
-    s = make_solver("heun" if solver is None else solver, {k: v for k, v in sample_kwargs.items()
-                                                           if k in _solver_option_names(solver)})
-    if s.sde:
-        raise SdeflowValueError(f"solver {s.name!r} integrates an SDE; inversion needs an ODE solver (ddim, euler, "
-                                f"heun, dpmpp_2m, dpm_solver_3, unipc, dopri5, ...)")
+    names = _solver_option_names(solver)
+    s = make_solver("heun" if solver is None else solver,
+                    {k: sample_kwargs.pop(k) for k in list(sample_kwargs) if k in names})
+    if s.sde or getattr(s, "stochastic", False):
+        raise SdeflowValueError(f"solver {s!r} draws noise; inversion needs a deterministic ODE solver (ddim with "
+                                f"eta=0, euler, heun, dpmpp_2m, dpm_solver_3, unipc, dopri5, ...)")
     if isinstance(grid, str):
         if s.adaptive and steps is None:
             tmax, tmin = default_window(path, field.kind, gamma2_fn=None, final_denoise=False, dtype=x0.dtype,
@@ -204,13 +210,13 @@ def invert(path: GaussianPath, field: Field, x0: Tensor, solver=None, *, steps: 
             inner = path.breakpoints(tmax, tmin).numpy()[::-1]
             g_list = [float(tmin), *inner.tolist(), float(tmax)]
         else:
-            g_list = inversion_grid(path, field, solver, steps=steps, nfe=nfe, grid=grid, t_min=t_min, t_max=t_max,
+            g_list = inversion_grid(path, field, s, steps=steps, nfe=nfe, grid=grid, t_min=t_min, t_max=t_max,
                                     rho=rho, dtype=x0.dtype)
     else:
         if steps is not None or t_min is not None or t_max is not None:
             raise SdeflowValueError("an explicit grid sets the steps and ends; drop steps=, t_min= and t_max=")
         g_list = grid
-    return sample(path, field, solver, grid=g_list, x_init=x0, gamma=0.0, nfe=nfe if not isinstance(grid, str) else None,
+    return sample(path, field, s, grid=g_list, x_init=x0, gamma=0.0, nfe=nfe if not isinstance(grid, str) else None,
                   _forward=True, **sample_kwargs)
 
 
@@ -218,7 +224,7 @@ def _solver_option_names(solver) -> set:
     """The constructor options of ``solver`` (so sample's own keywords are not passed to it)."""
     import inspect
 
-    if solver is None or not (isinstance(solver, str) or isinstance(solver, type)):
+    if solver is None:
         return set()
-    cls = type(make_solver(solver, {}))
+    cls = solver if isinstance(solver, type) else type(make_solver(solver, {}))
     return {p for p in inspect.signature(cls.__init__).parameters if p != "self"}
