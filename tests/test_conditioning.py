@@ -147,7 +147,6 @@ def test_refusals_name_the_argument():
         sf.sample(sf.VP(), g, "euler", **kw)
     with pytest.raises(SdeflowValueError, match="null .* is missing"):
         sf.classifier_free_guidance(f, 1.0)
+    two_nulls = sf.classifier_free_guidance(f, 1.0, null={"class_labels": torch.tensor([10, 10])})
     with pytest.raises(SdeflowValueError, match=r"null\['class_labels'\] has shape \(2,\)"):
-        g.predict(torch.zeros(4, 3, dtype=D), 0.5, sf.VP(), model_kwargs={"class_labels": LABELS[:4]}) if False else \
-            sf.classifier_free_guidance(f, 1.0, null={"class_labels": torch.tensor([10, 10])}).predict(
-                torch.zeros(4, 3, dtype=D), 0.5, sf.VP(), model_kwargs={"class_labels": LABELS[:4]})
+        two_nulls.predict(torch.zeros(4, 3, dtype=D), 0.5, sf.VP(), model_kwargs={"class_labels": LABELS[:4]})
