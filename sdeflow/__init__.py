@@ -15,6 +15,8 @@ from .fields import (ClippedField, DataField, DynamicThresholding, EnergyField, 
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
 from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
 from .sample import sample
+from . import conditioning, editing
+from .editing import Inpaint, inpaint, invert, sdedit
 from .solution import Solution
 from .solve import solve
 
@@ -24,7 +26,7 @@ __version__ = "0.1.0"  # the one place (pyproject.toml reads it)
 _LAZY_MODULES = ("metrics", "grid_opt", "testing", "bench", "distributed", "cli", "integrations")
 
 __all__ = [
-    "sample", "solve", "Solution",
+    "sample", "solve", "Solution", "invert", "sdedit", "inpaint", "Inpaint",
     "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
     "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "VPredictionField", "EnergyField", "SumField",
     "FlowScoreField", "ClippedField", "DynamicThresholding", "classifier_free_guidance", "GuidedField",
@@ -33,7 +35,7 @@ __all__ = [
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
     "NonFiniteError", "SdeflowValueError", "SdeflowTypeError", "SingularityError", "UnstableError",
     "InputMutationError", "BudgetError",
-    "analytic", "conversions", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "stability",
+    "analytic", "conditioning", "conversions", "editing", "grids", "io", "langevin", "losses", "noise", "paths", "solvers", "stability",
     "train", "window",
 ]
 

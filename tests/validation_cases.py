@@ -56,6 +56,7 @@ def _solve(*a, **kw):
 
 
 _neg = lambda x, t: -x  # noqa: E731
+_labelled = lambda x, t, y: -x  # noqa: E731 - a network taking a label y
 
 
 def _diffusers(name, **kw):
@@ -107,6 +108,33 @@ CASES = [
     Case("SigmaTime", "path", "not a GaussianPath", TE_, "path must be the GaussianPath", lambda: sf.SigmaTime(_neg, 80.0)),
     Case("classifier_free_guidance", "scale", "NaN, Inf", VE_, "scale must be finite",
          lambda: sf.classifier_free_guidance(NOISE, NOISE, float("nan"))),
+    Case("classifier_free_guidance", "null", "missing (one conditional field)", VE_, r"null \(the null condition",
+         lambda: sf.classifier_free_guidance(sf.NoiseField(_labelled), 2.0)),
+    Case("classifier_free_guidance", "null", "names an argument not in model_kwargs", VE_,
+         "null names 'y', which is not in model_kwargs", _s(field=sf.classifier_free_guidance(
+             sf.NoiseField(_labelled), 2.0, null={"y": 10}))),
+    Case("classifier_free_guidance", "null", "shape neither one condition nor one per sample", VE_,
+         r"null\['y'\] has shape \(3,\)", _s(field=sf.classifier_free_guidance(
+             sf.NoiseField(_labelled), 2.0, null={"y": torch.full((3,), 10)}), model_kwargs={"y": torch.zeros(4).long()})),
+    Case("GuidedField", "field", "passes no model_kwargs (an oracle)", TE_, "cannot be guided by a null condition",
+         lambda: sf.GuidedField(NOISE, 2.0, {"y": 10})),
+    Case("sample", "model_kwargs", "not a dict", TE_, "model_kwargs must be a dict", _s(model_kwargs=[1])),
+    Case("sample", "model_kwargs", "a field that passes none to a network", TE_,
+         "OracleField passes no keyword arguments", _s(model_kwargs={"y": torch.zeros(4)})),
+    Case("sample", "callback", "not callable", TE_, "callback must be callable", _s(callback=3)),
+    Case("sample", "callback", "returns a tensor unlike x", TE_, r"callback returned \(1, 2\)",
+         _s(callback=lambda i, t, x, x0: x[:1])),
+    Case("invert", "solver", "draws noise (SDE, ancestral, ddim eta > 0)", VE_,
+         "inversion needs a deterministic ODE solver", lambda: sf.invert(VP, NOISE, X, "euler_maruyama", steps=3)),
+    Case("invert", "final_denoise", "True (the state at t_max is the code)", VE_, "drop final_denoise",
+         lambda: sf.invert(VP, NOISE, X, "euler", steps=3, final_denoise=True)),
+    Case("invert", "grid", "not strictly increasing", VE_, "inversion grid must be strictly increasing",
+         lambda: sf.invert(VP, NOISE, X, "euler", grid=[0.5, 0.1])),
+    Case("sdedit", "t_edit", "outside (0, 1]", VE_, "t_edit must be", lambda: sf.sdedit(VP, NOISE, X, 0.0)),
+    Case("Inpaint", "mask", "values other than 0 and 1", VE_, "mask must hold only 0",
+         lambda: sf.Inpaint(VP, X, torch.full((1, 2), 0.5))),
+    Case("Inpaint", "mask", "does not broadcast against known", VE_, "does not broadcast",
+         lambda: sf.Inpaint(VP, X, torch.ones(3, 3))),
     Case("TableNoise", "table", "not a sequence", TE_, "table must be a sequence", lambda: sf.TableNoise(3)),
     Case("BrownianPath", "times", "fewer than 2 points", VE_, "times must be a 1-D grid", lambda: sf.BrownianPath([0.5])),
     Case("solvers.get / describe", "solver", "unknown name", VE_, "unknown solver 'hune'", lambda: sf.solvers.describe("hune")),
