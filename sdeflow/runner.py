@@ -58,7 +58,8 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
 
 
 def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
-             finish: Callable[[Tensor], Tensor] | None = None, time_label=lambda t: t) -> None:
+             finish: Callable[[Tensor], Tensor] | None = None, time_label=lambda t: t,
+             step_callback: Callable | None = None) -> None:
     """Replay a solve whose output was not finite and raise a :class:`NonFiniteError` locating it."""
     bad = int((~torch.isfinite(x)).sum())
     if bad:
@@ -68,14 +69,23 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
         noise.set_state(noise_state)
     term.check = True
 
+    if step_callback is not None and solver.adaptive:
+        term.on_accept = lambda i, t, xk: step_callback(i, xk, t)
+
     def cb(k, xk):
+        if step_callback is not None and not solver.adaptive:  # the replay applies the user's callback too
+            r = step_callback(k, xk)
+            xk = xk if r is None else r
         if not bool(torch.isfinite(xk).all()):
             t0, t1 = time_label(grid[k]), time_label(grid[k + 1])
             raise NonFiniteError(
                 f"step {k} (t={t0:.6g} -> {t1:.6g}) produced NaN or Inf although the field returned finite "
                 f"values: the update overflowed or a path coefficient is singular there (e.g. a noise "
                 f"prediction converted at alpha = 0); move t_max/t_min away from the singular end or take "
-                f"smaller steps", step=k, t=float(t0), kind=getattr(term, "kind", None))
+                f"smaller steps" + ("; or the state the step callback returned is not finite"
+                                    if step_callback is not None else ""),
+                step=k, t=float(t0), kind=getattr(term, "kind", None))
+        return xk
 
     try:
         out, _ = solver.integrate(term, x, grid, noise, cb)
@@ -83,6 +93,7 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
             out = finish(out)
     finally:
         term.check = False
+        term.on_accept = None
     if not bool(torch.isfinite(out).all()):
         raise NonFiniteError("the final denoising step produced NaN or Inf from finite field values: the data "
                              "prediction is singular at t_min for this field kind; use final_denoise=False "

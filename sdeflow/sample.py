@@ -457,7 +457,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         x = finish(x)
         if check_finite and not bool(torch.isfinite(x).all()):
             diagnose(solver, term, x0, grid_list, src, state0, finish=finish,
-                     time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]))
+                     time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]),
+                     step_callback=step_cb)
         xs.append(x)
         if traj is not None:
             if c_out is not None:

@@ -184,3 +184,11 @@ def test_invert_refusals():
         ed.invert(PATH, FIELD, X0, "euler", steps=4, final_denoise=True)
     with pytest.raises(SdeflowValueError, match="strictly increasing"):
         ed.invert(PATH, FIELD, X0, "euler", grid=[0.5, 0.1])
+
+
+def test_a_callback_that_breaks_the_state_is_located_by_the_replay():
+    def cb(i, t, x, x0_hat):
+        return x * float("nan") if i == 3 else None
+
+    with pytest.raises(sf.NonFiniteError, match="step 3 .*the state the step callback returned"):
+        sf.sample(PATH, FIELD, "heun", steps=6, n=2, shape=(3,), dtype=D, noise=0, callback=cb)
