@@ -34,6 +34,7 @@ from .paths import GaussianPath
 from .sample import resolve_steps, sample
 from .solution import Solution
 from .solve import make_solver
+from .terms import map_times
 from .window import default_window
 
 __all__ = ["Inpaint", "inpaint", "inversion_grid", "invert", "sdedit"]
@@ -157,16 +158,21 @@ def inpaint(path: GaussianPath, field: Field, known: Tensor, mask: Tensor, solve
 
 def inversion_grid(path: GaussianPath, field: Field, solver=None, *, steps: int | None = None,
                    nfe: int | None = None, grid: str = "uniform", t_min: float | None = None,
-                   t_max: float | None = None, rho: float = 7.0, dtype: torch.dtype = torch.float32) -> list:
-    """The increasing grid (data -> noise) that :func:`invert` integrates on: the reverse of the grid
-    :func:`sdeflow.sample` would lay out for the same ``solver``, ``steps``/``nfe``, ``grid`` and window, so
+                   t_max: float | None = None, rho: float = 7.0, dtype: torch.dtype = torch.float32,
+                   integration_path: GaussianPath | None = None) -> list:
+    """The increasing grid (data -> noise, in ``path``'s time) that :func:`invert` integrates on: the reverse of
+    the grid :func:`sdeflow.sample` would lay out for the same ``solver``, ``steps``/``nfe``, ``grid``, window and
+    ``integration_path`` (named grids are laid out in its time), so
     ``sample(path, field, solver, grid=inversion_grid(...)[::-1], x_init=z)`` is the matching decoder."""
     s = make_solver("heun" if solver is None else solver, {})
     t_max, t_min = default_window(path, field.kind, gamma2_fn=None, final_denoise=False, dtype=dtype, t_max=t_max,
                                   t_min=t_min, targets=s.targets)
     n_steps = resolve_steps(s, steps, nfe, 0)
     kw = {"rho": rho} if grid == "karras" else {}
-    g = make_grid(grid, path, n_steps, float(t_max), float(t_min), **kw).numpy()
+    ipath = path if integration_path is None else integration_path
+    tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
+    g = map_times(ipath, path, make_grid(grid, ipath, n_steps, float(tau_max), float(tau_min), **kw).numpy())
+    g[0], g[-1] = t_max, t_min
     return np.asarray(g[::-1], dtype=np.float64).tolist()
 
 
@@ -211,7 +217,7 @@ def invert(path: GaussianPath, field: Field, x0: Tensor, solver=None, *, steps: 
             g_list = [float(tmin), *inner.tolist(), float(tmax)]
         else:
             g_list = inversion_grid(path, field, s, steps=steps, nfe=nfe, grid=grid, t_min=t_min, t_max=t_max,
-                                    rho=rho, dtype=x0.dtype)
+                                    rho=rho, dtype=x0.dtype, integration_path=sample_kwargs.get("integration_path"))
     else:
         if steps is not None or t_min is not None or t_max is not None:
             raise SdeflowValueError("an explicit grid sets the steps and ends; drop steps=, t_min= and t_max=")

@@ -50,7 +50,7 @@ def test_callback_sees_every_step_and_changes_nothing_when_it_returns_none(solve
     assert torch.equal(plain.x, with_cb.x) and plain.nfe == with_cb.nfe
     assert [s[0] for s in seen] == list(range(6))
     assert [s[1] for s in seen] == plain.ts[1:].tolist()
-    for (i, _, x, _), xt in zip(seen, plain.trajectory[1:]):
+    for (_, _, x, _), xt in zip(seen, plain.trajectory[1:]):
         assert torch.equal(x, xt)
     if sf.solvers.get(solver).evals_per_step == 1:  # x0_hat: the oracle's data prediction at the step's start
         for i, _, _, x0 in seen:
@@ -168,9 +168,11 @@ def test_dopri5_inversion_follows_its_tolerance():
     assert errs[1] < errs[0] / 10 and errs[2] < errs[1] / 10
 
 
-def test_invert_grid_is_the_sampling_grid_reversed():
-    z = ed.invert(PATH, FIELD, X0, "dpmpp_2m", steps=10, grid="log_snr")
-    s = sf.sample(PATH, FIELD, "dpmpp_2m", steps=10, grid="log_snr", n=2, shape=(3,), dtype=D)
+@pytest.mark.parametrize("ipath", [None, sf.EDM(80.0)])
+def test_invert_grid_is_the_sampling_grid_reversed(ipath):
+    z = ed.invert(PATH, FIELD, X0, "dpmpp_2m", steps=10, grid="log_snr", integration_path=ipath)
+    s = sf.sample(PATH, FIELD, "dpmpp_2m", steps=10, grid="log_snr", n=2, shape=(3,), dtype=D,
+                  integration_path=ipath)
     assert z.ts.tolist() == s.ts.tolist()[::-1]
 
 
