@@ -75,6 +75,14 @@ def _bcast(c: Tensor, x: Tensor) -> Tensor:
     return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
+def _as_kind(field, kind: str, x: Tensor, t, path, model_kwargs: dict | None) -> Tensor:
+    """``field.as_kind`` with ``model_kwargs`` only when there are any (a custom field may override the
+    four-argument form)."""
+    if not model_kwargs:
+        return field.as_kind(kind, x, t, path)
+    return field.as_kind(kind, x, t, path, model_kwargs)
+
+
 def _predict(field, x: Tensor, t, path, model_kwargs: dict | None) -> Tensor:
     """``field.predict`` with ``model_kwargs`` only when there are any (fields without conditioning keep the
     three-argument ``predict``)."""
@@ -358,7 +366,7 @@ class SumField(Field):
         tb = batch_time(t, x)
         out = None
         for w, f in self.terms:
-            v = f.as_kind(self.kind, x, tb, path, model_kwargs)
+            v = _as_kind(f, self.kind, x, tb, path, model_kwargs)
             out = w * v if out is None else out + w * v
         return out
 
@@ -555,11 +563,11 @@ class FlowScoreField(Field):
 
     def predict(self, x, t, path, model_kwargs: dict | None = None):
         tb = batch_time(t, x)
-        v = self.velocity_field.as_kind("velocity", x, tb, path, model_kwargs)
+        v = _as_kind(self.velocity_field, "velocity", x, tb, path, model_kwargs)
         if self.gamma == 0.0:
             return v
         g2 = self.gamma * self.gamma
-        s = self.score_field.as_kind("score", x, tb, path, model_kwargs)
+        s = _as_kind(self.score_field, "score", x, tb, path, model_kwargs)
         P, Q = conversion("velocity", "drift", *path.coefficients(tb), gamma2=g2)
         return (torch.add(v, s, alpha=-0.5 * g2) - _bcast(P, x) * x) / _bcast(Q, x)
 
