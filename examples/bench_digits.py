@@ -1,15 +1,16 @@
 """Work-precision on a learned field: ``sdeflow bench`` on the trained digits UNet (examples/digits.py).
 
-    python examples/bench_digits.py [--quick] [--n 200] [--cache DIR] [--out DIR]
+    python examples/bench_digits.py [--quick] [--n 200] [--ref-steps 1024] [--nfes 10,20,50,100] [--cache DIR]
+                                    [--out DIR]
 
 The problem ``digits_unet``: the class-conditional diffusers UNet of examples/digits.py (trained once and cached;
 ``--quick``: the small untrained-for-long network of its quick mode), guided with w = 2 toward label i mod 10
 for sample i (one network call per evaluation on the doubled batch), on its own DDPM schedule (DiscreteVP,
 T = 1000) with fractional timesteps (``time_input="continuous"``) from t = 1 to the first knot 1/T, then the
 final denoising step; states are the 64 pixels flattened (the bench's problems are (n, dim)), the network runs
-in float64. There is no exact answer: the reference is a float64 RK4 solve of the same network on 1024 log-SNR
-steps (the script prints its distance to a 512-step solve, which bounds its own error), and the error is the
-RMS distance per pixel to it from the same initial noise. Only ODE solvers (the weak SDE metrics would need
+in float64. There is no exact answer: the reference is a float64 RK4 solve of the same network on
+``--ref-steps`` log-SNR steps (the script prints its distance to a solve with half the steps, which bounds its own
+error), and the error is the RMS distance per pixel to it from the same initial noise. Only ODE solvers (the weak SDE metrics would need
 samples of the network's own distribution).
 """
 
@@ -64,13 +65,15 @@ def problem(unet, scale: float = 2.0) -> Problem:
     return register_problem(Problem(
         "digits_unet", path=recipe.path, exact_field=field, dim=64, t_max=1.0, t_min=1.0 / recipe.path.T,
         final_denoise=True, description="the trained digits UNet (examples/digits.py), guided w=2, DDPM schedule "
-                                        "with fractional timesteps; reference: float64 RK4 on 1024 log-SNR steps"))
+                                        "with fractional timesteps; reference: a float64 RK4 solve on log-SNR steps"))
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the quick-mode network, few samples and budgets")
     ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--ref-steps", type=int, default=1024, help="RK4 log-SNR steps of the float64 reference")
+    ap.add_argument("--nfes", default="10,20,50,100", help="NFE budgets, comma-separated")
     ap.add_argument("--cache", default=None)
     ap.add_argument("--out", default=None, help="directory for rows.json and the PNG diagrams")
     ap.add_argument("--no-plot", action="store_true", help="(no plots unless --out)")
@@ -84,7 +87,8 @@ def main(argv=None):
         n, nfes, solvers, ref = 8, (10, 20), SOLVERS[:4], ("rk4", 64, "log_snr")
     else:
         unet, _ = digits.trained_model(a.cache)
-        n, nfes, solvers, ref = a.n, (10, 20, 50, 100), SOLVERS, ("rk4", 1024, "log_snr")
+        n, solvers, ref = a.n, SOLVERS, ("rk4", a.ref_steps, "log_snr")
+        nfes = tuple(int(v) for v in a.nfes.split(","))
     prob = problem(unet)
     prob.reference_solver = ref
     x = prob.initial(n, seed=0)
