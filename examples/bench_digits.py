@@ -10,8 +10,8 @@ T = 1000) with fractional timesteps (``time_input="continuous"``) from t = 1 to 
 final denoising step; states are the 64 pixels flattened (the bench's problems are (n, dim)), the network runs
 in float64. There is no exact answer: the reference is a float64 RK4 solve of the same network on
 ``--ref-steps`` log-SNR steps (the script prints its distance to a solve with half the steps, which bounds its own
-error), and the error is the RMS distance per pixel to it from the same initial noise. Only ODE solvers (the weak SDE metrics would need
-samples of the network's own distribution).
+error), and the error is the RMS distance per pixel to it from the same initial noise. Only ODE solvers (the weak
+SDE metrics would need samples of the network's own distribution).
 """
 
 from __future__ import annotations
