@@ -7,35 +7,38 @@ The layers (data flows down): paths (:mod:`sdeflow.paths`) -> fields (:mod:`sdef
 
 from . import (analytic, conversions, gradients, grids, io, langevin, likelihood, losses, noise, paths, solvers,
                stability, train, window)
-from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime
+from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime, from_diffusers, from_k_diffusion
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
 from .errors import (BudgetError, GradientError, InputMutationError, NonFiniteError, SdeflowTypeError,
                      SdeflowValueError, SingularityError, UnstableError)
-from .fields import (DataField, EnergyField, Field, FlowScoreField, NoiseField, ScoreField, SumField,
-                     VelocityField, classifier_free_guidance)
+from .fields import (ClippedField, DataField, DynamicThresholding, EnergyField, Field, FlowScoreField, GuidedField,
+                     NoiseField, ScoreField, SumField, VelocityField, VPredictionField, classifier_free_guidance)
 from .likelihood import LikelihoodResult, log_likelihood
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
 from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
 from .sample import sample
+from . import conditioning, editing
+from .editing import Inpaint, inpaint, invert, sdedit
 from .solution import Solution
 from .solve import solve
 
 __version__ = "0.1.0"  # the one place (pyproject.toml reads it)
 
 # modules with heavier imports, loaded on first attribute access: ``sdeflow.metrics`` works without an import
-_LAZY_MODULES = ("metrics", "grid_opt", "testing", "bench", "distributed", "cli")
+_LAZY_MODULES = ("metrics", "grid_opt", "testing", "bench", "distributed", "cli", "integrations")
 
 __all__ = [
-    "sample", "solve", "Solution", "log_likelihood", "LikelihoodResult",
+    "sample", "solve", "Solution", "log_likelihood", "LikelihoodResult", "invert", "sdedit", "inpaint", "Inpaint",
     "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
-    "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "EnergyField", "SumField", "FlowScoreField",
-    "classifier_free_guidance", "FlipTime", "ColumnTime", "IndexTime", "SigmaTime",
+    "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "VPredictionField", "EnergyField", "SumField",
+    "FlowScoreField", "ClippedField", "DynamicThresholding", "classifier_free_guidance", "GuidedField",
+    "FlipTime", "ColumnTime", "IndexTime", "SigmaTime", "from_diffusers", "from_k_diffusion",
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",
     "GeneratorNoise", "PerSampleNoise", "BrownianPath", "TableNoise",
     "NonFiniteError", "SdeflowValueError", "SdeflowTypeError", "SingularityError", "UnstableError",
     "InputMutationError", "BudgetError", "GradientError",
-    "analytic", "conversions", "gradients", "grids", "io", "langevin", "likelihood", "losses", "noise", "paths",
-    "solvers", "stability", "train", "window",
+    "analytic", "conditioning", "conversions", "editing", "gradients", "grids", "io", "langevin", "likelihood",
+    "losses", "noise", "paths", "solvers", "stability", "train", "window",
 ]
 
 

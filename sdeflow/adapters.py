@@ -10,6 +10,11 @@ Wrap a network that expects something else:
 * :class:`SigmaTime` — wants the noise level ``sigma(t)`` of a path (EDM/NCSN style).
 
 Adapters are plain callables; they can be stacked.
+
+Models from other libraries need no closure: :func:`from_diffusers` (a diffusers model and its scheduler)
+and :func:`from_k_diffusion` (a k-diffusion denoiser ``D(x, sigma)``) return a
+:class:`~sdeflow.integrations.Recipe` with the path, the field and the grid and solver that reproduce the
+library's loop (:mod:`sdeflow.integrations`; the libraries are imported only when used).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 
 from .errors import SdeflowTypeError, SdeflowValueError
 
-__all__ = ["FlipTime", "ColumnTime", "IndexTime", "SigmaTime"]
+__all__ = ["FlipTime", "ColumnTime", "IndexTime", "SigmaTime", "from_diffusers", "from_k_diffusion"]
 
 
 def _check_callable(net):
@@ -55,8 +60,8 @@ class FlipTime(_Adapter):
         super().__init__(net)
         self.negate = bool(negate)
 
-    def __call__(self, x, t):
-        out = self.net(x, 1.0 - t)
+    def __call__(self, x, t, **model_kwargs):
+        out = self.net(x, 1.0 - t, **model_kwargs)
         return -out if self.negate else out
 
     def _map_times(self, times):
@@ -66,8 +71,8 @@ class FlipTime(_Adapter):
 class ColumnTime(_Adapter):
     """``net`` wants ``t`` shaped ``(batch, 1)``."""
 
-    def __call__(self, x, t):
-        return self.net(x, t.reshape(-1, 1))
+    def __call__(self, x, t, **model_kwargs):
+        return self.net(x, t.reshape(-1, 1), **model_kwargs)
 
 
 class IndexTime(_Adapter):
@@ -85,8 +90,8 @@ class IndexTime(_Adapter):
             raise SdeflowValueError(f"T must be a positive integer (the number of DDPM steps), got {T!r}")
         self.T = T
 
-    def __call__(self, x, t):
-        return self.net(x, torch.round(t * self.T).long() - 1)
+    def __call__(self, x, t, **model_kwargs):
+        return self.net(x, torch.round(t * self.T).long() - 1, **model_kwargs)
 
     def _map_times(self, times):
         return times
@@ -114,5 +119,21 @@ class SigmaTime(_Adapter):
                                    f"EDM(), ...), got {type(path).__name__}")
         self.path = path
 
-    def __call__(self, x, t):
-        return self.net(x, self.path.sigma(t))
+    def __call__(self, x, t, **model_kwargs):
+        return self.net(x, self.path.sigma(t), **model_kwargs)
+
+
+def from_diffusers(model, scheduler, **kw):
+    """A diffusers model and scheduler as a :class:`~sdeflow.integrations.Recipe`: see
+    :func:`sdeflow.integrations.diffusers.from_diffusers` (same arguments)."""
+    from .integrations.diffusers import from_diffusers as impl
+
+    return impl(model, scheduler, **kw)
+
+
+def from_k_diffusion(denoiser, sigma_min, sigma_max, **kw):
+    """A k-diffusion denoiser ``D(x, sigma)`` as a :class:`~sdeflow.integrations.Recipe`: see
+    :func:`sdeflow.integrations.k_diffusion.from_k_diffusion` (same arguments)."""
+    from .integrations.k_diffusion import from_k_diffusion as impl
+
+    return impl(denoiser, sigma_min, sigma_max, **kw)

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .conversions import KINDS, check_kind
+from .conversions import KINDS, check_kind, kind_uw
 from .errors import SdeflowValueError
 from .fields import Field, batch_time
 from .paths import GaussianPath, as_time
@@ -220,7 +220,8 @@ class GaussianMixture:
             return x0
         if kind == "noise":
             return eps
-        return da.to(x.dtype).reshape(-1, 1) * x0 + ds.to(x.dtype).reshape(-1, 1) * eps
+        u, w = kind_uw(kind, a, s, da, ds)  # velocity, v: u x0 + w eps
+        return u.to(x.dtype).reshape(-1, 1) * x0 + w.to(x.dtype).reshape(-1, 1) * eps
 
     def score(self, x, t, path):
         return self.predict(x, t, path, "score")

@@ -10,7 +10,8 @@ data       :math:`x_0`                             :math:`(1,\ 0)`
 noise      :math:`\varepsilon`                     :math:`(0,\ 1)`
 score      :math:`-\varepsilon/\sigma`             :math:`(0,\ -1/\sigma)`
 velocity   :math:`\alpha' x_0 + \sigma'\varepsilon`  :math:`(\alpha',\ \sigma')`
-drift      :math:`v - \tfrac{\gamma^2}{2} s`       :math:`(\alpha',\ \sigma' + \gamma^2/(2\sigma))`
+v          :math:`\alpha\varepsilon - \sigma x_0`     :math:`(-\sigma,\ \alpha)`
+drift      velocity :math:`- \tfrac{\gamma^2}{2}` score  :math:`(\alpha',\ \sigma' + \gamma^2/(2\sigma))`
 =========  ======================================  ==========================================
 
 A prediction ``n`` of kind ``a`` and the point ``x`` determine :math:`x_0` and :math:`\varepsilon`
@@ -23,6 +24,13 @@ This is the DESIGN table (e.g. from a velocity, :math:`x_0 = (\sigma' x - \sigma
 :math:`\alpha = 0`; a noise prediction cannot). The basis does not depend on the path, so a prediction made
 on another path at the same log-SNR (path transfer) converts with that path's ``(u_a, w_a)``.
 An energy field predicts the score.
+
+``v`` is the "v-prediction" of Salimans & Ho (2022) (diffusers' ``prediction_type="v_prediction"``),
+:math:`v = \alpha\varepsilon - \sigma x_0`, which is *not* the probability-flow velocity ``velocity``: on a
+variance-preserving path (:math:`\alpha^2 + \sigma^2 = 1`) it is the rate of change of :math:`x` along the
+circle :math:`x = \cos\phi\,x_0 + \sin\phi\,\varepsilon`, :math:`v = dx/d\phi`. As a source its
+determinant is :math:`\alpha^2 + \sigma^2 > 0`, so a v-prediction gives :math:`x_0` and :math:`\varepsilon`
+everywhere, both ends of a VP path included.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ __all__ = ["KINDS", "kind_uw", "conversion", "check_kind"]
 
 Tensor = torch.Tensor
 
-KINDS = ("score", "noise", "data", "velocity")
+KINDS = ("score", "noise", "data", "velocity", "v")
 
 
 def check_kind(kind: str) -> str:
@@ -59,6 +67,8 @@ def kind_uw(kind: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, dsigma: Ten
         return torch.zeros_like(sigma), -1.0 / sigma
     if kind == "velocity":
         return dalpha + torch.zeros_like(sigma), dsigma + torch.zeros_like(sigma)
+    if kind == "v":  # Salimans & Ho's v = alpha eps - sigma x0
+        return -sigma + torch.zeros_like(sigma), alpha + torch.zeros_like(sigma)
     if kind == "drift":
         w = dsigma + torch.zeros_like(sigma)
         if gamma2 is not None:  # gamma = 0 adds nothing, even where sigma = 0 (the data end)

@@ -155,7 +155,9 @@ def sample_sharded(path, field, solver=None, *, n: int, noise, group=None, gathe
         gather_to: global rank that receives all ``n`` samples in ``.x`` (None: no gather).
         shard_dir: also write per-rank safetensors shards and a manifest there (see :func:`save_shards`).
         x_init: optional initial states for all ``n`` samples (every rank passes the same tensor and
-            integrates its own rows).
+            integrates its own rows). Likewise ``model_kwargs``: per-sample tensors hold all ``n`` rows and
+            each rank passes its own to the network; a ``callback`` with ``for_rows(start, stop)`` is narrowed
+            to the rank's rows.
 
     Returns:
         a :class:`ShardedSample`.
@@ -174,6 +176,13 @@ def sample_sharded(path, field, solver=None, *, n: int, noise, group=None, gathe
         raise SdeflowValueError(f"n={n} is below the number of ranks ({world}); every rank needs at least one "
                                 f"sample: raise n or launch fewer processes")
     start, stop = block(n, rank, world)
+    if sample_kwargs.get("model_kwargs") is not None:  # each rank passes its own rows' conditions
+        from .conditioning import check_model_kwargs, rows
+
+        sample_kwargs["model_kwargs"] = rows(check_model_kwargs(sample_kwargs["model_kwargs"]), n, start, stop)
+    cb = sample_kwargs.get("callback")
+    if cb is not None and hasattr(cb, "for_rows"):
+        sample_kwargs["callback"] = cb.for_rows(start, stop)
     if x_init is not None:
         if not isinstance(x_init, Tensor) or x_init.dim() < 1 or x_init.shape[0] != n:
             shape = tuple(x_init.shape) if isinstance(x_init, Tensor) else type(x_init).__name__

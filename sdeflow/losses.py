@@ -73,29 +73,40 @@ def _noised(path, x0, generator, t_min, t=None):
     return t, eps, a * x0 + s * eps, a, s, da, ds
 
 
-def eps_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=None, reduce=True) -> Tensor:
-    """DDPM's simple loss ``|eps - eps_hat|^2`` (Ho et al. 2020, Alg. 1), index uniform on a DiscreteVP."""
+def _predicted(field, kind: str, xt: Tensor, t: Tensor, path: GaussianPath, model_kwargs: dict | None) -> Tensor:
+    """``field.<kind>(xt, t, path)``, with ``model_kwargs`` only when given (a custom field may override the
+    three-argument methods)."""
+    fn = getattr(field, kind)
+    return fn(xt, t, path) if model_kwargs is None else fn(xt, t, path, model_kwargs)
+
+
+def eps_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=None, reduce=True,
+             model_kwargs: dict | None = None) -> Tensor:
+    """DDPM's simple loss ``|eps - eps_hat|^2`` (Ho et al. 2020, Alg. 1), index uniform on a DiscreteVP.
+    ``model_kwargs``: the conditioning of each row (``{"class_labels": y}``), passed to the network."""
     _check(x0, path, field, "noise", t_min)
     t, eps, xt, *_ = _noised(path, x0, generator, t_min)
-    l = _sq(field.noise(xt, t, path) - eps)
+    l = _sq(_predicted(field, "noise", xt, t, path, model_kwargs) - eps)
     return l.mean() if reduce else l
 
 
 def dsm_loss(field, path: GaussianPath, x0: Tensor, *, weight: Callable | None = None, generator=None,
-             t_min=None, reduce=True) -> Tensor:
-    """DSM ``lambda(t) |s(x_t, t) + eps / sigma_t|^2``; ``weight(t) -> lambda`` (default ``sigma_t^2``)."""
+             t_min=None, reduce=True, model_kwargs: dict | None = None) -> Tensor:
+    """DSM ``lambda(t) |s(x_t, t) + eps / sigma_t|^2``; ``weight(t) -> lambda`` (default ``sigma_t^2``);
+    ``model_kwargs`` as in :func:`eps_loss`."""
     _check(x0, path, field, "score", t_min, sigma_positive=True)
     t, eps, xt, a, s, *_ = _noised(path, x0, generator, t_min)
     lam = s.pow(2) if weight is None else torch.as_tensor(weight(t), dtype=x0.dtype).reshape(s.shape)
-    l = _sq(lam.sqrt() * (field.score(xt, t, path) + eps / s))
+    l = _sq(lam.sqrt() * (_predicted(field, "score", xt, t, path, model_kwargs) + eps / s))
     return l.mean() if reduce else l
 
 
-def cfm_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=None, reduce=True) -> Tensor:
+def cfm_loss(field, path: GaussianPath, x0: Tensor, *, generator=None, t_min=None, reduce=True,
+             model_kwargs: dict | None = None) -> Tensor:
     """Conditional flow matching ``|v(x_t, t) - (alpha'_t x0 + sigma'_t eps)|^2`` (Lipman et al. 2023)."""
     _check(x0, path, field, "velocity", t_min)
     t, eps, xt, a, s, da, ds = _noised(path, x0, generator, 0.0 if t_min is None else t_min)
-    l = _sq(field.velocity(xt, t, path) - (da * x0 + ds * eps))
+    l = _sq(_predicted(field, "velocity", xt, t, path, model_kwargs) - (da * x0 + ds * eps))
     return l.mean() if reduce else l
 
 

@@ -11,7 +11,8 @@ from typing import Callable
 
 import torch
 
-from .errors import NonFiniteError
+from .errors import NonFiniteError, SdeflowValueError
+from .noise import PerSampleNoise
 
 __all__ = ["run", "diagnose"]
 
@@ -19,9 +20,14 @@ Tensor = torch.Tensor
 
 
 def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool = False,
-        progress: bool = False, desc: str = "sdeflow", grad: str | None = None):
+        progress: bool = False, desc: str = "sdeflow", grad: str | None = None,
+        step_callback: Callable | None = None):
     """``(x_final, trajectory list or None, solver stats)``; ``grad="checkpoint"`` runs each step as a
-    checkpointed segment (:func:`sdeflow.gradients.integrate_checkpointed`), other modes the solver's loop."""
+    checkpointed segment (:func:`sdeflow.gradients.integrate_checkpointed`), other modes the solver's loop.
+
+    ``step_callback(k, x)`` runs after step ``k`` of a fixed-step solver (``step_callback(k, x, t)`` after the
+    ``k``-th accepted step of an adaptive one, at its integration time ``t``, through ``term.on_accept``) and may
+    return a replacement state (None: unchanged); the trajectory records the state it returns."""
     traj = [x] if trajectory else None
     pbar = None
     if progress:
@@ -29,12 +35,28 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
 
         pbar = tqdm(total=len(grid) - 1, desc=desc, unit="step", leave=False)
     cb: Callable | None = None
-    if traj is not None or pbar is not None:
+    user = step_callback
+    if user is not None and solver.adaptive and (getattr(solver, "per_sample", False)
+                                                 or isinstance(noise, PerSampleNoise)):
+        raise SdeflowValueError(f"callback= needs one time for the whole batch, but {solver.name} steps every sample "
+                                f"on its own here (per-sample step control); pass per_sample=False (dopri5) or "
+                                f"generator= (adaptive_heun_sde) for shared steps, or use a fixed-step solver")
+    if user is not None and grad == "checkpoint":
+        raise SdeflowValueError("callback= cannot replace the state inside checkpointed steps (grad='checkpoint' "
+                                "recomputes them in backward); use grad='full' with a callback")
+    if user is not None and solver.adaptive:
+        term.on_accept, user = (lambda i, t, xk: step_callback(i, xk, t)), None
+    if traj is not None or pbar is not None or user is not None:
         def cb(k, xk):
+            if user is not None:
+                r = user(k, xk)
+                if r is not None:
+                    xk = r
             if traj is not None:
                 traj.append(xk)
             if pbar is not None:
                 pbar.update(1)
+            return xk
     try:
         if grad == "checkpoint":
             from .gradients import integrate_checkpointed
@@ -45,11 +67,14 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
     finally:
         if pbar is not None:
             pbar.close()
+        if step_callback is not None and solver.adaptive:
+            term.on_accept = None
     return out, traj, solver.stats(state)
 
 
 def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
-             finish: Callable[[Tensor], Tensor] | None = None, time_label=lambda t: t) -> None:
+             finish: Callable[[Tensor], Tensor] | None = None, time_label=lambda t: t,
+             step_callback: Callable | None = None) -> None:
     """Replay a solve whose output was not finite and raise a :class:`NonFiniteError` locating it."""
     bad = int((~torch.isfinite(x)).sum())
     if bad:
@@ -59,14 +84,23 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
         noise.set_state(noise_state)
     term.check = True
 
+    if step_callback is not None and solver.adaptive:
+        term.on_accept = lambda i, t, xk: step_callback(i, xk, t)
+
     def cb(k, xk):
+        if step_callback is not None and not solver.adaptive:  # the replay applies the user's callback too
+            r = step_callback(k, xk)
+            xk = xk if r is None else r
         if not bool(torch.isfinite(xk).all()):
             t0, t1 = time_label(grid[k]), time_label(grid[k + 1])
             raise NonFiniteError(
                 f"step {k} (t={t0:.6g} -> {t1:.6g}) produced NaN or Inf although the field returned finite "
                 f"values: the update overflowed or a path coefficient is singular there (e.g. a noise "
                 f"prediction converted at alpha = 0); move t_max/t_min away from the singular end or take "
-                f"smaller steps", step=k, t=float(t0), kind=getattr(term, "kind", None))
+                f"smaller steps" + ("; or the state the step callback returned is not finite"
+                                    if step_callback is not None else ""),
+                step=k, t=float(t0), kind=getattr(term, "kind", None))
+        return xk
 
     try:
         out, _ = solver.integrate(term, x, grid, noise, cb)
@@ -74,6 +108,7 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
             out = finish(out)
     finally:
         term.check = False
+        term.on_accept = None
     if not bool(torch.isfinite(out).all()):
         raise NonFiniteError("the final denoising step produced NaN or Inf from finite field values: the data "
                              "prediction is singular at t_min for this field kind; use final_denoise=False "

@@ -23,6 +23,8 @@ from .errors import (SdeflowTypeError, SdeflowValueError, SingularityError, chec
 from .fields import Field
 from .gradients import check_grad, grad_context
 from .grids import check_grid, make_grid
+from .conditioning import check_model_kwargs, rows as _rows
+from .conversions import conversion
 from .noise import as_noise_source
 from .paths import GaussianPath, _check_shape
 from .runner import diagnose, run
@@ -183,6 +185,52 @@ def _initial_state(x_init, n, shape, dtype, device):
     return None, int(n), shape, dtype, device
 
 
+def _step_callback(user: Callable, term: FieldTerm, path: GaussianPath, ipath: GaussianPath, grid_train,
+                   c_out) -> Callable:
+    r"""The runner's ``step_callback(k, x[, tau])`` for a user's ``callback(i, t, x, x0_hat)``: records the last
+    network evaluation (its input, time and output, in the training path's coordinates) on ``term`` and turns
+    it into the data prediction :math:`\hat x_0 = P x + Q n` (:mod:`sdeflow.conversions`; no evaluation);
+    states go to the user in the training path's coordinates and come back in the integration path's."""
+    fn, last = term.fn, []
+
+    def recording(x, t):
+        n = fn(x, t)
+        last[:] = (x, t, n)
+        return n
+
+    term.fn = recording
+    kind = term.kind
+
+    def x0_hat():
+        if not last:
+            return None
+        x, t, n = last
+        if kind == "data":
+            return n
+        t0 = t.reshape(-1)[:1].to(torch.float64)
+        P, Q = conversion(kind, "data", *path.coefficients(t0))
+        return torch.add(x * float(P[0]), n, alpha=float(Q[0]))
+
+    transfer = ipath is not path
+
+    def cb(k, x, tau=None):
+        if tau is None:
+            t, c = float(grid_train[k + 1]), (c_out[k + 1] if c_out is not None else 1.0)
+        else:
+            t = float(map_times(ipath, path, np.array([tau]))[0]) if transfer else float(tau)
+            c = float(path.scale(t) / ipath.scale(tau)) if transfer else 1.0
+        r = user(k, t, x * c if c != 1.0 else x, x0_hat())
+        if r is None:
+            return None
+        if not isinstance(r, Tensor) or r.shape != x.shape or r.dtype != x.dtype or r.device != x.device:
+            got = (f"{tuple(r.shape)} {r.dtype} on {r.device}" if isinstance(r, Tensor) else type(r).__name__)
+            raise SdeflowTypeError(f"callback returned {got} at step {k}; return None (state unchanged) or a tensor "
+                                   f"like x: {tuple(x.shape)} {x.dtype} on {x.device}")
+        return r / c if c != 1.0 else r
+
+    return cb
+
+
 def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None = None,
            nfe: int | None = None, grid: str | Sequence[float] | Tensor | None = None,
            t_max: float | None = None, t_min: float | None = None, rho: float = 7.0, gamma=None,
@@ -191,7 +239,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
            generator: torch.Generator | None = None, noise=None,
            integration_path: GaussianPath | None = None, return_trajectory: bool = False,
            progress: bool = False, check_finite: bool = True, chunk_size: int | None = None,
-           preflight: bool = True, grad: str | None = None, **solver_options) -> Solution:
+           preflight: bool = True, grad: str | None = None, model_kwargs: dict | None = None,
+           callback: Callable | None = None, **solver_options) -> Solution:
     """Draw samples by integrating the reverse-time dynamics of ``path`` driven by ``field``.
 
     Args:
@@ -240,6 +289,17 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             each step is recomputed in backward (``torch.utils.checkpoint``) from its input state and the
             tensors a multistep solver carries, with the same noise; gradients equal ``"full"``'s to rounding,
             with one step's activations in memory plus the state per step; fixed-step solvers only.
+        model_kwargs: conditioning passed to the network on every call as keyword arguments
+            (``net(x, t, **model_kwargs)``, e.g. ``{"class_labels": y}``). Tensors whose first dimension is the
+            number of samples are per-sample: each chunk (and each shard of
+            :func:`sdeflow.distributed.sample_sharded`) passes its own rows (:mod:`sdeflow.conditioning`).
+        callback: ``callback(i, t, x, x0_hat)`` after step ``i`` of a fixed-step solver (after each accepted
+            step of an adaptive one), with ``t`` the time reached, ``x`` the state there and ``x0_hat`` the data
+            prediction of the step's last field evaluation (at the step's start for one-evaluation solvers;
+            no extra evaluation). A tensor it returns replaces ``x`` (None: unchanged): inpainting, RePaint,
+            previews (:mod:`sdeflow.editing`). It runs once per chunk with that chunk's rows; a callback with a
+            ``for_rows(start, stop)`` method is asked for the chunk's own callback first. With a callback the
+            solver runs step by step instead of its generated loop.
 
     Returns:
         a :class:`~sdeflow.solution.Solution`.
@@ -253,6 +313,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     ipath = path if integration_path is None else integration_path
     if not isinstance(ipath, GaussianPath):
         raise SdeflowTypeError(f"integration_path must be a GaussianPath, got {type(ipath).__name__}")
+    # sdeflow.editing.invert integrates the ODE forward (data -> noise) on an increasing explicit grid
+    forward = bool(solver_options.pop("_forward", False))
     if gamma is None and solver is not None:  # an SDE solver integrates the reverse SDE unless told otherwise
         gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
@@ -273,6 +335,18 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                                 f"or gamma=0")
     x_init, N, shape, dtype, device = _initial_state(x_init, n, shape, dtype, device)
     grad = check_grad(grad, solver, x_init)
+    model_kwargs = check_model_kwargs(model_kwargs)
+    if model_kwargs is not None and not field.takes_model_kwargs:
+        raise SdeflowTypeError(f"model_kwargs were given but {type(field).__name__} passes no keyword arguments to a "
+                               f"network (an oracle or a custom Field without model_kwargs); condition a NetField "
+                               f"(NoiseField(net), ...) whose net accepts them, or drop model_kwargs")
+    if callback is not None:
+        if not callable(callback):
+            raise SdeflowTypeError(f"callback must be callable as callback(i, t, x, x0_hat), got "
+                                   f"{type(callback).__name__}")
+        if solver.name.startswith(("torchdiffeq:", "torchsde:")):
+            raise SdeflowValueError(f"callback cannot act between the steps of {solver.name!r} (the backend runs "
+                                    f"its own loop); use one of sdeflow's solvers ({', '.join(_solvers.available())})")
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
     final_denoise = bool(final_denoise)
@@ -320,7 +394,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     else:
         if steps is not None:
             raise SdeflowValueError("steps is set by the explicit grid; drop steps=")
-        g = check_grid(grid, "grid").numpy()
+        g = check_grid(grid, "grid", decreasing=not forward).numpy()
+        if forward and not g[-1] > g[0]:
+            raise SdeflowValueError("an inversion grid must be strictly increasing (data -> noise)")
         for name, v, end in (("t_max", t_max, g[0]), ("t_min", t_min, g[-1])):
             if v is not None and abs(float(v) - end) > 1e-12:
                 raise SdeflowValueError(f"{name}={v} disagrees with the explicit grid's end {end}; drop {name}")
@@ -331,6 +407,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         grid_train = g
         grid_tau = map_times(path, ipath, g)
         t_max, t_min = float(g[0]), float(g[-1])
+        if forward:
+            t_max, t_min = t_min, t_max
     grid_list = np.asarray(grid_tau, dtype=np.float64).tolist()
     if not solver.planned:  # no tables to check: the window's ends, where our paths are singular, up front
         check_ends(path, t_max, t_min, field.kind, gamma2_fn=resolve_gamma2(gamma, path),
@@ -352,7 +430,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                                f"integer seed use noise=seed (PerSampleNoise)")
     noise_src = as_noise_source(noise, generator, device)
     transfer = ipath is not path
-    c_in = float(ipath.scale(grid_list[0]) / path.scale(t_max)) if transfer else 1.0
+    c_in = float(ipath.scale(grid_list[0]) / path.scale(float(grid_train[0]))) if transfer else 1.0
     c_out = torch.as_tensor(path.scale(torch.as_tensor(grid_train)) / ipath.scale(torch.as_tensor(grid_tau))
                             ).tolist() if transfer else None
     s_prior = float(path.sigma(t_max))
@@ -376,9 +454,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                 x0 = x_init[start:start + rows]
             if transfer:
                 x0 = x0 * c_in
+            kw = _rows(model_kwargs, N, start, start + rows)
             if term is None or term._batch != rows:
                 term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
-                                 gamma2_fn=gamma2_fn, step_of=step_of, sides=sides)
+                                 gamma2_fn=gamma2_fn, step_of=step_of, sides=sides, model_kwargs=kw)
                 if final_denoise:
                     term.check_final()
                 if start == 0 and preflight:
@@ -389,6 +468,12 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                         term.max_nfe = int(nfe) - extra
                 if start == 0:
                     field.validate_times(term.train_times)
+            elif kw is not None:
+                term.fn = field.bind(path, kw)
+            step_cb = None
+            if callback is not None:
+                user = callback.for_rows(start, start + rows) if hasattr(callback, "for_rows") else callback
+                step_cb = _step_callback(user, term, path, ipath, grid_train, c_out)
             term.nfe = 0
             term.check = bool(check_finite) and not solver.planned  # adaptive: syncs every step anyway
             state0 = src.get_state() if check_finite else None
@@ -400,7 +485,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
 
             try:
                 x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory,
-                                  progress=progress, grad=grad)
+                                  progress=progress, grad=grad, step_callback=step_cb)
             except RuntimeError as e:
                 _dtype_hint(e, field, x0.dtype)
                 raise
@@ -408,7 +493,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             if check_finite and not bool(torch.isfinite(x).all()):
                 with torch.no_grad():
                     diagnose(solver, term, x0, grid_list, src, state0, finish=finish,
-                             time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]))
+                             time_label=lambda tau: float(map_times(ipath, path, np.array([tau]))[0]),
+                             step_callback=step_cb)
             xs.append(x)
             if traj is not None:
                 if c_out is not None:

@@ -66,6 +66,10 @@ def map_times(from_path: GaussianPath, to_path: GaussianPath, t: np.ndarray) -> 
 class Term:
     """Interface: drift/diffusion at planned evaluation ``j`` or at any time ``t``."""
 
+    #: ``on_accept(i, t, x)``: called by adaptive solvers after accepted step ``i`` (at time ``t``); a tensor it
+    #: returns replaces the state (set by :func:`sdeflow.runner.run` for step callbacks)
+    on_accept = None
+
     nfe: int = 0
     additive: bool = True
     is_sde: bool = False
@@ -188,12 +192,13 @@ class FieldTerm(Term):
 
     def __init__(self, path: GaussianPath, field, times: np.ndarray, like: Tensor, *,
                  integration_path: GaussianPath | None = None, gamma2=None, gamma2_fn=None,
-                 step_of: np.ndarray | None = None, sides: np.ndarray | None = None):
+                 step_of: np.ndarray | None = None, sides: np.ndarray | None = None,
+                 model_kwargs: dict | None = None):
         self.path = path
         self.ipath = integration_path if integration_path is not None else path
         self.field = field
         self.kind = field.kind
-        self.fn = field.bind(path)
+        self.fn = field.bind(path, model_kwargs) if model_kwargs else field.bind(path)
         self.transfer = self.ipath is not path
         self.times = np.asarray(times, dtype=np.float64)
         self.step_of = step_of

@@ -9,7 +9,7 @@ import sdeflow as sf
 from paths_catalogue import PATHS
 
 D = torch.float64
-KINDS = ("score", "noise", "data", "velocity")
+KINDS = ("score", "noise", "data", "velocity", "v")
 
 
 def _point(gen, n=64, d=3):

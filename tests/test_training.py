@@ -13,6 +13,7 @@ errors, loss ratios 0.38, 0.38, 0.66-0.69, 0.81. Sliced-W2 ratios trained/untrai
 import copy
 import math
 import importlib
+import importlib.util
 import os
 import sys
 
@@ -120,8 +121,11 @@ def test_ebm_training_brings_langevin_samples_closer_to_the_target():
     assert w2_ratio < 0.85, w2_ratio
 
 
-@pytest.mark.parametrize("name", ["ddpm", "score_sde", "flow_matching", "ebm", "ncsn", "untrained"])
+@pytest.mark.parametrize("name", ["ddpm", "score_sde", "flow_matching", "ebm", "ncsn", "untrained", "digits",
+                                  "bench_digits"])
 def test_example_runs_in_quick_mode(name):
+    if name in ("digits", "bench_digits") and not all(importlib.util.find_spec(m) for m in ("diffusers", "sklearn")):
+        pytest.skip("the digits example needs diffusers and scikit-learn (the dev extra)")
     sys.path.insert(0, EXAMPLES)
     try:
         mod = importlib.import_module(name)

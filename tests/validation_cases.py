@@ -72,6 +72,13 @@ def _solve(*a, **kw):
 
 
 _neg = lambda x, t: -x  # noqa: E731
+_labelled = lambda x, t, y: -x  # noqa: E731 - a network taking a label y
+
+
+def _diffusers(name, **kw):
+    import diffusers
+
+    return getattr(diffusers, name)(**kw)
 _nan = lambda x, t: x * float("nan")  # noqa: E731
 
 CASES = [
@@ -128,6 +135,33 @@ CASES = [
     Case("SigmaTime", "path", "not a GaussianPath", TE_, "path must be the GaussianPath", lambda: sf.SigmaTime(_neg, 80.0)),
     Case("classifier_free_guidance", "scale", "NaN, Inf", VE_, "scale must be finite",
          lambda: sf.classifier_free_guidance(NOISE, NOISE, float("nan"))),
+    Case("classifier_free_guidance", "null", "missing (one conditional field)", VE_, r"null \(the null condition",
+         lambda: sf.classifier_free_guidance(sf.NoiseField(_labelled), 2.0)),
+    Case("classifier_free_guidance", "null", "names an argument not in model_kwargs", VE_,
+         "null names 'y', which is not in model_kwargs", _s(field=sf.classifier_free_guidance(
+             sf.NoiseField(_labelled), 2.0, null={"y": 10}))),
+    Case("classifier_free_guidance", "null", "shape neither one condition nor one per sample", VE_,
+         r"null\['y'\] has shape \(3,\)", _s(field=sf.classifier_free_guidance(
+             sf.NoiseField(_labelled), 2.0, null={"y": torch.full((3,), 10)}), model_kwargs={"y": torch.zeros(4).long()})),
+    Case("GuidedField", "field", "passes no model_kwargs (an oracle)", TE_, "cannot be guided by a null condition",
+         lambda: sf.GuidedField(NOISE, 2.0, {"y": 10})),
+    Case("sample", "model_kwargs", "not a dict", TE_, "model_kwargs must be a dict", _s(model_kwargs=[1])),
+    Case("sample", "model_kwargs", "a field that passes none to a network", TE_,
+         "OracleField passes no keyword arguments", _s(model_kwargs={"y": torch.zeros(4)})),
+    Case("sample", "callback", "not callable", TE_, "callback must be callable", _s(callback=3)),
+    Case("sample", "callback", "returns a tensor unlike x", TE_, r"callback returned \(1, 2\)",
+         _s(callback=lambda i, t, x, x0: x[:1])),
+    Case("invert", "solver", "draws noise (SDE, ancestral, ddim eta > 0)", VE_,
+         "inversion needs a deterministic ODE solver", lambda: sf.invert(VP, NOISE, X, "euler_maruyama", steps=3)),
+    Case("invert", "final_denoise", "True (the state at t_max is the code)", VE_, "drop final_denoise",
+         lambda: sf.invert(VP, NOISE, X, "euler", steps=3, final_denoise=True)),
+    Case("invert", "grid", "not strictly increasing", VE_, "inversion grid must be strictly increasing",
+         lambda: sf.invert(VP, NOISE, X, "euler", grid=[0.5, 0.1])),
+    Case("sdedit", "t_edit", "outside (0, 1]", VE_, "t_edit must be", lambda: sf.sdedit(VP, NOISE, X, 0.0)),
+    Case("Inpaint", "mask", "values other than 0 and 1", VE_, "mask must hold only 0",
+         lambda: sf.Inpaint(VP, X, torch.full((1, 2), 0.5))),
+    Case("Inpaint", "mask", "does not broadcast against known", VE_, "does not broadcast",
+         lambda: sf.Inpaint(VP, X, torch.ones(3, 3))),
     Case("TableNoise", "table", "not a sequence", TE_, "table must be a sequence", lambda: sf.TableNoise(3)),
     Case("BrownianPath", "times", "fewer than 2 points", VE_, "times must be a 1-D grid", lambda: sf.BrownianPath([0.5])),
     Case("solvers.get / describe", "solver", "unknown name", VE_, "unknown solver 'hune'", lambda: sf.solvers.describe("hune")),
@@ -151,6 +185,39 @@ CASES = [
     Case("sample: edm_heun / edm_euler", "S_tmax", "churn beyond the path's noise end", VE_,
          r"churn raises the noise level .* lower S_tmax",
          lambda: sf.sample(sf.EDM(80.0), NOISE, "edm_heun", steps=4, x_init=X, S_churn=40.0, t_max=1.0, t_min=0.01)),
+    # ---- clipping, other libraries' models ---------------------------------------------------------------
+    Case("NoiseField / ... / ClippedField", "clip_data", "lo >= hi", VE_, r"clip_data must be \(lo, hi\) with lo < hi",
+         lambda: sf.NoiseField(_neg, clip_data=(1.0, -1.0))),
+    Case("NoiseField / ... / ClippedField", "clip_data, thresholding", "both given", VE_,
+         "give clip_data or thresholding, not both", lambda: sf.NoiseField(_neg, clip_data=1.0, thresholding=True)),
+    Case("ClippedField", "clip_data, thresholding", "neither given", VE_, "ClippedField needs clip_data",
+         lambda: sf.ClippedField(NOISE)),
+    Case("DynamicThresholding", "ratio", "outside (0, 1]", VE_, r"ratio must be finite and > 0 and <= 1",
+         lambda: sf.DynamicThresholding(ratio=1.5)),
+    Case("DynamicThresholding", "max_value", "< 1", VE_, "max_value must be finite and >= 1",
+         lambda: sf.DynamicThresholding(max_value=0.5)),
+    Case("from_diffusers", "scheduler", "no alphas_cumprod table", TE_, "scheduler must be a diffusers scheduler",
+         lambda: sf.from_diffusers(_neg, object())),
+    Case("from_diffusers", "scheduler", "zero terminal SNR (rescale_betas_zero_snr)", VE_, "rescale_betas_zero_snr",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDIMScheduler", rescale_betas_zero_snr=True))),
+    Case("from_diffusers", "scheduler", "a loop sdeflow does not reproduce (strict)", VE_,
+         "pass strict=False for sdeflow's closest sampler",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDIMScheduler", timestep_spacing="linspace"),
+                                   num_inference_steps=10)),
+    Case("from_diffusers", "scheduler", "a scheduler whose loop is not mapped", VE_, "loop is not mapped",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDPMScheduler"), num_inference_steps=10)),
+    Case("from_diffusers", "num_inference_steps", "< 1", VE_, "num_inference_steps must be a positive integer",
+         lambda: sf.from_diffusers(_neg, _diffusers("DDIMScheduler"), num_inference_steps=0)),
+    Case("from_diffusers", "eta", "with a scheduler other than DDIM", VE_, "eta is DDIMScheduler's noise level",
+         lambda: sf.from_diffusers(_neg, _diffusers("EulerDiscreteScheduler"), eta=1.0)),
+    Case("from_diffusers (integer timesteps)", "grid, solver", "an evaluation between knots", VE_, "not a knot i/T",
+         lambda: sf.sample(sf.from_diffusers(_neg, _diffusers("DDIMScheduler")).path,
+                           sf.from_diffusers(_neg, _diffusers("DDIMScheduler")).field, "midpoint", grid=[0.901, 0.9],
+                           x_init=X)),
+    Case("from_k_diffusion", "sampler", "unknown", VE_, "unknown k-diffusion sampler 'lms'",
+         lambda: sf.from_k_diffusion(_neg, 0.002, 80.0, steps=5, sampler="lms")),
+    Case("from_k_diffusion", "sigma_min, sigma_max", "sigma_min >= sigma_max", VE_, "need sigma_min < sigma_max",
+         lambda: sf.from_k_diffusion(_neg, 80.0, 0.002, steps=5)),
     # ---- sample: state, sizes --------------------------------------------------------------------
     Case("sample", "path", "not a GaussianPath", TE_, "path must be a GaussianPath", lambda: sf.sample("VP", NOISE, steps=2, x_init=X)),
     Case("sample", "field", "a bare network", TE_, r"field must be a sdeflow Field.*NoiseField\(net\)",

@@ -122,6 +122,11 @@ class AdaptiveHeunSDE(SDESolver):
                     t = t_end if last else t + hs
                     x = heun
                     times.append(t)
+                    hook = getattr(term, "on_accept", None)
+                    if hook is not None:
+                        r = hook(acc - 1, t, x)
+                        if r is not None:
+                            x = r
                 else:
                     rej += 1
                 h = min(h_max, abs(hs) * self.controller.factor(ratio)) if not (last and ratio <= 1.0) else h

@@ -111,7 +111,8 @@ class Solver:
 
     def integrate(self, term, x: Tensor, grid: list[float], noise=None,
                   callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict]:
-        """Run every step of ``grid`` (a list of floats); ``callback(k, x)`` after step ``k``.
+        """Run every step of ``grid`` (a list of floats); ``callback(k, x)`` after step ``k`` (a tensor it returns
+        replaces the state).
 
         Returns the final state and the solver's state dict (read by :meth:`stats`). A solver whose
         ``init_state`` puts a :class:`~sdeflow.solvers.program.Program` under ``"program"`` runs all steps in
@@ -128,7 +129,9 @@ class Solver:
         for k in range(len(grid) - 1):
             x = step(term, k, x, grid[k], grid[k + 1], noise, state)
             if callback is not None:
-                callback(k, x)
+                r = callback(k, x)
+                if r is not None:
+                    x = r
         return x, state
 
     def stats(self, state: dict) -> dict:

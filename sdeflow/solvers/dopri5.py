@@ -147,6 +147,12 @@ class Dopri5(ODESolver):
                     t = t_end if last else t + hs
                     x, f0 = x_new, ks[-1]
                     times.append(t)
+                    hook = getattr(term, "on_accept", None)
+                    if hook is not None:  # a replaced state has no FSAL derivative: one more evaluation
+                        r = hook(acc - 1, t, x)
+                        if r is not None:
+                            check_budget(term, "dopri5", 1)
+                            x, f0 = r, term.drift_at(t, r)
                     # a step clipped to land on a grid time must not shrink the next one
                     h = math.copysign(max(abs(h), abs(proposal)), direction) if last else proposal
                 else:

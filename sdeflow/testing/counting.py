@@ -14,8 +14,12 @@ class CountingField(Field):
     def __init__(self, inner: Field):
         self.inner, self.kind, self.calls, self.rows = inner, inner.kind, 0, 0
 
-    def bind(self, path):
-        fn = self.inner.bind(path)
+    @property
+    def takes_model_kwargs(self) -> bool:
+        return self.inner.takes_model_kwargs
+
+    def bind(self, path, model_kwargs=None):
+        fn = self.inner.bind(path, model_kwargs) if model_kwargs else self.inner.bind(path)
 
         def net(x, t):
             self.calls += 1
