@@ -46,3 +46,17 @@ def rows(model_kwargs: dict | None, n: int, start: int, stop: int):
         return v
 
     return {k: cut(v) for k, v in model_kwargs.items()}
+
+
+def has_per_sample(model_kwargs: dict | None, n: int) -> bool:
+    """True if ``model_kwargs`` holds a per-sample tensor (first dimension ``n``), at any depth."""
+    def per(v):
+        if isinstance(v, torch.Tensor):
+            return v.dim() >= 1 and v.shape[0] == n
+        if isinstance(v, dict):
+            return any(per(u) for u in v.values())
+        if isinstance(v, (list, tuple)):
+            return any(per(u) for u in v)
+        return False
+
+    return model_kwargs is not None and per(model_kwargs)

@@ -23,9 +23,9 @@ from .errors import (SdeflowTypeError, SdeflowValueError, SingularityError, chec
 from .fields import Field
 from .gradients import check_grad, grad_context
 from .grids import check_grid, make_grid
-from .conditioning import check_model_kwargs, rows as _rows
+from .conditioning import check_model_kwargs, has_per_sample, rows as _rows
 from .conversions import conversion
-from .noise import as_noise_source
+from .noise import PerSampleNoise, as_noise_source
 from .paths import GaussianPath, _check_shape
 from .runner import diagnose, run
 from .solution import Solution, merge_chunk_stats
@@ -347,6 +347,12 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if solver.name.startswith(("torchdiffeq:", "torchsde:")):
             raise SdeflowValueError(f"callback cannot act between the steps of {solver.name!r} (the backend runs "
                                     f"its own loop); use one of sdeflow's solvers ({', '.join(_solvers.available())})")
+    if (has_per_sample(model_kwargs, N) and solver.adaptive
+            and (getattr(solver, "per_sample", False) or isinstance(noise, (int, PerSampleNoise)))):
+        raise SdeflowValueError(f"per-sample model_kwargs (tensors with one row per sample) cannot follow {solver.name}'s "
+                                f"per-sample steps, which evaluate the rows still running; pass per_sample=False "
+                                f"(dopri5) or generator= (adaptive_heun_sde) for shared steps, or use a fixed-step "
+                                f"solver")
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
     final_denoise = bool(final_denoise)
