@@ -38,7 +38,7 @@ LABELS = torch.arange(32) % 10
 @pytest.mark.parametrize("solver", ["heun", "dpmpp_2m", "euler_maruyama"])
 def test_rows_alone_equal_rows_in_a_batch_bitwise(solver):
     f = sf.NoiseField(Net())
-    kw = dict(steps=8, shape=(3,), dtype=D, noise=sf.PerSampleNoise(11))
+    kw = dict(steps=8, shape=(3,), dtype=D, noise=sf.PerSampleNoise(11), preflight=False)  # bitwise equality, not accuracy
     full = sf.sample(sf.VP(), f, solver, n=32, model_kwargs={"class_labels": LABELS}, **kw).x
     alone = sf.sample(sf.VP(), f, solver, n=8, model_kwargs={"class_labels": LABELS[:8]}, **kw).x
     chunked = sf.sample(sf.VP(), f, solver, n=32, model_kwargs={"class_labels": LABELS}, chunk_size=5, **kw).x
@@ -52,7 +52,7 @@ def test_rows_alone_equal_rows_in_a_batch_bitwise(solver):
 def test_sharded_ranks_pass_their_own_labels(monkeypatch):
     """Three ranks (rank_and_world patched: no process group) together equal the single-process run."""
     f = sf.NoiseField(Net())
-    kw = dict(steps=6, shape=(3,), dtype=D, model_kwargs={"class_labels": LABELS, "scale": 1.0})
+    kw = dict(steps=6, shape=(3,), dtype=D, model_kwargs={"class_labels": LABELS, "scale": 1.0}, preflight=False)
 
     def net(x, t, class_labels, scale):
         return Net()(x, t, class_labels) * scale
@@ -103,7 +103,7 @@ def test_guidance_is_one_network_call_per_evaluation_and_equals_two_calls():
     w = 3.0
     one_field = sf.classifier_free_guidance(f, w, null={"class_labels": 10})
     assert isinstance(one_field, sf.GuidedField)
-    kw = dict(nfe=12, n=32, shape=(3,), dtype=D, noise=sf.PerSampleNoise(5))
+    kw = dict(nfe=12, n=32, shape=(3,), dtype=D, noise=sf.PerSampleNoise(5), final_denoise=False, preflight=False)
     one = sf.sample(sf.VP(), one_field, "heun", model_kwargs={"class_labels": LABELS}, **kw)
     assert net.calls == 12 == one.nfe == one.stats["network_calls"]
     net.calls = 0
@@ -136,7 +136,7 @@ def test_null_condition_forms():
 
 def test_refusals_name_the_argument():
     f = sf.NoiseField(Net())
-    kw = dict(steps=2, n=4, shape=(3,), dtype=D)
+    kw = dict(steps=2, n=4, shape=(3,), dtype=D, preflight=False)
     with pytest.raises(SdeflowTypeError, match="model_kwargs must be a dict"):
         sf.sample(sf.VP(), f, "euler", model_kwargs=[LABELS], **kw)
     oracle = sf.analytic.OracleField(sf.Gaussian([0.0, 0.0, 0.0], 1.0), "noise")

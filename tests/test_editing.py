@@ -44,7 +44,7 @@ def test_callback_sees_every_step_and_changes_nothing_when_it_returns_none(solve
     def cb(i, t, x, x0_hat):
         seen.append((i, t, x.clone(), None if x0_hat is None else x0_hat.clone()))
 
-    kw = dict(steps=6, n=5, shape=(3,), dtype=D, noise=sf.PerSampleNoise(4))
+    kw = dict(steps=6, n=5, shape=(3,), dtype=D, noise=sf.PerSampleNoise(4), preflight=False)  # equality, not accuracy
     plain = sf.sample(PATH, FIELD, solver, return_trajectory=True, **kw)
     with_cb = sf.sample(PATH, FIELD, solver, callback=cb, **kw)
     assert torch.equal(plain.x, with_cb.x) and plain.nfe == with_cb.nfe
@@ -73,15 +73,16 @@ def test_callback_may_replace_the_state():
 @pytest.mark.parametrize("solver", ["dopri5", "adaptive_heun_sde"])
 def test_adaptive_solvers_call_back_after_each_accepted_step(solver):
     calls = []
+    shared = {"per_sample": False} if solver == "dopri5" else {}  # a callback needs one time for the batch
     r = sf.sample(PATH, FIELD, solver, n=4, shape=(3,), dtype=D, generator=torch.Generator().manual_seed(2),
-                  rtol=1e-3, atol=1e-3,
+                  rtol=1e-3, atol=1e-3, **shared,
                   callback=lambda i, t, x, x0: calls.append((i, t)))
-    assert [i for i, _ in calls] == list(range(r.stats["accepted"]))
+    assert [i for i, _ in calls] == list(range(int(r.stats["accepted"][0])))  # shared steps: every row's count
     assert [t for _, t in calls] == r.stats["step_times"][1:]
 
 
 def test_callback_refusals():
-    kw = dict(steps=2, n=2, shape=(3,), dtype=D)
+    kw = dict(steps=2, n=2, shape=(3,), dtype=D, preflight=False)
     with pytest.raises(SdeflowTypeError, match="callback must be callable"):
         sf.sample(PATH, FIELD, "euler", callback=3, **kw)
     with pytest.raises(SdeflowTypeError, match="callback returned"):
@@ -103,8 +104,8 @@ def test_sdedit_samples_the_exact_posterior_of_the_noised_guide():
 
 def test_sdedit_rows_do_not_depend_on_the_batch():
     xg = TARGET.sample(9, generator=torch.Generator().manual_seed(0), dtype=D)
-    a = ed.sdedit(PATH, FIELD, xg, 0.4, "euler_maruyama", steps=5, noise=3).x
-    b = ed.sdedit(PATH, FIELD, xg[:4], 0.4, "euler_maruyama", steps=5, noise=3).x
+    a = ed.sdedit(PATH, FIELD, xg, 0.4, "euler_maruyama", steps=5, noise=3, preflight=False).x
+    b = ed.sdedit(PATH, FIELD, xg[:4], 0.4, "euler_maruyama", steps=5, noise=3, preflight=False).x
     assert torch.equal(a[:4], b)
 
 
@@ -123,9 +124,10 @@ def test_inpainting_keeps_the_known_region_and_samples_the_unknown_marginal():
 def test_inpainting_is_batch_and_chunk_invariant():
     known = TARGET.sample(12, generator=torch.Generator().manual_seed(5), dtype=D)
     mask = torch.tensor([[0.0, 1.0, 0.0]], dtype=D)
-    full = ed.inpaint(PATH, FIELD, known, mask, "euler_maruyama", steps=6, noise=9).x
-    part = ed.inpaint(PATH, FIELD, known[:5], mask, "euler_maruyama", steps=6, noise=9).x
-    chunked = ed.inpaint(PATH, FIELD, known, mask, "euler_maruyama", steps=6, noise=9, chunk_size=5).x
+    full = ed.inpaint(PATH, FIELD, known, mask, "euler_maruyama", steps=6, noise=9, preflight=False).x
+    part = ed.inpaint(PATH, FIELD, known[:5], mask, "euler_maruyama", steps=6, noise=9, preflight=False).x
+    chunked = ed.inpaint(PATH, FIELD, known, mask, "euler_maruyama", steps=6, noise=9, chunk_size=5,
+                         preflight=False).x
     assert torch.equal(full[:5], part) and torch.equal(full, chunked)
 
 
@@ -193,4 +195,4 @@ def test_a_callback_that_breaks_the_state_is_located_by_the_replay():
         return x * float("nan") if i == 3 else None
 
     with pytest.raises(sf.NonFiniteError, match="step 3 .*the state the step callback returned"):
-        sf.sample(PATH, FIELD, "heun", steps=6, n=2, shape=(3,), dtype=D, noise=0, callback=cb)
+        sf.sample(PATH, FIELD, "heun", steps=6, n=2, shape=(3,), dtype=D, noise=0, callback=cb, preflight=False)

@@ -164,16 +164,10 @@ def test_ddim_default_clipping_is_not_a_field(unet):
 
 
 @needs_diffusers
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="sdeflow's unipc integrates the interpolants exactly; diffusers' UniPC (bh2) uses B(h) = "
-                          "e^h - 1 and rho = 1/2: measured 4.2e-3 relative at 10 steps, 8.3e-4 at 25 (a variant "
-                          "'bh2' of sdeflow's unipc is planned)")
 def test_unipc_reproduces_diffusers(unet):
     sch = _scheduler("UniPCMultistepScheduler")
-    with pytest.raises(sf.SdeflowValueError, match="B\\(h\\)"):
-        sf.from_diffusers(unet, sch, num_inference_steps=10)  # strict by default: refused, not approximated
-    recipe = sf.from_diffusers(unet, sch, num_inference_steps=10, strict=False)
-    assert not recipe.exact and recipe.solver == "unipc"
+    recipe = sf.from_diffusers(unet, sch, num_inference_steps=10)  # strict: unipc's bh2 variant is diffusers'
+    assert recipe.exact and recipe.solver == "unipc" and recipe.solver_options.get("variant") == "bh2"
     with torch.no_grad():
         theirs = _their_loop(unet, sch, 10)
         ours = recipe.sample(x_init=recipe.x_init(LATENTS)).x

@@ -24,8 +24,7 @@ with its conditioning bound, any ``model(x, timestep)``):
   - ``EulerDiscreteScheduler``: ``euler`` in :class:`~sdeflow.paths.EDM` coordinates (Euler in
     :math:`\sigma/\alpha`, as diffusers steps), its interpolated sigmas (fractional timesteps) and Karras,
     exponential and beta sigmas included;
-  - ``UniPCMultistepScheduler``: only with ``strict=False`` (sdeflow's ``unipc`` integrates the interpolants
-    exactly; diffusers' B(h) variants bh1, bh2 differ at second order).
+  - ``UniPCMultistepScheduler``: ``solver_type`` bh1 or bh2 (sdeflow's ``unipc`` with the same ``variant``).
 
 Exactness: diffusers computes its coefficients from float32 tables and (DPM-Solver, Euler) rounds the state to
 float32 after every step, so the two agree to float32 rounding, accumulated over the steps (the tests measure
@@ -310,9 +309,9 @@ def _dpm(sch, path, notes, strict):
 def _unipc(sch, path, notes, strict):
     cfg, T = sch.config, path.T
     taus = [int(v) for v in sch.timesteps]
-    _refuse(strict, f"UniPCMultistepScheduler (solver_type={cfg.solver_type!r}) weights its interpolants with "
-            f"B(h) = {'h' if cfg.solver_type == 'bh1' else 'e^h - 1'} and rho = 1/2; sdeflow's unipc integrates "
-            f"them exactly (the same order, different rounding of the second-order term)", notes)
+    if cfg.solver_type not in ("bh1", "bh2"):
+        _refuse(strict, f"UniPCMultistepScheduler solver_type={cfg.solver_type!r} is not a UniPC variant sdeflow's "
+                f"unipc reproduces (bh1, bh2)", notes)
     if _sigma_schedules(cfg):
         _refuse(strict, "UniPCMultistepScheduler with a sigma schedule (Karras, ...) evaluates the model at rounded "
                 "timesteps", notes)
@@ -322,6 +321,8 @@ def _unipc(sch, path, notes, strict):
     # diffusers' order at step k is min(order, steps - k) with lower_order_final: order 1 only on its last step
     lof = (not final) and bool(cfg.get("lower_order_final", True))
     opts = dict(order=int(cfg.solver_order), predict="data" if cfg.predict_x0 else "noise", lower_order_final=lof)
+    if cfg.solver_type in ("bh1", "bh2"):
+        opts["variant"] = cfg.solver_type  # sdeflow's unipc equals UniPC's code (and diffusers') per variant
     return grid, final, "unipc", opts, taus
 
 
