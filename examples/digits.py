@@ -218,9 +218,10 @@ def main(argv=None):
     with torch.no_grad():
         for name, solver, k, opts in solvers:
             t1 = time.perf_counter()
+            # --quick runs a few steps per solver to exercise the plumbing: coarser than the preflight accepts
             sol = sf.sample(path, f, solver, grid="discrete", steps=k, x_init=x_T, final_denoise=True,
                             generator=torch.Generator().manual_seed(2), model_kwargs={"class_labels": labels},
-                            **opts)
+                            preflight=not args.quick, **opts)
             secs = time.perf_counter() - t1
             acc = None if clf is None else float((read(clf, sol.x) == labels).double().mean())
             label = f"{name}, {k} steps" + (f" ({sol.nfe} NFE)" if sol.nfe != k + 1 else "")
