@@ -21,15 +21,13 @@ variance-preserving coordinates (every path's flow is that one up to time change
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
-import numpy as np
 import torch
 
-from .conversions import KINDS, check_kind, kind_uw
+from .conversions import check_kind, kind_uw
 from .errors import SdeflowValueError
 from .fields import Field, batch_time
-from .paths import GaussianPath, as_time
+from .paths import GaussianPath
 
 __all__ = ["GaussianMixture", "Gaussian", "OracleField", "eight_gaussians", "two_blobs", "ring", "flow_in_log_snr"]
 

@@ -41,7 +41,6 @@ import json
 import math
 import os
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from .adapters import FlipTime
-from .conversions import KINDS, check_kind, conversion
+from .conversions import check_kind, conversion
 from .errors import SdeflowTypeError, SdeflowValueError
 from .paths import GaussianPath
 

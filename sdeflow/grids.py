@@ -14,7 +14,6 @@ All grids are float64 tensors of ``steps + 1`` strictly decreasing times in ``[0
 
 from __future__ import annotations
 
-from typing import Sequence
 
 import numpy as np
 import torch

@@ -1,6 +1,5 @@
 """Oracles: exact scores against autograd of exact densities; exact and reference flows."""
 
-import math
 
 import pytest
 import torch

@@ -25,7 +25,7 @@ import torch
 
 import references as R
 import sdeflow as sf
-from sdeflow.integrations.diffusers import DiffusersTime, path_from_scheduler, unwrap_output
+from sdeflow.integrations.diffusers import path_from_scheduler, unwrap_output
 
 needs_diffusers = pytest.mark.skipif(importlib.util.find_spec("diffusers") is None, reason="diffusers not installed")
 U32 = 2.0 ** -24

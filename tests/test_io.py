@@ -266,7 +266,7 @@ def test_every_single_byte_flip_or_truncation_is_refused(tmp_path):
     raw = f.read_bytes()
     ref = io.load_tensors(f)
     g = tmp_path / "bad.safetensors"
-    refused = same = 0
+    refused = kept = 0
     variants = [bytes(raw[:i]) + bytes([raw[i] ^ m]) + raw[i + 1:] for i in range(len(raw)) for m in (0x01, 0xFF)]
     variants += [raw[:i] for i in range(len(raw))] + [raw + b" ", raw + b"\0" * 8]
     for v in variants:
@@ -277,9 +277,9 @@ def test_every_single_byte_flip_or_truncation_is_refused(tmp_path):
             refused += 1
             continue
         assert same(got, ref), f"wrong data from a damaged file (variant {variants.index(v)})"
-        same += 1
+        kept += 1
     padding = raw[8:8 + int.from_bytes(raw[:8], "little")].count(b" ")  # JSON whitespace a flip may keep valid
-    assert same <= 2 * padding, (refused, same)
+    assert kept <= 2 * padding, (refused, kept)
 
 
 def test_legacy_files_without_checksum_still_load(tmp_path):

@@ -20,7 +20,6 @@ Every grid time must have a finite log-SNR (start at ``t_max < 1`` on paths with
 
 from __future__ import annotations
 
-import math
 from typing import ClassVar
 
 import numpy as np
