@@ -12,7 +12,6 @@ from typing import Callable
 import torch
 
 from .errors import NonFiniteError, SdeflowValueError
-from .noise import PerSampleNoise
 
 __all__ = ["run", "diagnose"]
 
@@ -36,8 +35,7 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
         pbar = tqdm(total=len(grid) - 1, desc=desc, unit="step", leave=False)
     cb: Callable | None = None
     user = step_callback
-    if user is not None and solver.adaptive and (getattr(solver, "per_sample", False)
-                                                 or isinstance(noise, PerSampleNoise)):
+    if user is not None and solver.steps_per_sample(noise):
         raise SdeflowValueError(f"callback= needs one time for the whole batch, but {solver.name} steps every sample "
                                 f"on its own here (per-sample step control); pass per_sample=False (dopri5) or "
                                 f"generator= (adaptive_heun_sde) for shared steps, or use a fixed-step solver")

@@ -25,7 +25,7 @@ from .gradients import check_grad, grad_context
 from .grids import check_grid, make_grid
 from .conditioning import check_model_kwargs, has_per_sample, rows as _rows
 from .conversions import conversion
-from .noise import PerSampleNoise, as_noise_source
+from .noise import as_noise_source
 from .paths import GaussianPath, _check_shape
 from .runner import diagnose, run
 from .solution import Solution, merge_chunk_stats
@@ -347,12 +347,6 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if solver.name.startswith(("torchdiffeq:", "torchsde:")):
             raise SdeflowValueError(f"callback cannot act between the steps of {solver.name!r} (the backend runs "
                                     f"its own loop); use one of sdeflow's solvers ({', '.join(_solvers.available())})")
-    if (has_per_sample(model_kwargs, N) and solver.adaptive
-            and (getattr(solver, "per_sample", False) or isinstance(noise, (int, PerSampleNoise)))):
-        raise SdeflowValueError(f"per-sample model_kwargs (tensors with one row per sample) cannot follow {solver.name}'s "
-                                f"per-sample steps, which evaluate the rows still running; pass per_sample=False "
-                                f"(dopri5) or generator= (adaptive_heun_sde) for shared steps, or use a fixed-step "
-                                f"solver")
     if chunk_size is not None:
         chunk_size = check_int("chunk_size", chunk_size)
     final_denoise = bool(final_denoise)
@@ -435,6 +429,11 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         raise SdeflowTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}; for an "
                                f"integer seed use noise=seed (PerSampleNoise)")
     noise_src = as_noise_source(noise, generator, device)
+    if has_per_sample(model_kwargs, N) and solver.steps_per_sample(noise_src):
+        raise SdeflowValueError(f"per-sample model_kwargs (tensors with one row per sample) cannot follow {solver.name}'s "
+                                f"per-sample steps, which evaluate the rows still running; pass per_sample=False "
+                                f"(dopri5) or generator= (adaptive_heun_sde) for shared steps, or use a fixed-step "
+                                f"solver")
     transfer = ipath is not path
     c_in = float(ipath.scale(grid_list[0]) / path.scale(float(grid_train[0]))) if transfer else 1.0
     c_out = torch.as_tensor(path.scale(torch.as_tensor(grid_train)) / ipath.scale(torch.as_tensor(grid_tau))

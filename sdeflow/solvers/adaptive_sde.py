@@ -77,8 +77,11 @@ class AdaptiveHeunSDE(SDESolver):
         self.h_max = check_step_option("h_max", h_max)
         self.controller = Controller(q=1, exponent=0.9, fac_max=math.inf)
 
+    def steps_per_sample(self, noise) -> bool:
+        return isinstance(noise, PerSampleNoise)
+
     def integrate(self, term, x, grid, noise=None, callback=None):
-        if isinstance(noise, PerSampleNoise):
+        if self.steps_per_sample(noise):
             if self.error_norm == "batch":
                 raise SdeflowValueError("error_norm='batch' pools the whole batch's error into one step size, but "
                                         "noise=PerSampleNoise steps every sample on its own; use the default "

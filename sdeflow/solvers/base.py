@@ -74,6 +74,11 @@ class Solver:
     def min_nfe(self) -> int:
         return self.nfe_for_steps(1)
 
+    def steps_per_sample(self, noise) -> bool:
+        """True if this solve steps every sample on its own (its own times: no time shared by the batch, and
+        the field evaluated on the rows still running) with this noise source; fixed-step solvers never do."""
+        return False
+
     # ---- the plan -----------------------------------------------------------------------------
     def eval_times(self, grid: np.ndarray, path=None) -> tuple[np.ndarray, np.ndarray]:
         """Times of every field evaluation, in call order, and the step each belongs to (``path``: the

@@ -262,6 +262,9 @@ class Dopri5(ODESolver):
                 callback(i, x)
         return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
 
+    def steps_per_sample(self, noise) -> bool:
+        return self.per_sample
+
     def integrate(self, term, x, grid, noise=None, callback=None):
         if self.per_sample:
             return self._integrate_rows(term, x, grid, callback)
