@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_int
 
 __all__ = ["FlipTime", "ColumnTime", "IndexTime", "SigmaTime", "from_diffusers", "from_k_diffusion"]
 
@@ -86,15 +86,10 @@ class IndexTime(_Adapter):
 
     def __init__(self, net, T: int):
         super().__init__(net)
-        if not (isinstance(T, int) and T >= 1):
-            raise SdeflowValueError(f"T must be a positive integer (the number of DDPM steps), got {T!r}")
-        self.T = T
+        self.T = check_int("T", T, what="a positive integer (the number of DDPM steps)", error=SdeflowValueError)
 
     def __call__(self, x, t, **model_kwargs):
         return self.net(x, torch.round(t * self.T).long() - 1, **model_kwargs)
-
-    def _map_times(self, times):
-        return times
 
     def validate_times(self, times: np.ndarray) -> None:
         u = np.asarray(times, dtype=np.float64) * self.T

@@ -42,11 +42,10 @@ import math
 import os
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.distributed as dist
 
-from .errors import SdeflowTypeError, SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_int
 from .noise import NoiseSource, as_noise_source
 from .sample import sample
 from .solution import Solution
@@ -73,9 +72,7 @@ class ShardError(SdeflowValueError):
 
 # ---- who takes which rows ---------------------------------------------------------------------------
 def _check_count(name: str, v, minimum: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise SdeflowValueError(f"{name} must be an integer >= {minimum}, got {v!r}")
-    return int(v)
+    return check_int(name, v, minimum=minimum, error=SdeflowValueError)
 
 
 def block(n: int, rank: int, world_size: int) -> tuple[int, int]:

@@ -106,14 +106,20 @@ def check_float_tensor(name: str, x, *, allow_half: bool = True) -> torch.Tensor
     return x
 
 
-def check_int(name: str, v, *, minimum: int = 1) -> int:
-    """``v`` must be an integer (not a bool) ``>= minimum``; return it as ``int``."""
+def check_int(name: str, v, *, minimum: int = 1, what: str | None = None, hint: str = "",
+              error: type | None = None) -> int:
+    """``v`` must be an integer (not a bool) ``>= minimum``; return it as ``int``.
+
+    The message reads ``"{name} must be {what}, got {v}"`` plus ``hint`` (what the argument is, or the fix);
+    ``what`` defaults to ``"an integer >= {minimum}"``. A non-integer raises ``error`` (default
+    :class:`SdeflowTypeError`; some arguments have always raised :class:`SdeflowValueError` for any bad value)."""
     import numbers
 
+    what = f"an integer >= {minimum}" if what is None else what
     if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-        raise SdeflowTypeError(f"{name} must be an integer >= {minimum}, got {v!r} ({type(v).__name__})")
+        raise (error or SdeflowTypeError)(f"{name} must be {what}, got {v!r} ({type(v).__name__}){hint}")
     if v < minimum:
-        raise SdeflowValueError(f"{name} must be an integer >= {minimum}, got {v}")
+        raise SdeflowValueError(f"{name} must be {what}, got {v}{hint}")
     return int(v)
 
 

@@ -34,9 +34,8 @@ from . import solvers as _solvers
 from .errors import SdeflowTypeError, SdeflowValueError
 from .grids import make_grid
 from .noise import as_noise_source
-from .paths import GaussianPath
+from .paths import GaussianPath, map_times
 from .sample import resolve_gamma2, resolve_steps, sample
-from .terms import map_times
 from .window import budget_end, default_window, singular_reason
 
 __all__ = ["OptimizedGrid", "optimize_grid", "network_dtype"]
@@ -68,10 +67,6 @@ class OptimizedGrid:
         return (f"{self.solver} at nfe={self.nfe}: held-out RMS error {self.validation_start:.3e} ({self.start} grid) "
                 f"-> {self.validation_optimized:.3e}; pilot cost {self.pilot_network_calls} batched network calls, "
                 f"{self.pilot_sample_evaluations} sample evaluations ({self.pilot_samples} pilot samples)")
-
-
-def _rms(a: Tensor, b: Tensor) -> float:
-    return float((a.detach().double() - b.detach().double()).reshape(a.shape[0], -1).pow(2).sum(1).mean().sqrt())
 
 
 def network_dtype(field) -> torch.dtype | None:
@@ -141,6 +136,8 @@ def optimize_grid(path: GaussianPath, field, solver, nfe: int, *, shape, n_pilot
 def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator, t_max, t_min, final_denoise,
               integration_path, dtype, device, starts, maxfev, reference_rtol, reference_atol, solver_options,
               gamma, knots) -> OptimizedGrid:
+    from .bench.metrics import pathwise_rms  # the bench's error metric (sdeflow.bench loads lazily)
+
     solver_options = dict(solver_options or {})
     s = _solvers.get(solver, **solver_options)
     if s.adaptive:
@@ -169,7 +166,7 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     src = as_noise_source(None, gen, torch.device("cpu"))
     shape = (int(shape),) if isinstance(shape, int) else tuple(shape)
     like = torch.empty((n_pilot + n_validation,) + shape, dtype=dtype)
-    x_all = float(path.sigma(t_max)) * src.draw(-1, t_max, t_max, like)
+    x_all = path.prior_draw(src, like, t_max)
     if device is not None:
         x_all = x_all.to(device)
     common = dict(t_max=t_max, t_min=t_min, final_denoise=final_denoise, integration_path=integration_path,
@@ -219,7 +216,7 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
         kw = dict(common)
         kw.pop("t_max"), kw.pop("t_min")
         out = sample(path, field, s, grid=g, x_init=x, check_finite=False, preflight=False, **kw).x
-        e = _rms(out, r)
+        e = pathwise_rms(out, r)
         return e if math.isfinite(e) else 1e30
 
     def objective(theta: np.ndarray) -> float:

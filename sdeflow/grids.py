@@ -18,18 +18,17 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError, check_number, unknown_name
+from .errors import SdeflowTypeError, SdeflowValueError, check_int, check_number, unknown_name
 from .paths import DiscreteVP, GaussianPath
 
-__all__ = ["GRIDS", "make_grid", "uniform", "log_snr", "karras", "quadratic", "discrete", "check_grid"]
+__all__ = ["GRIDS", "make_grid", "uniform", "log_snr", "karras", "quadratic", "discrete", "check_grid",
+           "Grid", "Uniform", "LogSNR", "Karras", "Quadratic", "Discrete", "GRID_TYPES", "as_grid"]
 
 Tensor = torch.Tensor
 
 
 def _check_steps(steps) -> int:
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise SdeflowValueError(f"steps must be a positive integer, got {steps!r}")
-    return int(steps)
+    return check_int("steps", steps, what="a positive integer", error=SdeflowValueError)
 
 
 def _check_ends(t_max, t_min, path=None) -> tuple[float, float]:
@@ -115,8 +114,110 @@ GRIDS = {"uniform": uniform, "log_snr": log_snr, "karras": karras, "quadratic": 
          "discrete": discrete}
 
 
+class Grid:
+    """A named grid as an object: its kind, its options and (optionally) its window ends, for
+    ``sample(..., grid=Karras(rho=5.0, t_min=0.002))``. The ends default to None: the sampler's default window
+    (:func:`sdeflow.window.default_window`); ``sample``'s own ``t_max=``/``t_min=`` mean the same and may be
+    given instead (not both with different values). ``grid="karras"`` is ``grid=Karras()``."""
+
+    name: str = ""
+
+    def __init__(self, *, t_max: float | None = None, t_min: float | None = None):
+        hint = "sampling runs from t_max (noise, <= 1) down to t_min (data, >= 0)"
+        self.t_max = None if t_max is None else check_number("t_max", t_max, ge=0.0, le=1.0, hint=hint)
+        self.t_min = None if t_min is None else check_number("t_min", t_min, ge=0.0, le=1.0, hint=hint)
+        if self.t_max is not None and self.t_min is not None and not self.t_min < self.t_max:
+            raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}; grids run "
+                                    f"from t_max (noise) down to t_min (data)")
+
+    def options(self) -> dict:
+        """The keyword arguments of the grid function beyond ``(path, steps, t_max, t_min)``."""
+        return {}
+
+    def __call__(self, path: GaussianPath, steps: int, t_max: float | None = None,
+                 t_min: float | None = None) -> Tensor:
+        """The grid of ``steps`` steps on ``path`` from ``t_max`` to ``t_min`` (default: this object's ends, else
+        the path's ``t_max``/``t_min``), as :func:`make_grid` returns it."""
+        t_max = next(v for v in (t_max, self.t_max, path.t_max) if v is not None)
+        t_min = next(v for v in (t_min, self.t_min, path.t_min) if v is not None)
+        return make_grid(self.name, path, steps, t_max, t_min, **self.options())
+
+    def _fields(self) -> dict:
+        return dict(self.options(), t_max=self.t_max, t_min=self.t_min)
+
+    def __eq__(self, other):
+        return type(other) is type(self) and other._fields() == self._fields()
+
+    def __hash__(self):
+        return hash((type(self), tuple(sorted(self._fields().items()))))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self._fields().items() if v is not None)
+        return f"{type(self).__name__}({args})"
+
+
+class Uniform(Grid):
+    """Equal steps in ``t`` (:func:`uniform`)."""
+
+    name = "uniform"
+
+
+class LogSNR(Grid):
+    r"""Equal steps in :math:`\lambda_t` (:func:`log_snr`)."""
+
+    name = "log_snr"
+
+
+class Karras(Grid):
+    """Karras et al.'s schedule with exponent ``rho`` (:func:`karras`; ``rho = 7`` by default)."""
+
+    name = "karras"
+
+    def __init__(self, rho: float = 7.0, *, t_max: float | None = None, t_min: float | None = None):
+        rho = check_number("rho", rho)
+        if not rho > 0:
+            raise SdeflowValueError(f"rho must be > 0, got {rho}")
+        self.rho = rho
+        super().__init__(t_max=t_max, t_min=t_min)
+
+    def options(self) -> dict:
+        return {"rho": self.rho}
+
+
+class Quadratic(Grid):
+    """DDIM's quadratic schedule (:func:`quadratic`)."""
+
+    name = "quadratic"
+
+
+class Discrete(Grid):
+    """Knots of a :class:`~sdeflow.paths.DiscreteVP` (:func:`discrete`)."""
+
+    name = "discrete"
+
+
+#: the grid objects by name: ``GRID_TYPES["karras"]`` is :class:`Karras`
+GRID_TYPES = {cls.name: cls for cls in (Uniform, LogSNR, Karras, Quadratic, Discrete)}
+
+
+def as_grid(grid) -> Grid:
+    """A grid name or a :class:`Grid` as a :class:`Grid` (``"karras"`` -> ``Karras()``)."""
+    if isinstance(grid, Grid):
+        return grid
+    if isinstance(grid, str):
+        if grid not in GRID_TYPES:
+            raise unknown_name("grid", grid, GRIDS)
+        return GRID_TYPES[grid]()
+    raise SdeflowTypeError(f"grid must be a name ({', '.join(GRIDS)}), a Grid (Karras(rho=7), ...) or a "
+                           f"sequence of times, got {type(grid).__name__}")
+
+
 def make_grid(kind: str, path: GaussianPath, steps: int, t_max: float, t_min: float, **kw) -> Tensor:
-    """A named grid (see the module docstring) with ``steps`` steps from ``t_max`` to ``t_min``."""
+    """A named grid (see the module docstring; a name or a :class:`Grid`) with ``steps`` steps from ``t_max`` to
+    ``t_min``."""
+    if isinstance(kind, Grid):
+        kw = {**kind.options(), **kw}
+        kind = kind.name
     if not isinstance(kind, str):
         raise SdeflowTypeError(f"grid must be a name ({', '.join(GRIDS)}) or a sequence of times, got "
                                f"{type(kind).__name__}")

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from .errors import NonFiniteError, SdeflowValueError, check_float_tensor, check_generator
+from .errors import NonFiniteError, SdeflowValueError, check_float_tensor, check_generator, check_int
 
 __all__ = ["ula", "mala", "annealed_langevin", "LangevinResult"]
 
@@ -40,8 +40,7 @@ def _pos(name, v):
 
 
 def _nsteps(v, name="steps"):
-    if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-        raise SdeflowValueError(f"{name} must be a non-negative integer, got {v!r}")
+    check_int(name, v, minimum=0, what="a non-negative integer", error=SdeflowValueError)
 
 
 def _check_x(x):

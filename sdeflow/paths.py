@@ -22,9 +22,11 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional, Sequence
 
+import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError, check_float_tensor, check_generator, check_number
+from .errors import (SdeflowTypeError, SdeflowValueError, check_float_tensor, check_generator, check_int,
+                     check_number)
 
 __all__ = [
     "GaussianPath",
@@ -99,7 +101,7 @@ def check_time(t, upper: float = 1.0, name: str = "t"):
 _compiling = getattr(getattr(torch, "compiler", None), "is_compiling", lambda: False)
 
 
-def _check_shape(shape) -> tuple[int, ...]:
+def check_shape(shape) -> tuple[int, ...]:
     """A shape: a tuple of non-negative integers (an int is a 1-tuple)."""
     if isinstance(shape, int) and not isinstance(shape, bool):
         shape = (shape,)
@@ -126,11 +128,38 @@ def _time_checked(fn):
     return checked
 
 
-def _bcast(c: Tensor, x: Tensor) -> Tensor:
-    """Reshape a per-sample coefficient ``(batch,)`` (or a scalar) to broadcast against ``x``."""
-    if c.dim() == 0:
-        return c.to(x.dtype)
-    return c.to(x.dtype).reshape(c.shape + (1,) * (x.dim() - c.dim()))
+def bcast(c: Tensor, x: Tensor) -> Tensor:
+    """Reshape a per-sample coefficient ``(batch,)`` (or a scalar) to broadcast against ``x`` (its dtype kept)."""
+    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
+
+
+def map_times(from_path: "GaussianPath", to_path: "GaussianPath", t) -> np.ndarray:
+    """Times of ``to_path`` with the same log-SNR as times ``t`` of ``from_path`` (float64 numpy)."""
+    if to_path is from_path:
+        return np.asarray(t, dtype=np.float64)
+    tt = torch.as_tensor(np.asarray(t, dtype=np.float64))
+    lam = from_path.log_snr(tt)
+    out = to_path.t_from_log_snr(lam).numpy()
+    upper = to_path.t_upper
+    inside = np.isfinite(out) & (out >= -1e-12) & (out <= upper + 1e-12)
+    out = np.clip(np.where(inside, out, 0.0), 0.0, upper)
+    with np.errstate(invalid="ignore"):
+        exact = inside & np.isclose(lam.numpy(), to_path.log_snr(torch.as_tensor(out)).numpy(), rtol=1e-6,
+                                    atol=1e-6)
+    if not exact.all():
+        bad = float(tt[~torch.as_tensor(exact)][0])
+        raise SdeflowValueError(
+            f"{to_path!r} has no time with the log-SNR {float(from_path.log_snr(bad)):g} of {from_path!r} at "
+            f"t={bad:g}; narrow [t_min, t_max] to log-SNRs both paths reach")
+    return out
+
+
+def transfer_scale(from_path: "GaussianPath", to_path: "GaussianPath", t_from, t_to) -> Tensor:
+    r"""The factor :math:`s^{to}(t_{to}) / s^{from}(t_{from})` (:meth:`GaussianPath.scale`) taking a state of
+    ``from_path`` at ``t_from`` to the state of ``to_path`` at ``t_to``, the time of equal log-SNR
+    (:func:`map_times`): two paths with one log-SNR differ by this factor only (path transfer; Karras et al.
+    2022, sec. 4). Numbers or tensors, elementwise."""
+    return to_path.scale(t_to) / from_path.scale(t_from)
 
 
 class GaussianPath:
@@ -209,10 +238,6 @@ class GaussianPath:
             hi = torch.where(above, hi, mid)
         return (0.5 * (lo + hi)).to(lam.dtype)
 
-    def sigma_over_alpha(self, t) -> Tensor:
-        r"""The VE-equivalent noise level :math:`\sigma_t/\alpha_t = e^{-\lambda_t/2}`."""
-        return torch.exp(-0.5 * self.log_snr(t))
-
     def scale(self, t) -> Tensor:
         r""":math:`\sqrt{\alpha_t^2+\sigma_t^2}`, the factor between this path and its variance-preserving
         twin with the same log-SNR (used by path transfer)."""
@@ -242,11 +267,19 @@ class GaussianPath:
         cosine VP) and within :math:`\alpha_1` otherwise (VP: 0.0066 for the default betas).
         """
         t = self.t_max if t is None else check_number("t", t, ge=0.0, le=1.0)
-        shape = _check_shape(shape)
+        shape = check_shape(shape)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise SdeflowTypeError(f"dtype must be a floating torch.dtype, got {dtype}")
         s = float(self.sigma(t))
         return s * torch.randn(tuple(shape), generator=check_generator(generator), dtype=dtype, device=device)
+
+    def prior_draw(self, noise, like: Tensor, t: float | None = None) -> Tensor:
+        r"""The sampler's starting point :math:`\sigma_t z` at ``t`` (default ``t_max``), with ``z`` the initial
+        draw of a :mod:`sdeflow.noise` source (``noise.draw(-1, t, t, like)``, shaped and typed like ``like``):
+        :meth:`prior_sample` driven by the sampler's noise source, so a seed gives the same samples however they
+        are chunked or sharded (:func:`sdeflow.sample`, :func:`sdeflow.grid_opt.optimize_grid`)."""
+        t = self.t_max if t is None else t
+        return float(self.sigma(t)) * noise.draw(-1, t, t, like)
 
     def q_sample(self, x0: Tensor, t, *, generator: torch.Generator | None = None,
                  eps: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -266,7 +299,7 @@ class GaussianPath:
         if eps is None:
             eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
         a, s, _, _ = self.coefficients(as_time(t).to(x0.device))
-        return _bcast(a, x0) * x0 + _bcast(s, x0) * eps, eps
+        return bcast(a.to(x0.dtype), x0) * x0 + bcast(s.to(x0.dtype), x0) * eps, eps
 
     def __repr__(self) -> str:
         params = ", ".join(f"{k}={v!r}" for k, v in self._params().items())
@@ -581,8 +614,7 @@ class DiscreteVP(GaussianPath):
     def __init__(self, betas: Sequence[float] | Tensor | None = None, *, T: int = 1000,
                  beta_start: float = 1e-4, beta_end: float = 0.02):
         if betas is None:
-            if isinstance(T, bool) or not (isinstance(T, int) and T >= 1):
-                raise SdeflowValueError(f"T must be a positive integer, got {T!r}")
+            check_int("T", T, what="a positive integer", hint=" (the number of DDPM steps)", error=SdeflowValueError)
             beta_start, beta_end = check_number("beta_start", beta_start), check_number("beta_end", beta_end)
             if not (0 < beta_start < beta_end < 1):
                 raise SdeflowValueError(f"need 0 < beta_start < beta_end < 1, got beta_start={beta_start}, "

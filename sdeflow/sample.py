@@ -26,11 +26,11 @@ from .grids import check_grid, make_grid
 from .conditioning import check_model_kwargs, has_per_sample, rows as _rows
 from .conversions import conversion
 from .noise import as_noise_source
-from .paths import GaussianPath, _check_shape
+from .paths import GaussianPath, check_shape, map_times, transfer_scale
 from .runner import diagnose, run
 from .solution import Solution, merge_chunk_stats
 from .solve import make_solver
-from .terms import FieldTerm, map_times
+from .terms import FieldTerm
 from .stability import check_rounding, probe
 from .window import EXTREME_LOG_SNR, budget_end, check_ends, check_prior, default_window
 
@@ -83,11 +83,8 @@ def resolve_steps(solver, steps, nfe, extra_nfe: int) -> int:
         raise SdeflowValueError("give steps= (number of solver steps) or nfe= (a budget of field evaluations), "
                                 "or an explicit grid")
     if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-            raise SdeflowValueError(f"steps must be a positive integer, got {steps!r}")
-        return int(steps)
-    if isinstance(nfe, bool) or not isinstance(nfe, (int, np.integer)) or nfe < 1:
-        raise SdeflowValueError(f"nfe must be a positive integer, got {nfe!r}")
+        return check_int("steps", steps, what="a positive integer", error=SdeflowValueError)
+    nfe = check_int("nfe", nfe, what="a positive integer", error=SdeflowValueError)
     s = solver.max_steps(int(nfe) - extra_nfe)
     if s < 1:
         need = solver.min_nfe + extra_nfe
@@ -174,7 +171,7 @@ def _initial_state(x_init, n, shape, dtype, device):
     if shape is None:
         raise SdeflowValueError("shape (the event shape of one sample, e.g. (2,)) is needed with n; or pass "
                                 "x_init")
-    shape = _check_shape(shape)
+    shape = check_shape(shape)
     dtype = torch.float32 if dtype is None else dtype
     if dtype in (torch.float16, torch.bfloat16):
         raise SdeflowTypeError(f"dtype={dtype} is too coarse for the solver state; keep dtype=torch.float32 and let "
@@ -218,7 +215,7 @@ def _step_callback(user: Callable, term: FieldTerm, path: GaussianPath, ipath: G
             t, c = float(grid_train[k + 1]), (c_out[k + 1] if c_out is not None else 1.0)
         else:
             t = float(map_times(ipath, path, np.array([tau]))[0]) if transfer else float(tau)
-            c = float(path.scale(t) / ipath.scale(tau)) if transfer else 1.0
+            c = float(transfer_scale(ipath, path, tau, t)) if transfer else 1.0
         r = user(k, t, x * c if c != 1.0 else x, x0_hat())
         if r is None:
             return None
@@ -435,10 +432,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                                 f"(dopri5) or generator= (adaptive_heun_sde) for shared steps, or use a fixed-step "
                                 f"solver")
     transfer = ipath is not path
-    c_in = float(ipath.scale(grid_list[0]) / path.scale(float(grid_train[0]))) if transfer else 1.0
-    c_out = torch.as_tensor(path.scale(torch.as_tensor(grid_train)) / ipath.scale(torch.as_tensor(grid_tau))
+    c_in = float(transfer_scale(path, ipath, float(grid_train[0]), grid_list[0])) if transfer else 1.0
+    c_out = torch.as_tensor(transfer_scale(ipath, path, torch.as_tensor(grid_tau), torch.as_tensor(grid_train))
                             ).tolist() if transfer else None
-    s_prior = float(path.sigma(t_max))
 
     chunk = N if chunk_size is None else chunk_size
     if x_init is None:
@@ -454,7 +450,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             src = noise_src.for_rows(start)
             if x_init is None:
                 like = torch.empty((rows,) + shape, dtype=dtype, device=device)
-                x0 = s_prior * src.draw(-1, t_max, t_max, like)
+                x0 = path.prior_draw(src, like, t_max)
             else:
                 x0 = x_init[start:start + rows]
             if transfer:

@@ -42,25 +42,7 @@ def _time_tensors(times: np.ndarray, like: Tensor) -> list[Tensor]:
     return list(tt.reshape(-1, 1).expand(-1, like.shape[0]).unbind(0))
 
 
-def map_times(from_path: GaussianPath, to_path: GaussianPath, t: np.ndarray) -> np.ndarray:
-    """Times of ``to_path`` with the same log-SNR as times ``t`` of ``from_path``."""
-    if to_path is from_path:
-        return np.asarray(t, dtype=np.float64)
-    tt = torch.as_tensor(np.asarray(t, dtype=np.float64))
-    lam = from_path.log_snr(tt)
-    out = to_path.t_from_log_snr(lam).numpy()
-    upper = to_path.t_upper
-    inside = np.isfinite(out) & (out >= -1e-12) & (out <= upper + 1e-12)
-    out = np.clip(np.where(inside, out, 0.0), 0.0, upper)
-    with np.errstate(invalid="ignore"):
-        exact = inside & np.isclose(lam.numpy(), to_path.log_snr(torch.as_tensor(out)).numpy(), rtol=1e-6,
-                                    atol=1e-6)
-    if not exact.all():
-        bad = float(tt[~torch.as_tensor(exact)][0])
-        raise SdeflowValueError(
-            f"{to_path!r} has no time with the log-SNR {float(from_path.log_snr(bad)):g} of {from_path!r} at "
-            f"t={bad:g}; narrow [t_min, t_max] to log-SNRs both paths reach")
-    return out
+from .paths import map_times  # noqa: E402  (moved to sdeflow.paths; re-exported here)
 
 
 class Term:

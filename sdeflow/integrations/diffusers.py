@@ -44,7 +44,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import SdeflowTypeError, SdeflowValueError
+from ..errors import SdeflowTypeError, SdeflowValueError, check_int
 from ..fields import DataField, DynamicThresholding, NoiseField, VPredictionField
 from ..paths import EDM, DiscreteVP
 from .recipe import Recipe
@@ -212,9 +212,7 @@ def _prepared(scheduler, num_inference_steps):
     or ``scheduler`` itself when its timesteps are already set and no number is given; None if neither."""
     if num_inference_steps is None:
         return scheduler if getattr(scheduler, "num_inference_steps", None) else None
-    if isinstance(num_inference_steps, bool) or not isinstance(num_inference_steps, (int, np.integer)) \
-            or num_inference_steps < 1:
-        raise SdeflowValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
+    check_int("num_inference_steps", num_inference_steps, what="a positive integer", error=SdeflowValueError)
     sch = type(scheduler).from_config(scheduler.config)
     sch.set_timesteps(int(num_inference_steps))
     return sch
