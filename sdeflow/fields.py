@@ -34,7 +34,7 @@ import torch
 from .adapters import FlipTime
 from .conversions import check_kind, conversion
 from .errors import SdeflowTypeError, SdeflowValueError
-from .paths import GaussianPath
+from .paths import GaussianPath, bcast
 
 __all__ = [
     "Field",
@@ -69,10 +69,6 @@ def batch_time(t, x: Tensor) -> Tensor:
                                     f"{tuple(t.shape)}")
         return t.to(dtype=x.dtype, device=x.device)
     return torch.full((n,), float(t), dtype=x.dtype, device=x.device)
-
-
-def _bcast(c: Tensor, x: Tensor) -> Tensor:
-    return c.reshape(c.shape + (1,) * (x.dim() - c.dim()))
 
 
 def _as_kind(field, kind: str, x: Tensor, t, path, model_kwargs: dict | None) -> Tensor:
@@ -127,7 +123,7 @@ class Field:
         if kind == self.kind:
             return n
         P, Q = conversion(self.kind, kind, *path.coefficients(tb))
-        return _bcast(P, x) * x + _bcast(Q, x) * n
+        return bcast(P, x) * x + bcast(Q, x) * n
 
     def score(self, x, t, path, model_kwargs=None):
         return self.as_kind("score", x, t, path, model_kwargs)
@@ -569,7 +565,7 @@ class FlowScoreField(Field):
         g2 = self.gamma * self.gamma
         s = _as_kind(self.score_field, "score", x, tb, path, model_kwargs)
         P, Q = conversion("velocity", "drift", *path.coefficients(tb), gamma2=g2)
-        return (torch.add(v, s, alpha=-0.5 * g2) - _bcast(P, x) * x) / _bcast(Q, x)
+        return (torch.add(v, s, alpha=-0.5 * g2) - bcast(P, x) * x) / bcast(Q, x)
 
     def validate_times(self, times):
         self.velocity_field.validate_times(times)
@@ -659,9 +655,9 @@ def transform_native(kind: str, transform, x: Tensor, t: Tensor, n: Tensor, path
     if kind == "data":
         return transform(n)
     P, Q = conversion(kind, "data", *co)
-    x0 = transform(_bcast(P.to(x.dtype), x) * x + _bcast(Q.to(x.dtype), x) * n)
+    x0 = transform(bcast(P.to(x.dtype), x) * x + bcast(Q.to(x.dtype), x) * n)
     P, Q = conversion("data", kind, *co)
-    return _bcast(P.to(x.dtype), x) * x + _bcast(Q.to(x.dtype), x) * x0
+    return bcast(P.to(x.dtype), x) * x + bcast(Q.to(x.dtype), x) * x0
 
 
 class ClippedField(Field):
