@@ -28,13 +28,12 @@ from .errors import (
     check_number,
 )
 from .fields import Field
-from .grids import make_grid
+from .grids import Grid, make_grid, unpack
 from .noise import as_noise_source
-from .paths import GaussianPath
+from .paths import GaussianPath, map_times
 from .sample import resolve_steps, sample
 from .solution import Solution
 from .solve import make_solver
-from .terms import map_times
 from .window import default_window
 
 __all__ = ["Inpaint", "inpaint", "inversion_grid", "invert", "sdedit"]
@@ -165,10 +164,10 @@ def inversion_grid(path: GaussianPath, field: Field, solver=None, *, steps: int 
     ``integration_path`` (named grids are laid out in its time), so
     ``sample(path, field, solver, grid=inversion_grid(...)[::-1], x_init=z)`` is the matching decoder."""
     s = make_solver("heun" if solver is None else solver, {})
+    grid, t_max, t_min, kw = unpack(grid, t_max, t_min, rho if grid == "karras" else None)
     t_max, t_min = default_window(path, field.kind, gamma2_fn=None, final_denoise=False, dtype=dtype, t_max=t_max,
                                   t_min=t_min, targets=s.targets)
     n_steps = resolve_steps(s, steps, nfe, 0)
-    kw = {"rho": rho} if grid == "karras" else {}
     ipath = path if integration_path is None else integration_path
     tau_max, tau_min = map_times(path, ipath, np.array([t_max, t_min]))
     g = map_times(ipath, path, make_grid(grid, ipath, n_steps, float(tau_max), float(tau_min), **kw).numpy())
@@ -209,8 +208,9 @@ def invert(path: GaussianPath, field: Field, x0: Tensor, solver=None, *, steps: 
     if s.sde or getattr(s, "stochastic", False):
         raise SdeflowValueError(f"solver {s!r} draws noise; inversion needs a deterministic ODE solver (ddim with "
                                 f"eta=0, euler, heun, dpmpp_2m, dpm_solver_3, unipc, dopri5, ...)")
-    if isinstance(grid, str):
+    if isinstance(grid, (str, Grid)):
         if s.adaptive and steps is None:
+            _, t_max, t_min, _ = unpack(grid, t_max, t_min)
             tmax, tmin = default_window(path, field.kind, gamma2_fn=None, final_denoise=False, dtype=x0.dtype,
                                         t_max=t_max, t_min=t_min, targets=s.targets)
             inner = path.breakpoints(tmax, tmin).numpy()[::-1]
@@ -222,7 +222,7 @@ def invert(path: GaussianPath, field: Field, x0: Tensor, solver=None, *, steps: 
         if steps is not None or t_min is not None or t_max is not None:
             raise SdeflowValueError("an explicit grid sets the steps and ends; drop steps=, t_min= and t_max=")
         g_list = grid
-    return sample(path, field, s, grid=g_list, x_init=x0, gamma=0.0, nfe=nfe if not isinstance(grid, str) else None,
+    return sample(path, field, s, grid=g_list, x_init=x0, gamma=0.0, nfe=None if isinstance(grid, (str, Grid)) else nfe,
                   _forward=True, **sample_kwargs)
 
 

@@ -230,8 +230,7 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     best = None
     for name in starts:
         try:
-            kw = {"rho": 7.0} if name == "karras" else {}
-            tau = make_grid(name, ipath, steps, tau_max, tau_min, **kw).numpy()
+            tau = make_grid(name, ipath, steps, tau_max, tau_min).numpy()  # karras: rho = 7
         except (SdeflowValueError, ValueError):
             continue
         inc = np.diff(tau) / span

@@ -22,7 +22,7 @@ from .errors import SdeflowTypeError, SdeflowValueError, check_int, check_number
 from .paths import DiscreteVP, GaussianPath
 
 __all__ = ["GRIDS", "make_grid", "uniform", "log_snr", "karras", "quadratic", "discrete", "check_grid",
-           "Grid", "Uniform", "LogSNR", "Karras", "Quadratic", "Discrete", "GRID_TYPES", "as_grid"]
+           "Grid", "Uniform", "LogSNR", "Karras", "Quadratic", "Discrete", "GRID_TYPES", "as_grid", "unpack"]
 
 Tensor = torch.Tensor
 
@@ -272,3 +272,26 @@ def check_grid(grid, name: str = "grid", *, decreasing: bool | None = True, unit
     if decreasing is None and not ((d < 0).all() or (d > 0).all()):
         raise SdeflowValueError(f"{name} must be strictly monotone (no repeated or out-of-order times)")
     return g
+
+
+def unpack(grid, t_max: float | None = None, t_min: float | None = None, rho: float | None = None):
+    """``(grid, t_max, t_min, options)`` from a sampler's ``grid=`` (a name, a :class:`Grid` or explicit times),
+    ``t_max=``/``t_min=`` and the flat ``rho=`` (the Karras grid's option, an alias of ``Karras(rho=...)``): a
+    Grid becomes its name, its ends (each given once, here or there) and the keyword options of
+    :func:`make_grid`; names and explicit times pass through."""
+    if isinstance(grid, Grid):
+        if rho is not None:
+            raise SdeflowTypeError(f"rho= is the Karras grid's option; with grid={grid!r} give it there "
+                                   f"(grids.Karras(rho=...)), not beside it")
+        ends = []
+        for name, flat, own in (("t_max", t_max, grid.t_max), ("t_min", t_min, grid.t_min)):
+            if flat is not None and own is not None and check_number(name, flat) != own:
+                raise SdeflowValueError(f"{name}={flat} disagrees with grid={grid!r}; give {name} once")
+            ends.append(own if own is not None else flat)
+        return grid.name, ends[0], ends[1], grid.options()
+    if rho is not None:
+        if grid != "karras":
+            raise SdeflowValueError(f"rho is the exponent of the Karras grid (grid=grids.Karras(rho=...) or "
+                                    f"grid='karras'); with grid={grid!r} it does nothing: drop rho")
+        return grid, t_max, t_min, Karras(rho).options()
+    return grid, t_max, t_min, {}

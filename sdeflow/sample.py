@@ -22,7 +22,7 @@ from .errors import (SdeflowTypeError, SdeflowValueError, SingularityError, chec
                      check_int, check_memory, check_number)
 from .fields import Field
 from .gradients import check_grad, grad_context
-from .grids import check_grid, make_grid
+from .grids import Grid, check_grid, make_grid, unpack
 from .conditioning import check_model_kwargs, has_per_sample, rows as _rows
 from .conversions import conversion
 from .noise import as_noise_source
@@ -229,8 +229,8 @@ def _step_callback(user: Callable, term: FieldTerm, path: GaussianPath, ipath: G
 
 
 def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None = None,
-           nfe: int | None = None, grid: str | Sequence[float] | Tensor | None = None,
-           t_max: float | None = None, t_min: float | None = None, rho: float = 7.0, gamma=None,
+           nfe: int | None = None, grid: str | Grid | Sequence[float] | Tensor | None = None,
+           t_max: float | None = None, t_min: float | None = None, gamma=None,
            final_denoise: bool | None = None, x_init: Tensor | None = None, n: int | None = None,
            shape: Sequence[int] | None = None, dtype: torch.dtype | None = None, device=None,
            generator: torch.Generator | None = None, noise=None,
@@ -240,18 +240,30 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
            callback: Callable | None = None, **solver_options) -> Solution:
     """Draw samples by integrating the reverse-time dynamics of ``path`` driven by ``field``.
 
+    The arguments come in groups: the model (``path``, ``field``); the method, with its own options on the
+    solver object (``solver=solvers.get("pc", alpha=0.5)``, as diffrax passes solver instances); the time grid
+    with its options as one object (``grid=grids.Karras(rho=7.0)``) and its length (``steps`` or ``nfe``); the
+    dynamics (``gamma``, ``final_denoise``, ``integration_path``); the initial state and its noise
+    (``x_init``, or ``n``/``shape``/``dtype``/``device``; ``generator`` or ``noise``); the network calls
+    (``model_kwargs``, ``callback``, ``grad``); the output and checks (``return_trajectory``, ``progress``,
+    ``check_finite``, ``chunk_size``, ``preflight``). The API page (``docs/api/sample.md``) shows each group.
+
     Args:
         path: the Gaussian path the field was trained on.
         field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
         solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
             the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and ``"exp_3m_exact"`` when the budget
-            chooses the window (``t_max, t_min`` below). ``solver_options`` go to its constructor.
+            chooses the window (``t_max, t_min`` below). A solver's options belong to the solver object:
+            ``sdeflow.solvers.get("pc", alpha=0.5)`` (or the class, ``PredictorCorrector(alpha=0.5)``).
         steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
             denoising step counts).
-        grid: ``"uniform"``, ``"log_snr"``, ``"karras"`` (with ``rho``), ``"quadratic"``, ``"discrete"``, or
-            an explicit strictly decreasing sequence of times in ``[0, 1]``. Default ``"uniform"``, and
-            ``"log_snr"`` when the budget chooses the window.
-        t_max, t_min: ends of the named grids. Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
+        grid: a :class:`~sdeflow.grids.Grid` (``Uniform()``, ``LogSNR()``, ``Karras(rho=7.0)``,
+            ``Quadratic()``, ``Discrete()``, each with optional ``t_max=``/``t_min=``), a grid's name
+            (``"uniform"``, ``"log_snr"``, ``"karras"``, ``"quadratic"``, ``"discrete"``: that object with its
+            defaults), or an explicit strictly decreasing sequence of times in ``[0, 1]``. Default
+            ``"uniform"``, and ``"log_snr"`` when the budget chooses the window.
+        t_max, t_min: ends of the named grids (the same as the Grid object's ``t_max=``/``t_min=``: give
+            each end once). Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
             where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`). With a
             budget (``nfe=``), a named grid, the probability-flow ODE and neither ``t_min`` nor
             ``final_denoise`` given, the budget chooses the end: it stops at
@@ -297,6 +309,10 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             previews (:mod:`sdeflow.editing`). It runs once per chunk with that chunk's rows; a callback with a
             ``for_rows(start, stop)`` method is asked for the chunk's own callback first. With a callback the
             solver runs step by step instead of its generated loop.
+        **solver_options: spellings kept for existing code: ``rho=`` with ``grid="karras"`` (the Karras
+            grid's exponent; ``grid=Karras(rho=...)`` says it in one place) and the solver's constructor options
+            beside a solver name or class (``sample(path, field, "pc", alpha=0.5)``; on the solver object the
+            corrector's ``alpha`` never shares a namespace with the sampler's arguments).
 
     Returns:
         a :class:`~sdeflow.solution.Solution`.
@@ -312,6 +328,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         raise SdeflowTypeError(f"integration_path must be a GaussianPath, got {type(ipath).__name__}")
     # sdeflow.editing.invert integrates the ODE forward (data -> noise) on an increasing explicit grid
     forward = bool(solver_options.pop("_forward", False))
+    grid, t_max, t_min, grid_options = unpack(grid, t_max, t_min, solver_options.pop("rho", None))
     if gamma is None and solver is not None:  # an SDE solver integrates the reverse SDE unless told otherwise
         gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
@@ -384,8 +401,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         else:
             n_steps = resolve_steps(solver, steps, nfe, extra)
             _check_plan(solver, n_steps, N, shape, dtype, device, return_trajectory, chunk_size)
-            kw = {"rho": rho} if grid == "karras" else {}
-            grid_tau = make_grid(grid, ipath, n_steps, float(tau_max), float(tau_min), **kw).numpy()
+            grid_tau = make_grid(grid, ipath, n_steps, float(tau_max), float(tau_min), **grid_options).numpy()
         grid_train = map_times(ipath, path, grid_tau)
         grid_train[0], grid_train[-1] = t_max, t_min
     else:
