@@ -170,3 +170,59 @@ def test_solve_scalar_noise_shares_one_brownian_motion():
                    "euler_maruyama", noise_type="scalar", generator=torch.Generator().manual_seed(0))
     assert torch.allclose(sol.x, sol.x[:, :1].expand(3, 4))
     assert not torch.allclose(sol.x[0], sol.x[1])
+
+
+# ---- the grouped spelling: grid objects and solver objects equal the flat keywords, bitwise -------------------
+@pytest.mark.parametrize("spec, flat", [
+    (sf.grids.Karras(rho=5.0, t_max=0.95, t_min=0.01), dict(grid="karras", rho=5.0, t_max=0.95, t_min=0.01)),
+    (sf.grids.Karras(), dict(grid="karras")),
+    (sf.grids.LogSNR(t_min=0.02), dict(grid="log_snr", t_min=0.02)),
+    (sf.grids.Uniform(t_max=0.9), dict(grid="uniform", t_max=0.9)),
+    (sf.grids.Quadratic(), dict(grid="quadratic")),
+])
+def test_grid_object_equals_the_flat_keywords(spec, flat):
+    x = torch.randn(8, 2, dtype=D, generator=torch.Generator().manual_seed(0))
+    a = sf.sample(sf.VP(), TARGET.field("noise"), "dpmpp_2m", steps=6, x_init=x, grid=spec, preflight=False)
+    b = sf.sample(sf.VP(), TARGET.field("noise"), "dpmpp_2m", steps=6, x_init=x, preflight=False, **flat)
+    assert torch.equal(a.x, b.x) and torch.equal(a.ts, b.ts) and a.stats == b.stats
+
+
+def test_grid_object_with_a_budget_and_path_transfer_equals_the_name():
+    field, kw = TARGET.field("noise"), dict(nfe=9, n=16, shape=(2,), noise=3, integration_path=sf.LinearFlow())
+    a = sf.sample(sf.VP(), field, grid=sf.grids.LogSNR(), **kw)
+    b = sf.sample(sf.VP(), field, grid="log_snr", **kw)
+    assert a.stats["window"] == "budget" and torch.equal(a.x, b.x) and a.stats == b.stats
+    # one end on the object and the other flat; the same end in both places when they agree
+    c = sf.sample(sf.VP(), field, "heun", steps=4, grid=sf.grids.Karras(t_min=0.01), t_max=0.9, n=4, shape=(2,),
+                  noise=1)
+    d = sf.sample(sf.VP(), field, "heun", steps=4, grid="karras", t_min=0.01, t_max=0.9, n=4, shape=(2,), noise=1)
+    e = sf.sample(sf.VP(), field, "heun", steps=4, grid=sf.grids.Karras(t_min=0.01), t_min=0.01, t_max=0.9, n=4,
+                  shape=(2,), noise=1)
+    assert torch.equal(c.x, d.x) and torch.equal(c.x, e.x)
+
+
+def test_solver_object_options_equal_the_flat_keywords():
+    kw = dict(steps=5, n=8, shape=(2,), noise=4, gamma="reverse", preflight=False)
+    a = sf.sample(sf.VP(), TARGET.field("score"), sf.solvers.get("pc", snr=0.1, alpha=0.5), **kw)
+    b = sf.sample(sf.VP(), TARGET.field("score"), "pc", snr=0.1, alpha=0.5, **kw)
+    assert torch.equal(a.x, b.x) and a.stats == b.stats
+
+
+def test_grid_objects_lay_out_the_named_grids():
+    path = sf.VP()
+    for spec, fn, kw in [(sf.grids.Karras(rho=3.0), sf.grids.karras, {"rho": 3.0}),
+                         (sf.grids.LogSNR(), sf.grids.log_snr, {}), (sf.grids.Uniform(), sf.grids.uniform, {})]:
+        assert torch.equal(spec(path, 7, 1.0, 1e-3), fn(path, 7, 1.0, 1e-3, **kw))
+        assert torch.equal(sf.grids.make_grid(spec, path, 7, 1.0, 1e-3), spec(path, 7, 1.0, 1e-3))
+        assert sf.grids.as_grid(spec.name) == type(spec)() and eval(repr(spec), vars(sf.grids)) == spec
+    # the object's own ends, then the path's
+    assert torch.equal(sf.grids.Uniform(t_min=0.1)(path, 3), sf.grids.uniform(path, 3, path.t_max, 0.1))
+    assert sf.grids.Karras(rho=5.0) != sf.grids.Karras() and len({sf.grids.Karras(), sf.grids.Karras()}) == 1
+
+
+def test_invert_takes_a_grid_object():
+    x0 = torch.randn(6, 2, dtype=D, generator=torch.Generator().manual_seed(2))
+    kw = dict(steps=5, t_min=0.01, preflight=False)
+    a = sf.invert(sf.VP(), TARGET.field("noise"), x0, "dpmpp_2m", grid=sf.grids.Karras(rho=4.0), **kw)
+    b = sf.invert(sf.VP(), TARGET.field("noise"), x0, "dpmpp_2m", grid="karras", rho=4.0, **kw)
+    assert torch.equal(a.x, b.x) and torch.equal(a.ts, b.ts)
