@@ -270,6 +270,31 @@ class VPredictionField(NetField):
                          thresholding=thresholding)
 
 
+def energy_and_score(energy: Callable[[Tensor], Tensor], x: Tensor, *, create_graph: bool = False,
+                     name: str = "the energy network", user: str = "EnergyField",
+                     hint: str = " (for a network returning the score itself use ScoreField)") -> tuple[Tensor, Tensor]:
+    r"""The energies :math:`E(x)`, shape ``(batch,)``, and the score :math:`-\nabla_x E` (autograd, on a detached
+    copy of ``x`` unless ``create_graph`` and ``x`` requires grad). ``energy`` must return one energy per sample,
+    ``(batch,)`` or ``(batch, 1)``, differentiable in ``x``; errors name ``energy`` as ``name`` and the caller
+    as ``user`` (:class:`EnergyField`, :func:`sdeflow.langevin.mala`)."""
+    with torch.enable_grad():
+        xr = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
+        e = energy(xr)
+        if not isinstance(e, Tensor) or e.shape not in ((x.shape[0],), (x.shape[0], 1)):
+            got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
+            raise SdeflowValueError(f"{name} returned {got}; {user} needs one energy per sample, shape "
+                                    f"({x.shape[0]},) or ({x.shape[0]}, 1){hint}")
+        if not e.requires_grad:
+            raise SdeflowValueError(f"{name}'s output does not depend on x (no autograd graph back to its input: a "
+                                    f"detach(), torch.no_grad() or a constant inside it?); {user} needs E "
+                                    f"differentiable in x")
+        (g,) = torch.autograd.grad(e.sum(), xr, create_graph=create_graph, allow_unused=True)
+    if g is None:
+        raise SdeflowValueError(f"{name}'s output does not depend on x (its gradient with respect to x is "
+                                f"undefined); {user} needs E differentiable in x")
+    return e.reshape(x.shape[0]), -g
+
+
 class EnergyField(Field):
     r"""A scalar energy :math:`E`; its score is :math:`-\nabla_x E` (autograd).
 
@@ -294,23 +319,8 @@ class EnergyField(Field):
         return e.reshape(x.shape[0], -1).sum(-1) if e.dim() > 1 else e
 
     def _score(self, x: Tensor, t: Tensor, **model_kwargs) -> Tensor:
-        with torch.enable_grad():
-            xr = x if (self.create_graph and x.requires_grad) else x.detach().requires_grad_(True)
-            e = self.net(xr, t, **model_kwargs) if self.time else self.net(xr, **model_kwargs)
-            if not isinstance(e, Tensor) or e.shape not in ((x.shape[0],), (x.shape[0], 1)):
-                got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-                raise SdeflowValueError(f"the energy network returned {got}; EnergyField needs one energy per "
-                                        f"sample, shape ({x.shape[0]},) or ({x.shape[0]}, 1) (for a network "
-                                        f"returning the score itself use ScoreField)")
-            if not e.requires_grad:
-                raise SdeflowValueError("the energy network's output does not depend on x (no autograd graph back "
-                                        "to its input: a detach(), torch.no_grad() or a constant inside it?); "
-                                        "EnergyField needs E(x, t) differentiable in x")
-            (g,) = torch.autograd.grad(e.sum(), xr, create_graph=self.create_graph, allow_unused=True)
-        if g is None:
-            raise SdeflowValueError("the energy network's output does not depend on x (its gradient with respect to "
-                                    "x is undefined); EnergyField needs E(x, t) differentiable in x")
-        return -g
+        net = (lambda y: self.net(y, t, **model_kwargs)) if self.time else (lambda y: self.net(y, **model_kwargs))
+        return energy_and_score(net, x, create_graph=self.create_graph)[1]
 
     def predict(self, x, t, path=None, model_kwargs: dict | None = None):
         return self._score(x, batch_time(t, x), **(model_kwargs or {}))

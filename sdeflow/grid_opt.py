@@ -34,7 +34,7 @@ from . import solvers as _solvers
 from .errors import SdeflowTypeError, SdeflowValueError
 from .grids import make_grid
 from .noise import as_noise_source
-from .paths import GaussianPath, map_times
+from .paths import GaussianPath, check_shape, map_times
 from .sample import resolve_gamma2, resolve_steps, sample
 from .window import budget_end, default_window, singular_reason
 
@@ -164,7 +164,7 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
         raise SdeflowValueError(f"nfe={nfe} leaves {steps} step(s) for {s.name}: nothing to optimise")
     gen = generator if generator is not None else torch.Generator().manual_seed(0)
     src = as_noise_source(None, gen, torch.device("cpu"))
-    shape = (int(shape),) if isinstance(shape, int) else tuple(shape)
+    shape = check_shape(shape)
     like = torch.empty((n_pilot + n_validation,) + shape, dtype=dtype)
     x_all = path.prior_draw(src, like, t_max)
     if device is not None:

@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from .errors import NonFiniteError, SdeflowValueError, check_float_tensor, check_generator, check_int
+from .fields import energy_and_score
 
 __all__ = ["ula", "mala", "annealed_langevin", "LangevinResult"]
 
@@ -89,16 +90,8 @@ def ula(score: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps: i
 
 
 def _energy_and_score(energy, x):
-    with torch.enable_grad():
-        xr = x.detach().requires_grad_(True)
-        e = energy(xr)
-        if not isinstance(e, Tensor) or e.numel() != x.shape[0]:
-            got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
-            raise SdeflowValueError(f"energy returned {got}; it must return one energy per sample, shape "
-                                    f"(batch,) or (batch, 1) with batch={x.shape[0]}")
-        e = e.reshape(x.shape[0])
-        (g,) = torch.autograd.grad(e.sum(), xr)
-    return e.detach(), -g
+    e, s = energy_and_score(energy, x, name="energy", user="mala", hint="")
+    return e.detach(), s
 
 
 def mala(energy: Callable[[Tensor], Tensor], x: Tensor, step_size: float, steps: int, *, generator=None,
