@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,45 @@ def test_prior_sample_scale(gen):
 def test_parameter_validation(bad, match):
     with pytest.raises(ValueError, match=match):
         bad()
+
+
+# ---- the path maths the sampler uses: one definition each, in sdeflow.paths ---------------------------------
+def test_map_times_and_transfer_scale():
+    from sdeflow.paths import map_times, transfer_scale
+
+    import sdeflow.terms
+
+    assert sdeflow.terms.map_times is map_times  # the old import keeps working
+    vp, lf = sf.VP(), sf.LinearFlow()
+    t = np.array([0.9, 0.5, 0.01])
+    tau = map_times(vp, lf, t)
+    torch.testing.assert_close(lf.log_snr(torch.as_tensor(tau)), vp.log_snr(torch.as_tensor(t)))
+    assert np.array_equal(map_times(vp, vp, t), t)
+    # a state of vp at t, times the factor, is the state of lf at tau (same log-SNR: alpha and sigma both scale)
+    c = transfer_scale(vp, lf, torch.as_tensor(t), torch.as_tensor(tau))
+    torch.testing.assert_close(vp.alpha(torch.as_tensor(t)) * c, lf.alpha(torch.as_tensor(tau)))
+    torch.testing.assert_close(vp.sigma(torch.as_tensor(t)) * c, lf.sigma(torch.as_tensor(tau)))
+    assert float(transfer_scale(vp, lf, 0.5, float(tau[1]))) == float(lf.scale(float(tau[1])) / vp.scale(0.5))
+
+
+def test_prior_draw_is_sigma_times_the_sources_first_draw():
+    path, like = sf.VE(0.002, 80.0), torch.empty(5, 3, dtype=D)
+    z = sf.PerSampleNoise(4).draw(-1, 0.7, 0.7, like)
+    assert torch.equal(path.prior_draw(sf.PerSampleNoise(4), like, 0.7), float(path.sigma(0.7)) * z)
+    assert torch.equal(path.prior_draw(sf.PerSampleNoise(4), like), float(path.sigma(path.t_max)) * sf.PerSampleNoise(4).draw(-1, 1.0, 1.0, like))
+
+
+def test_check_shape_and_check_int_messages():
+    from sdeflow.errors import check_int
+    from sdeflow.paths import check_shape
+
+    assert check_shape(3) == (3,) and check_shape([2, np.int64(4)]) == (2, 4)
+    with pytest.raises(sf.SdeflowValueError, match="non-negative integers"):
+        check_shape((2, -1))
+    with pytest.raises(sf.SdeflowTypeError, match=r"^k must be an integer >= 1, got 2.5 \(float\)$"):
+        check_int("k", 2.5)
+    with pytest.raises(sf.SdeflowValueError, match=r"^T must be a positive integer, got 2.5 \(float\) \(the steps\)$"):
+        check_int("T", 2.5, what="a positive integer", hint=" (the steps)", error=sf.SdeflowValueError)
+    with pytest.raises(sf.SdeflowValueError, match=r"^steps must be a non-negative integer, got -1$"):
+        check_int("steps", -1, minimum=0, what="a non-negative integer")
+    assert check_int("n", np.int64(3)) == 3 and type(check_int("n", np.int64(3))) is int
