@@ -157,6 +157,9 @@ class Term:
     #: the evaluation budget of an adaptive solve (``sample(..., nfe=)``): it raises *before* exceeding it
     max_nfe: int | None = None
 
+    #: the current solve's :class:`RunContext` (every term has one from construction; :meth:`start_run` replaces it)
+    context: RunContext | None = None
+
     _dtype = None  # the solve's dtype and device (metadata checks of every evaluation)
     _device = None
     _what = "drift"  # how errors name the callable
@@ -272,6 +275,14 @@ class Term:
 
     def check_final(self) -> None:
         """Refuse, before the solve, a final denoising step that cannot be formed (field terms); nothing here."""
+
+    def fix_hint(self, t: float) -> str:
+        """How to move the sampling window off a singular time ``t`` (a lowercase clause, for error messages)."""
+        if t >= 0.5:
+            return ("start at a smaller t_max (omit t_max: each path's default window avoids its singular ends "
+                    "for the field kind and noise level used)")
+        return ("stop at a larger t_min (omit t_min: each path's default window avoids its singular ends "
+                "for the field kind and noise level used)")
 
     # the network's input: its version counter is compared around each call (a network that modifies its
     # input in place would corrupt the solver state); inference tensors have no version counter, so under
@@ -417,14 +428,6 @@ class FieldTerm(Term):
     def _where(self, j: int) -> str:
         step = int(self.step_of[j]) if self.step_of is not None and j < len(self.step_of) else None
         return f"step {step}" if step is not None else "the final denoising step"
-
-    def fix_hint(self, t: float) -> str:
-        """How to move the sampling window off a singular time ``t`` (a lowercase clause, for error messages)."""
-        if t >= 0.5:
-            return ("start at a smaller t_max (omit t_max: each path's default window avoids its singular ends "
-                    "for the field kind and noise level used)")
-        return ("stop at a larger t_min (omit t_min: each path's default window avoids its singular ends "
-                "for the field kind and noise level used)")
 
     def _check_table(self, kind: str, P: np.ndarray, Q: np.ndarray, upto: int | None = None) -> None:
         """Refuse a table with an infinite or undefined coefficient among the solver's evaluations (the
