@@ -2,7 +2,9 @@ r"""Terms: what a solver integrates, with every per-evaluation coefficient compu
 
 A solver sees ``dx = drift(x, t) dt + diffusion(x, t) dW`` through a term, evaluated either at the
 ``j``-th time of a plan fixed in advance (``drift(j, x)``; fixed-step solvers) or at any time
-(``drift_at(t, x)``; adaptive solvers).
+(``drift_at(t, x)``; adaptive solvers). :class:`Term` declares everything a solver may ask of a term, with
+defaults; the state of one solve (evaluation count, check flag, accepted-step hook) is a :class:`RunContext`
+the term forwards to, begun afresh for every solve, while tables and step programs serve every solve on the term.
 
 :class:`FieldTerm` is the sampler's term. Every kind of prediction, and the reverse-family drift
 :math:`v - \tfrac{\gamma^2}{2}s`, is affine in ``x`` and the network output ``n``
