@@ -205,7 +205,7 @@ def invert(path: GaussianPath, field: Field, x0: Tensor, solver=None, *, steps: 
     names = _solver_option_names(solver)
     s = make_solver("heun" if solver is None else solver,
                     {k: sample_kwargs.pop(k) for k in list(sample_kwargs) if k in names})
-    if s.sde or getattr(s, "stochastic", False):
+    if s.sde or s.stochastic:
         raise SdeflowValueError(f"solver {s!r} draws noise; inversion needs a deterministic ODE solver (ddim with "
                                 f"eta=0, euler, heun, dpmpp_2m, dpm_solver_3, unipc, dopri5, ...)")
     if isinstance(grid, (str, Grid)):

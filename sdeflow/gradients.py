@@ -150,7 +150,7 @@ def _get_carry(solver, state) -> dict:
     prog = state.get("program") if isinstance(state, dict) else None
     if prog is not None and prog.prologue:
         parts["_program"] = dict(prog.__dict__.get("_carry", {}))
-    for key in getattr(solver, "carried", ()):
+    for key in solver.carried:
         if key in state:
             v = state[key]
             parts[key] = list(v) if isinstance(v, list) else v
@@ -161,7 +161,7 @@ def _set_carry(solver, state, parts: dict) -> None:
     prog = state.get("program") if isinstance(state, dict) else None
     if prog is not None and prog.prologue:
         prog._carry = dict(parts.get("_program", {}))
-    for key in getattr(solver, "carried", ()):
+    for key in solver.carried:
         if key in parts:
             v = parts[key]
             state[key] = list(v) if isinstance(v, list) else v
@@ -217,7 +217,7 @@ def integrate_checkpointed(solver, term, x: Tensor, grid: list, noise=None, call
         prog._carry = {}  # a program cached on the term may hold an earlier solve's buffers
     replay = _Replay(noise)
     carry, rebuild = _split(_get_carry(solver, state))
-    declared = set(getattr(solver, "carried", ())) | {"program"}
+    declared = set(solver.carried) | {"program"}
     for k in range(len(grid) - 1):
         layout = _layout(state)
         box: dict = {}

@@ -142,7 +142,7 @@ def _optimize(path, field, solver, nfe, shape, n_pilot, n_validation, generator,
     s = _solvers.get(solver, **solver_options)
     if s.adaptive:
         raise SdeflowValueError("optimize_grid is for fixed-step solvers; adaptive solvers choose their own steps")
-    if s.sde or getattr(s, "stochastic", False):
+    if s.sde or s.stochastic:
         raise SdeflowValueError("optimize_grid compares with a deterministic reference: use an ODE solver")
     ipath = path if integration_path is None else integration_path
     free_end = (t_min is None and final_denoise is None and resolve_gamma2(gamma, path) is None

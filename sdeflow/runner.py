@@ -1,5 +1,9 @@
 """Running a solver over a term: trajectory recording, progress bar, and the non-finite guard.
 
+Every solve begins a fresh :class:`~sdeflow.terms.RunContext` on its term (:meth:`~sdeflow.terms.Term.start_run`):
+its evaluation count, check flag and accepted-step hook belong to that solve only, while the term's tables and
+cached step programs serve every solve on it.
+
 The guard costs nothing inside the loop: after the solve, one reduction checks the final state. Only if
 it holds NaN/Inf is the solve replayed (same inputs, the noise source rewound) with per-evaluation checks,
 to name the step, the time and the field kind at fault.
@@ -20,9 +24,13 @@ Tensor = torch.Tensor
 
 def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool = False,
         progress: bool = False, desc: str = "sdeflow", grad: str | None = None,
-        step_callback: Callable | None = None):
+        step_callback: Callable | None = None, check: bool | None = None):
     """``(x_final, trajectory list or None, solver stats)``; ``grad="checkpoint"`` runs each step as a
     checkpointed segment (:func:`sdeflow.gradients.integrate_checkpointed`), other modes the solver's loop.
+
+    The solve runs in a new :class:`~sdeflow.terms.RunContext` of ``term`` (``term.nfe`` counts this solve's
+    evaluations, and still does after it returns); ``check`` turns on per-evaluation finiteness checks (None:
+    the term's current setting, ``term.check``).
 
     ``step_callback(k, x)`` runs after step ``k`` of a fixed-step solver (``step_callback(k, x, t)`` after the
     ``k``-th accepted step of an adaptive one, at its integration time ``t``, through ``term.on_accept``) and may
@@ -42,8 +50,10 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
     if user is not None and grad == "checkpoint":
         raise SdeflowValueError("callback= cannot replace the state inside checkpointed steps (grad='checkpoint' "
                                 "recomputes them in backward); use grad='full' with a callback")
+    on_accept = None
     if user is not None and solver.adaptive:
-        term.on_accept, user = (lambda i, t, xk: step_callback(i, xk, t)), None
+        on_accept, user = (lambda i, t, xk: step_callback(i, xk, t)), None
+    ctx = term.start_run(check=term.check if check is None else bool(check), on_accept=on_accept)
     if traj is not None or pbar is not None or user is not None:
         def cb(k, xk):
             if user is not None:
@@ -65,8 +75,7 @@ def run(solver, term, x: Tensor, grid: list[float], noise, *, trajectory: bool =
     finally:
         if pbar is not None:
             pbar.close()
-        if step_callback is not None and solver.adaptive:
-            term.on_accept = None
+        ctx.on_accept = None  # the solve is over: drop the user's callback
     return out, traj, solver.stats(state)
 
 
@@ -80,10 +89,9 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
                              f"the prior draw)", step=None, t=float(grid[0]) if len(grid) else None)
     if noise is not None and noise_state is not None:
         noise.set_state(noise_state)
-    term.check = True
-
-    if step_callback is not None and solver.adaptive:
-        term.on_accept = lambda i, t, xk: step_callback(i, xk, t)
+    solved = term.context  # the failed solve's context, back on the term afterwards
+    term.start_run(check=True, on_accept=(lambda i, t, xk: step_callback(i, xk, t))
+                   if step_callback is not None and solver.adaptive else None)
 
     def cb(k, xk):
         if step_callback is not None and not solver.adaptive:  # the replay applies the user's callback too
@@ -97,7 +105,7 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
                 f"prediction converted at alpha = 0); move t_max/t_min away from the singular end or take "
                 f"smaller steps" + ("; or the state the step callback returned is not finite"
                                     if step_callback is not None else ""),
-                step=k, t=float(t0), kind=getattr(term, "kind", None))
+                step=k, t=float(t0), kind=term.kind)
         return xk
 
     try:
@@ -105,12 +113,11 @@ def diagnose(solver, term, x: Tensor, grid: list[float], noise, noise_state, *,
         if finish is not None:
             out = finish(out)
     finally:
-        term.check = False
-        term.on_accept = None
+        term.context = solved
     if not bool(torch.isfinite(out).all()):
         raise NonFiniteError("the final denoising step produced NaN or Inf from finite field values: the data "
                              "prediction is singular at t_min for this field kind; use final_denoise=False "
-                             "or a t_min where sigma > 0", kind=getattr(term, "kind", None))
+                             "or a t_min where sigma > 0", kind=term.kind)
     raise NonFiniteError("the output contained NaN or Inf, but a checked replay of the same solve was "
                          "finite: the field is not deterministic (dropout? global RNG?), so the failing "
                          "step could not be located")

@@ -472,7 +472,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             if transfer:
                 x0 = x0 * c_in
             kw = _rows(model_kwargs, N, start, start + rows)
-            if term is None or term._batch != rows:
+            if term is None or term.batch != rows:
                 term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
                                  gamma2_fn=gamma2_fn, step_of=step_of, sides=sides, model_kwargs=kw)
                 if final_denoise:

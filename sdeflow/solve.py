@@ -94,12 +94,12 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
                                 f"diffusion=None")
     times, step_of = (np.zeros(0), np.zeros(0, dtype=np.int64)) if not solver.planned else solver.eval_times(g)
     term = CallableTerm(drift, diffusion, times, x0, noise_type=noise_type, step_of=step_of)
-    if term.is_sde and not term.additive and solver.sde_type not in (sde_type, "both"):
+    if term.is_sde and not term.additive and solver.sde_type != sde_type:
         raise SdeflowValueError(f"solver {solver.name!r} converges to the {solver.sde_type} solution, but "
                                 f"sde_type={sde_type!r} and the noise is multiplicative; use "
                                 f"{'euler_maruyama' if sde_type == 'ito' else 'stochastic_heun'} or set "
                                 f"sde_type={solver.sde_type!r}")
-    if getattr(solver, "requires_additive", False) and term.is_sde and not term.additive:
+    if solver.requires_additive and term.is_sde and not term.additive:
         raise SdeflowValueError(f"solver {solver.name!r} is for additive noise; pass noise_type='additive' if "
                                 f"diffusion ignores x, or use euler_maruyama")
     if generator is not None and not isinstance(generator, torch.Generator):
@@ -107,10 +107,10 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
                                f"integer seed use noise=seed (PerSampleNoise)")
     src = as_noise_source(noise, generator, x0.device) if term.is_sde else None
     state0 = src.get_state() if (check_finite and src is not None) else None
-    if not solver.planned:  # adaptive: already one host sync per step, so check every evaluation
-        term.check = bool(check_finite)
     grid_list = [float(v) for v in g]
-    x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress)
+    # adaptive: already one host sync per step, so check every evaluation
+    x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory, progress=progress,
+                      check=bool(check_finite) and not solver.planned)
     if check_finite and not bool(torch.isfinite(x).all()):
         diagnose(solver, term, x0, grid_list, src, state0)
     stats = {"solver": solver.name, "steps": len(g) - 1, "nfe": term.nfe}

@@ -99,7 +99,7 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
     """Raise :class:`~sdeflow.errors.UnstableError` if ``solver`` on this configuration gets the exact Gaussian
     probe wrong by more than the answer itself (module docstring); ``grid_train`` in ``path``'s time,
     ``grid_tau`` in the integration path's. Cached on ``path`` per configuration."""
-    if solver.adaptive or (getattr(solver, "stochastic", False) and not solver.sde):
+    if solver.adaptive or (solver.stochastic and not solver.sde):
         return
     cache = path.__dict__.setdefault("_preflight", {})
     key = _key(path, kind, solver, grid_tau, integration_path, gamma, dtype)
@@ -127,7 +127,7 @@ def probe(path, kind: str, solver, grid_train: np.ndarray, grid_tau: np.ndarray,
     elif solver.sde:
         # the output is affine in x_init and the normals: row 0 is x = sqrt(V_max) without noise (the conditional
         # mean), each further row one unit normal (the noise's contribution): the exact output variance
-        if getattr(solver, "name", "") == "pc":  # its corrector's norms are not affine: probe its predictor
+        if solver.name == "pc":  # its corrector's norms are not affine: probe its predictor
             from . import solvers as _solvers
 
             run_solver = _solvers.get("euler_maruyama")
@@ -224,8 +224,8 @@ def check_rounding(term, grid_train: np.ndarray, grid_tau: np.ndarray, solver, d
                 f"the drift of a {term.kind} field at t={t:.6g} (step {int(term.step_of[j])}) on {term.path!r} "
                 f"carries {float(term.affine[0][j]):.3g} x, which a step of {h[term.step_of[j]]:.3g} rounds to "
                 f"{harm[j]:.3g} of the state in {dtype} (more than half its digits): the field's kind cannot be "
-                f"converted there (alpha or sigma is zero to rounding). {term._fix_hint(t)[0].upper()}"
-                f"{term._fix_hint(t)[1:]}", t=t, kind=term.kind)
+                f"converted there (alpha or sigma is zero to rounding). {term.fix_hint(t)[0].upper()}"
+                f"{term.fix_hint(t)[1:]}", t=t, kind=term.kind)
     if solver.needs == "prediction" and term.kind in ("noise", "score"):
         a, s, _, _ = (c.numpy() for c in term.path.coefficients(torch.as_tensor(np.asarray(grid_train))))
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
@@ -238,5 +238,5 @@ def check_rounding(term, grid_train: np.ndarray, grid_tau: np.ndarray, solver, d
                 f"step {k} (t={t:.6g} -> {float(grid_train[k + 1]):.6g}) on {term.path!r} steps with a data "
                 f"prediction x0 = (x - sigma*eps)/alpha of a {term.kind} field at sigma/alpha = {s[k] / a[k]:.3g}: "
                 f"its rounding reaches {harm[k]:.3g} of the next state in {dtype} (more than half its digits). "
-                f"{term._fix_hint(t)[0].upper()}{term._fix_hint(t)[1:]}, or take more steps there (a grid "
+                f"{term.fix_hint(t)[0].upper()}{term.fix_hint(t)[1:]}, or take more steps there (a grid "
                 f"denser at that end)", t=t, kind=term.kind)

@@ -2,7 +2,9 @@ r"""Terms: what a solver integrates, with every per-evaluation coefficient compu
 
 A solver sees ``dx = drift(x, t) dt + diffusion(x, t) dW`` through a term, evaluated either at the
 ``j``-th time of a plan fixed in advance (``drift(j, x)``; fixed-step solvers) or at any time
-(``drift_at(t, x)``; adaptive solvers).
+(``drift_at(t, x)``; adaptive solvers). :class:`Term` declares everything a solver may ask of a term, with
+defaults; the state of one solve (evaluation count, check flag, accepted-step hook) is a :class:`RunContext`
+the term forwards to, begun afresh for every solve, while tables and step programs serve every solve on the term.
 
 :class:`FieldTerm` is the sampler's term. Every kind of prediction, and the reverse-family drift
 :math:`v - \tfrac{\gamma^2}{2}s`, is affine in ``x`` and the network output ``n``
@@ -28,7 +30,7 @@ from .conversions import conversion
 from .errors import InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError, SingularityError
 from .paths import GaussianPath
 
-__all__ = ["Term", "FieldTerm", "CallableTerm", "map_times"]
+__all__ = ["Term", "RunContext", "FieldTerm", "CallableTerm", "map_times"]
 
 Tensor = torch.Tensor
 
@@ -45,36 +47,226 @@ def _time_tensors(times: np.ndarray, like: Tensor) -> list[Tensor]:
 from .paths import map_times  # noqa: E402  (moved to sdeflow.paths; re-exported here)
 
 
+class RunContext:
+    """The state of one solve on a term: everything else on a term is configuration (its tables, window, budget)
+    and serves every solve on it.
+
+    :meth:`Term.start_run` installs a fresh context at the start of a solve (:func:`sdeflow.runner.run` and
+    :func:`sdeflow.runner.diagnose` do); the term's :attr:`~Term.nfe`, :attr:`~Term.check`,
+    :attr:`~Term.on_accept` and :attr:`~Term.interval` read and write the current one, so a context kept from an
+    earlier solve keeps that solve's count while the term serves the next.
+    """
+
+    __slots__ = ("nfe", "check", "on_accept", "interval")
+
+    def __init__(self, check: bool = False, on_accept: Callable | None = None):
+        #: evaluations of the field (or drift) made in this solve
+        self.nfe = 0
+        #: per-evaluation finiteness checks (diagnostic replays; adaptive solves, which synchronise every step)
+        self.check = check
+        #: ``on_accept(i, t, x)`` after accepted step ``i`` of an adaptive solver (a returned tensor replaces the state)
+        self.on_accept = on_accept
+        #: ``(t_start, t_end)`` of the grid interval an adaptive solver is stepping in (it sets it)
+        self.interval = None
+
+    def __repr__(self):
+        return (f"RunContext(nfe={self.nfe}, check={self.check}, on_accept={self.on_accept!r}, "
+                f"interval={self.interval!r})")
+
+
+def _undeclared(term, what: str):
+    return SdeflowTypeError(f"{type(term).__name__} has no {what}: a solver that asks for it needs a field on a "
+                            f"Gaussian path (sdeflow.sample), not a drift (sdeflow.solve)")
+
+
 class Term:
-    """Interface: drift/diffusion at planned evaluation ``j`` or at any time ``t``."""
+    r"""What a solver may ask of the dynamics :math:`dx = f(x, t)\,dt + g(x, t)\,dW` it integrates.
 
-    #: ``on_accept(i, t, x)``: called by adaptive solvers after accepted step ``i`` (at time ``t``); a tensor it
-    #: returns replaces the state (set by :func:`sdeflow.runner.run` for step callbacks)
-    on_accept = None
+    This class declares the whole interface, with the defaults a term that lacks a feature presents; solvers
+    read nothing else (``tests/test_term_interface.py`` checks every ``term.<name>`` in ``sdeflow/solvers``).
+    :class:`FieldTerm` (a field on a Gaussian path; the sampler's term) and :class:`CallableTerm` (a user's
+    ``drift(x, t)``; :func:`sdeflow.solve`) implement it.
 
-    nfe: int = 0
-    additive: bool = True
+    **Evaluations.** Planned: ``drift(j, x)`` / ``diffusion(j, x)`` at the ``j``-th time of :attr:`times`
+    (fixed-step solvers, whose evaluation times are known before the solve); unplanned: ``drift_at(t, x)`` /
+    ``diffusion_at(t, x)`` at any time ``t`` (adaptive solvers; a number, or a ``(batch,)`` tensor of per-row
+    times). Prediction solvers (``needs = "prediction"``) also use ``net``, ``predict``, ``predict_at``,
+    ``coeffs`` / ``coeff_arrays`` and the paths (:attr:`path`, :attr:`ipath`), which only a field term has.
+
+    **Per-solve state** lives in a :class:`RunContext` (:attr:`context`), not on the term: :attr:`nfe`,
+    :attr:`check`, :attr:`on_accept` and :attr:`interval` forward to it, and :meth:`start_run` begins a new one.
+    A term may serve several solves (the chunks of one ``sample`` call; repeated solves under
+    ``torch.compile``): its tables and the step programs it caches (:meth:`cached_program`) are built once.
+    """
+
+    # ---- configuration: what the dynamics are ---------------------------------------------------
+    #: whether the diffusion is nonzero somewhere (an SDE)
     is_sde: bool = False
-    check: bool = False  # per-evaluation finiteness checks (diagnostic re-runs only)
-    # (A, B, g): drift A[j] x + B[j] net(j, x) and diffusion g[j] at planned evaluation j (float64 numpy
-    # arrays), for solvers that fold them into their update (sdeflow.solvers.program); None: use
-    # drift/diffusion
+    #: whether the diffusion ignores ``x`` (additive noise: what SRA methods and the reverse dynamics of a
+    #: Gaussian path have)
+    additive: bool = True
+    #: ``"diagonal"`` (independent noise per entry), ``"scalar"`` (one Brownian motion per sample) or
+    #: ``"additive"``; :meth:`noise_like` gives the shape of the normals it takes
+    noise_type: str = "diagonal"
+    #: ``(A, B, g)``: drift ``A[j] x + B[j] net(j, x)`` and diffusion ``g[j]`` at planned evaluation ``j``
+    #: (float64 numpy arrays), for solvers that fold them into their update (:mod:`sdeflow.solvers.program`);
+    #: None: the drift is not affine in a network output, use :meth:`drift` / :meth:`diffusion`
     affine: tuple | None = None
+    #: the field's kind (``"noise"``, ``"velocity"``, ...; None without a field): named in errors
+    kind: str | None = None
+    #: the network (or user drift) called as ``fn(x, t)`` with ``t`` a ``(batch,)`` tensor
+    fn: Callable | None = None
+    #: the training path (None without one) and the integration path (``path`` unless transferred)
+    path = None
+    ipath = None
+    #: :math:`\gamma^2` as a function of a float64 time tensor (unplanned evaluations), None for an ODE
+    gamma2_fn: Callable | None = None
+    #: the piecewise paths' one-sided coefficients: True if some derivative jumps at some time (DiscreteVP)
+    piecewise: bool = False
+
+    # ---- configuration: the plan, window and budget of the solves ----------------------------------
+    #: times of the planned evaluations in call order (float64, in the integration path's time), and the
+    #: solver step of each (the final denoising evaluation, if planned, has none)
+    times: np.ndarray | None = None
+    step_of: np.ndarray | None = None
+    #: :attr:`times` in the training path's time (equal unless transferred)
+    train_times: np.ndarray | None = None
+    #: the batch size the planned time tensors were made for (:attr:`time_inputs`)
+    batch: int | None = None
+    #: one ``(batch,)`` time tensor per planned evaluation, the network's ``t`` input
+    time_inputs: list | None = None
+    #: ``(lo, hi)``: the integration window; an adaptive solver's stage beyond it (torchdiffeq's initial-step
+    #: heuristic may overshoot the last time) is evaluated at the window's end, never outside the path's domain
+    span: tuple | None = None
+    #: the evaluation budget of an adaptive solve (``sample(..., nfe=)``): it raises *before* exceeding it
+    max_nfe: int | None = None
+
+    #: the current solve's :class:`RunContext` (every term has one from construction; :meth:`start_run` replaces it)
+    context: RunContext | None = None
+
     _dtype = None  # the solve's dtype and device (metadata checks of every evaluation)
     _device = None
-    step_of: np.ndarray | None = None  # solver step of each planned evaluation
-    times: np.ndarray | None = None
+    _what = "drift"  # how errors name the callable
 
-    def drift(self, j: int, x: Tensor) -> Tensor: ...
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls)
+        self.context = RunContext()  # the current solve's state (a term built outside a solve has one too)
+        self._programs = {}  # cached_program: solver -> (grid, program)
+        return self
 
-    def diffusion(self, j: int, x: Tensor): ...
+    # ---- per-solve state (forwarded to the current RunContext) --------------------------------------
+    def start_run(self, check: bool = False, on_accept: Callable | None = None) -> RunContext:
+        """Begin a solve: a fresh :class:`RunContext` (zero evaluations) becomes :attr:`context`; returned."""
+        ctx = self.context = RunContext(check, on_accept)
+        return ctx
 
-    def drift_at(self, t: float, x: Tensor) -> Tensor: ...
+    @property
+    def nfe(self) -> int:
+        """Evaluations made in the current solve (:attr:`context`)."""
+        return self.context.nfe
 
-    def diffusion_at(self, t: float, x: Tensor): ...
+    @nfe.setter
+    def nfe(self, value: int) -> None:
+        self.context.nfe = value
+
+    @property
+    def check(self) -> bool:
+        """Per-evaluation finiteness checks in the current solve (diagnostic replays, adaptive solves)."""
+        return self.context.check
+
+    @check.setter
+    def check(self, value: bool) -> None:
+        self.context.check = value
+
+    @property
+    def on_accept(self) -> Callable | None:
+        """``on_accept(i, t, x)``: called by adaptive solvers after accepted step ``i`` (at time ``t``); a tensor it
+        returns replaces the state (set for step callbacks by :func:`sdeflow.runner.run`). None: no hook."""
+        return self.context.on_accept
+
+    @on_accept.setter
+    def on_accept(self, value: Callable | None) -> None:
+        self.context.on_accept = value
+
+    @property
+    def interval(self) -> tuple | None:
+        """``(t_start, t_end)`` of the grid interval an adaptive solver is in (it sets it): on a path whose
+        derivatives jump at some times, a stage at either end sees the segment inside the interval."""
+        return self.context.interval
+
+    @interval.setter
+    def interval(self, value: tuple | None) -> None:
+        self.context.interval = value
+
+    def cached_program(self, solver, grid: list, build: Callable[[], object]):
+        """``build()`` (a :class:`~sdeflow.solvers.program.Program` for ``solver`` on ``grid``), kept on the term
+        per solver (one grid each, compared, not hashed: O(steps) in C): numpy builds it once, and later solves
+        on the same term and grid (chunks; re-runs under ``torch.compile``, which cannot trace numpy's branches)
+        only look it up."""
+        hit = self._programs.get(solver)
+        if hit is not None and (hit[0] is grid or hit[0] == grid):
+            return hit[1]
+        prog = build()
+        self._programs[solver] = (list(grid), prog)
+        return prog
+
+    # ---- evaluations --------------------------------------------------------------------------------
+    def drift(self, j: int, x: Tensor) -> Tensor:
+        """The drift at planned evaluation ``j`` (time ``times[j]``)."""
+        raise NotImplementedError
+
+    def diffusion(self, j: int, x: Tensor):
+        """The diffusion at planned evaluation ``j``: a float (additive) or a tensor broadcastable to ``x``."""
+        raise NotImplementedError
+
+    def drift_at(self, t, x: Tensor) -> Tensor:
+        """The drift at time ``t`` (a number, or a ``(batch,)`` tensor of per-row times)."""
+        raise NotImplementedError
+
+    def diffusion_at(self, t, x: Tensor):
+        """The diffusion at time ``t`` (a number, or per-row times)."""
+        raise NotImplementedError
 
     def noise_like(self, x: Tensor) -> Tensor:
+        """A tensor shaped like the normals one step draws for state ``x`` (``x`` itself but for scalar noise)."""
         return x
+
+    def net(self, j: int, x: Tensor) -> Tensor:
+        """The network's native output at planned evaluation ``j`` (field terms)."""
+        raise _undeclared(self, "network output (net)")
+
+    def predict(self, j: int, x: Tensor, kind: str, n: Tensor | None = None) -> Tensor:
+        """The prediction of ``kind`` (``"data"``, ``"noise"``, ...) at planned evaluation ``j`` (field terms)."""
+        raise _undeclared(self, f"{kind} prediction")
+
+    def predict_at(self, t, x: Tensor, kind: str) -> Tensor:
+        """The prediction of ``kind`` at time ``t`` (field terms)."""
+        raise _undeclared(self, f"{kind} prediction")
+
+    def coeff_arrays(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """Per planned evaluation, float64 ``(P, Q)`` with ``kind = P x + Q n`` (field terms)."""
+        raise _undeclared(self, f"{kind} coefficient table")
+
+    def coeffs(self, kind: str) -> tuple[list, list]:
+        """:meth:`coeff_arrays` as lists of Python floats (field terms)."""
+        raise _undeclared(self, f"{kind} coefficient table")
+
+    def fast_parts(self, x: Tensor):
+        """``(fn, time tensors, fix, guard, mutated)`` for a step program's generated loop
+        (:meth:`sdeflow.solvers.program.Program.run`), or None when evaluations need more than ``fn(x, t_j)``
+        (the default: solvers then step through :meth:`net`)."""
+        return None
+
+    def check_final(self) -> None:
+        """Refuse, before the solve, a final denoising step that cannot be formed (field terms); nothing here."""
+
+    def fix_hint(self, t: float) -> str:
+        """How to move the sampling window off a singular time ``t`` (a lowercase clause, for error messages)."""
+        if t >= 0.5:
+            return ("start at a smaller t_max (omit t_max: each path's default window avoids its singular ends "
+                    "for the field kind and noise level used)")
+        return ("stop at a larger t_min (omit t_min: each path's default window avoids its singular ends "
+                "for the field kind and noise level used)")
 
     # the network's input: its version counter is compared around each call (a network that modifies its
     # input in place would corrupt the solver state); inference tensors have no version counter, so under
@@ -114,12 +306,13 @@ class Term:
         device against the solve's, cached on the term) and, in checked replays only, its finiteness.
         ``t`` defaults to the planned time of evaluation ``j`` (looked up only to report an error); a ``(batch,)``
         tensor of per-row times reports the time of the first row at fault."""
-        self.nfe += 1
+        ctx = self.context
+        ctx.nfe += 1
         if (type(n) is not Tensor or n.shape != x.shape or n.dtype is not self._dtype
                 or n.device != self._device):
             n = self._fix_output(n, x, f"evaluation {j}" if j is not None else "an adaptive step",
                                  self.times[j] if t is None else (float(t[0]) if isinstance(t, Tensor) else t))
-        if self.check and not bool(torch.isfinite(n).all()):
+        if ctx.check and not bool(torch.isfinite(n).all()):
             if t is None:
                 t = float(self.times[j])
             broken = not bool(torch.isfinite(x).all())  # the input was already broken: not the network's fault
@@ -129,11 +322,11 @@ class Term:
             if broken:
                 raise NonFiniteError(
                     f"the state given to the {self._what} at t={t:.6g} already held NaN or Inf (x_init, or an earlier "
-                    f"step whose update overflowed or met a singular coefficient)", t=t, kind=getattr(self, "kind", None))
+                    f"step whose update overflowed or met a singular coefficient)", t=t, kind=self.kind)
             if j is None:
                 raise NonFiniteError(f"the {self._what} returned NaN or Inf at t={t:.6g} from a finite input; check "
                                      f"the network at this time (or its time input convention)", t=t,
-                                     kind=getattr(self, "kind", None))
+                                     kind=self.kind)
             self._nonfinite(j, t)
         return n
 
@@ -159,7 +352,7 @@ class Term:
         where = f"step {step}" if step is not None else "the final denoising step"
         raise NonFiniteError(f"the {self._what} returned NaN or Inf at {where}, t={t:.6g}, from a finite input; "
                              f"check the network at this time (or its time input convention and t_min)", step=step, t=t,
-                             kind=getattr(self, "kind", None))
+                             kind=self.kind)
 
 
 class FieldTerm(Term):
@@ -188,8 +381,8 @@ class FieldTerm(Term):
         self.gamma2 = np.zeros_like(self.times) if gamma2 is None else np.asarray(gamma2, dtype=np.float64)
         self.gamma2_fn = gamma2_fn
         self.is_sde = bool(np.any(self.gamma2 > 0)) or gamma2_fn is not None
-        self._tb = _time_tensors(self.train_times, like)
-        self._batch = like.shape[0]
+        self.time_inputs = _time_tensors(self.train_times, like)
+        self.batch = like.shape[0]
         self._dtype, self._device = like.dtype, like.device
         self.set_guard(like)
         tt = torch.as_tensor(self.times)
@@ -205,7 +398,8 @@ class FieldTerm(Term):
             self._cin = None
         self._arrays: dict = {}
         self._tables: dict = {}
-        self.nfe = 0
+        self._drift_lists = None  # drift(j, x)'s (A, B) as float lists, on first use (generic paths only)
+        self._g_list = None  # diffusion(j, x)'s floats, likewise
         A, B = self.coeff_arrays("drift")
         self.affine = (A, B, np.sqrt(self.gamma2))
 
@@ -218,13 +412,6 @@ class FieldTerm(Term):
     def _where(self, j: int) -> str:
         step = int(self.step_of[j]) if self.step_of is not None and j < len(self.step_of) else None
         return f"step {step}" if step is not None else "the final denoising step"
-
-    def _fix_hint(self, t: float) -> str:
-        if t >= 0.5:
-            return ("start at a smaller t_max (omit t_max: each path's default window avoids its singular ends "
-                    "for the field kind and noise level used)")
-        return ("stop at a larger t_min (omit t_min: each path's default window avoids its singular ends "
-                "for the field kind and noise level used)")
 
     def _check_table(self, kind: str, P: np.ndarray, Q: np.ndarray, upto: int | None = None) -> None:
         """Refuse a table with an infinite or undefined coefficient among the solver's evaluations (the
@@ -244,7 +431,7 @@ class FieldTerm(Term):
         raise SingularityError(
             f"{what} cannot be formed from a {self.kind} field at t={t:.6g} ({self._where(j)}) on {self.path!r}: "
             f"alpha = {a:.3g}, sigma = {sg:.3g}, dalpha/dt = {da:.3g}, dsigma/dt = {ds:.3g}{extra} make the "
-            f"conversion infinite or undefined. {self._fix_hint(t)[0].upper() + self._fix_hint(t)[1:]}",
+            f"conversion infinite or undefined. {self.fix_hint(t)[0].upper() + self.fix_hint(t)[1:]}",
             t=t, kind=self.kind)
 
     def check_final(self) -> None:
@@ -281,30 +468,13 @@ class FieldTerm(Term):
             self._tables[kind] = (P.tolist(), Q.tolist())
         return self._tables[kind]
 
-    def __getattr__(self, name: str):
-        # the drift and diffusion floats of drift(j, x) / diffusion(j, x), as lists on first use only (the
-        # generated loops of sdeflow.solvers.program never need them); later reads find the attribute
-        if name in ("_A", "_B"):
-            self._A, self._B = self.coeffs("drift")
-            return self.__dict__[name]
-        if name == "_g" and "affine" in self.__dict__:
-            self._g = self.affine[2].tolist()
-            return self._g
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def scale_to_train(self, j: int) -> float:
-        """Factor from integration to training coordinates at planned evaluation ``j``."""
-        if self._cin is None or self._cin[j] is None:
-            return 1.0
-        return self._cin[j]
-
     # ---- evaluations at planned times ---------------------------------------------------------
     def net(self, j: int, x: Tensor) -> Tensor:
         """The field's native prediction at planned evaluation ``j``."""
-        if self._cin is None and x.shape[0] == self._batch:  # the common case, first
-            return self._checked(self._call(self.fn, x, self._tb[j], j), x, j)
-        tb = self._tb[j]
-        if x.shape[0] != self._batch:
+        if self._cin is None and x.shape[0] == self.batch:  # the common case, first
+            return self._checked(self._call(self.fn, x, self.time_inputs[j], j), x, j)
+        tb = self.time_inputs[j]
+        if x.shape[0] != self.batch:
             tb = tb.new_full((x.shape[0],), float(self.train_times[j]))
         if self._cin is not None and self._cin[j] is not None:
             n = self.fn(x * self._cin[j], tb)  # a fresh tensor: the state cannot be touched
@@ -318,16 +488,19 @@ class FieldTerm(Term):
         (``check``), path transfer (``x`` rescaled), or a batch other than the planned one. ``fix(n, x, j)``
         is called only when ``n`` fails the loop's O(1) metadata check; it raises the error
         :meth:`net` would (or casts the dtype)."""
-        if self.check or self._cin is not None or x.shape[0] != self._batch:
+        if self.context.check or self._cin is not None or x.shape[0] != self.batch:
             return None
-        return self.fn, self._tb, self._fix_at, self.guard, self._mutated
+        return self.fn, self.time_inputs, self._fix_at, self.guard, self._mutated
 
     def _fix_at(self, n, x: Tensor, j: int) -> Tensor:
         return self._fix_output(n, x, f"evaluation {j}", self.times[j])
 
     def drift(self, j: int, x: Tensor) -> Tensor:
         n = self.net(j, x)
-        A, B = self._A[j], self._B[j]
+        lists = self._drift_lists
+        if lists is None:  # the generated loops of sdeflow.solvers.program never need the lists
+            lists = self._drift_lists = self.coeffs("drift")
+        A, B = lists[0][j], lists[1][j]
         if A == 0.0:
             return n if B == 1.0 else n * B
         return torch.add(x * A, n, alpha=B)
@@ -343,15 +516,19 @@ class FieldTerm(Term):
         return torch.add(x * p, n, alpha=q)
 
     def diffusion(self, j: int, x: Tensor) -> float:
-        return self._g[j]
+        g = self._g_list
+        if g is None:
+            g = self._g_list = self.affine[2].tolist()
+        return g[j]
 
     # ---- evaluations at any time (adaptive solvers) -------------------------------------------
     def _coeffs_at(self, tt: Tensor, kind: str, gamma2: Tensor | None):
         """``(P, Q, t_train, c)`` at the float64 times ``tt`` (shape ``(m,)``): ``kind = P x + Q n`` with ``n`` the
         network's output at training time ``t_train`` on the input ``c x`` (``c`` None without path transfer)."""
         side = None
-        if self.interval is not None and self.piecewise:
-            side = torch.sign(0.5 * (self.interval[0] + self.interval[1]) - tt)
+        iv = self.context.interval
+        if iv is not None and self.piecewise:
+            side = torch.sign(0.5 * (iv[0] + iv[1]) - tt)
         fco, ttrain, c = None, tt, None
         if self.transfer:
             ttrain = torch.as_tensor(map_times(self.ipath, self.path, tt.numpy()), dtype=torch.float64)
@@ -366,18 +543,10 @@ class FieldTerm(Term):
             return 0.0
         return float(self.gamma2_fn(torch.tensor([t], dtype=torch.float64))[0])
 
-    #: ``(lo, hi)``: the integration window; an adaptive solver's stage beyond it (torchdiffeq's initial-step
-    #: heuristic may overshoot the last time) is evaluated at the window's end, never outside the path's domain
-    span: tuple | None = None
-
     @property
     def piecewise(self) -> bool:
         """Whether the coefficients' derivatives jump at some times (the path's or the integration path's)."""
         return bool(self.path.piecewise or self.ipath.piecewise)
-
-    #: ``(t_start, t_end)`` of the grid interval an adaptive solver is in (it sets it): on a path whose
-    #: derivatives jump at some times, a stage at either end sees the segment inside the interval
-    interval: tuple | None = None
 
     def predict_at(self, t, x: Tensor, kind: str) -> Tensor:
         """The prediction of ``kind`` at time ``t`` of the integration path: a number (every row at that time) or a

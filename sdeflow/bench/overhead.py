@@ -170,7 +170,7 @@ def _em_minimal(x0, steps, seed):
     A, B, g = (np.asarray(v[:steps]) for v in term.affine)
     h = np.diff(grid)
     c = list(zip((1.0 + h * A).tolist(), (h * B).tolist(), (g * np.sqrt(np.abs(h))).tolist()))
-    tb = term._tb
+    tb = term.time_inputs
     shape, dt, f = x0.shape, x0.dtype, near_free_net
 
     def loop():
@@ -194,7 +194,7 @@ def _sheun_minimal(x0, steps, seed):
     c = list(zip(*(v.tolist() for v in (
         1 + h * A[:, 0], h * B[:, 0], g[:, 0] * sq, 1 + 0.5 * h * A[:, 0], 0.5 * h * B[:, 0],
         0.5 * h * A[:, 1], 0.5 * h * B[:, 1], 0.5 * (g[:, 0] + g[:, 1]) * sq))))
-    tb = term._tb
+    tb = term.time_inputs
     shape, dt, f = x0.shape, x0.dtype, near_free_net
 
     def loop():
@@ -230,7 +230,7 @@ def _posterior_minimal(variance: str):
         A = a1 * Pd + cc * Pe
         fused = bool(np.all(A == 1.0))
         c = list(zip(A.tolist(), (a1 * Qd + cc * Qe).tolist(), np.sqrt(v).tolist()))
-        tb, shape, dt, f = term._tb, x0.shape, x0.dtype, near_free_net
+        tb, shape, dt, f = term.time_inputs, x0.shape, x0.dtype, near_free_net
 
         def loop():
             gen = torch.Generator(device=x0.device).manual_seed(seed)
@@ -264,7 +264,7 @@ def _dpmpp2m_minimal(x0, steps, seed):
     w0[0], w1[0] = e[0], 0.0  # first step: order 1
     c = list(zip(P.tolist(), Q.tolist(), ratio.tolist(), w0.tolist(), w1.tolist()))
     fused = bool(np.all(P == 1.0))
-    tb, f = term._tb, near_free_net
+    tb, f = term.time_inputs, near_free_net
 
     def loop():
         x, d_prev = x0, None

@@ -32,7 +32,7 @@ def _load():
         cls = stack.pop()
         for sub in cls.__subclasses__():
             stack.append(sub)
-            if getattr(sub, "name", "") and sub.__dict__.get("name"):
+            if sub.__dict__.get("name"):
                 _REGISTRY.setdefault(sub.name, sub)
     _LOADED = True
 

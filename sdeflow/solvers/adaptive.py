@@ -140,7 +140,7 @@ def check_progress_rows(what: str, t: np.ndarray, h: np.ndarray, span: float, ra
 def check_budget_rows(term, what: str, evals: np.ndarray, upcoming: int = 1) -> None:
     """:func:`check_budget` for per-sample step control: ``evals`` holds each running sample's own evaluations;
     raise before any sample would exceed the budget ``term.max_nfe``."""
-    cap = getattr(term, "max_nfe", None)
+    cap = term.max_nfe
     if cap is not None and evals.size and int(evals.max()) + upcoming > cap:
         raise BudgetError(f"{what} needs more than nfe={cap} evaluations for some sample at this tolerance; loosen "
                           f"rtol/atol, raise nfe, or use a fixed-step solver with steps=")
@@ -149,7 +149,7 @@ def check_budget_rows(term, what: str, evals: np.ndarray, upcoming: int = 1) -> 
 def check_budget(term, what: str, upcoming: int = 1) -> None:
     """Raise *before* ``upcoming`` more evaluations would exceed the sampler's ``nfe`` budget
     (``term.max_nfe``): an adaptive solve never spends more than its budget."""
-    cap = getattr(term, "max_nfe", None)
+    cap = term.max_nfe
     if cap is not None and term.nfe + upcoming > cap:
         raise BudgetError(f"{what} needs more than nfe={cap} evaluations at this tolerance; loosen "
                                 f"rtol/atol, raise nfe, or use a fixed-step solver with steps=")

@@ -125,7 +125,7 @@ class AdaptiveHeunSDE(SDESolver):
                     t = t_end if last else t + hs
                     x = heun
                     times.append(t)
-                    hook = getattr(term, "on_accept", None)
+                    hook = term.on_accept
                     if hook is not None:
                         r = hook(acc - 1, t, x)
                         if r is not None:

@@ -67,7 +67,7 @@ class TorchdiffeqSolver(ODESolver):
 
         ts = torch.tensor(grid, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
                           device=x.device)
-        if self.adaptive and getattr(term, "piecewise", False):
+        if self.adaptive and term.piecewise:
             raise SdeflowValueError(f"{self.name}'s adaptive steps would cross the knots of this path, where the drift "
                                     f"jumps (it steps past the grid times and interpolates); use sdeflow's dopri5, "
                                     f"which stops at every knot, or a fixed-step method")
@@ -133,8 +133,8 @@ class TorchsdeSolver(SDESolver):
     def integrate(self, term, x, grid, noise=None, callback=None):
         import torchsde
 
-        if not term.additive or getattr(term, "noise_type", "diagonal") == "scalar":
-            if getattr(term, "noise_type", "diagonal") == "scalar":
+        if not term.additive or term.noise_type == "scalar":
+            if term.noise_type == "scalar":
                 raise SdeflowValueError("the torchsde backend here supports diagonal or additive noise")
         shape = x.shape
         flat = x.reshape(shape[0], -1)

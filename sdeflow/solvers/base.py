@@ -21,6 +21,13 @@ A solver is a small class with class-level declarations (as in diffrax):
   whose error terms of different orders cross late (``lms``: its start-up's order-2 term against the
   Adams-Bashforth steps'; ``dpmpp_3m``: its halved third-order term against the rest), measured and
   documented where it is declared.
+* ``stochastic`` — draws noise of its own although it is not an SDE solver (``sde = False``): DDIM with
+  ``eta > 0``, ancestral sampling, churn; such a solver needs a noise source, is tested in distribution and
+  skips the deterministic checks (the preflight probe, time reversal);
+* ``requires_additive`` — converges only for additive noise (SRA methods): :func:`sdeflow.solve` refuses
+  multiplicative noise;
+* ``batch_independent`` — each sample's result depends on its own inputs only (True unless the solver
+  couples the samples of a batch on purpose, e.g. ``pc`` with batch-averaged SNR norms);
 * ``carried`` — the keys of the state dict that a step reads from earlier steps or writes for later ones
   (a multistep method's history); with a step program's carried buffers, they are the inputs and outputs of
   each checkpointed step (``sample(..., grad="checkpoint")``, :mod:`sdeflow.gradients`).
@@ -57,6 +64,9 @@ class Solver:
     planned: ClassVar[bool] = True  # evaluates at times known before the solve (term.drift(j, x))
     pre_asymptotic_factor: ClassVar[int] = 1  # order checks take this many times their usual steps
     carried: ClassVar[tuple] = ()  # state keys passed from step to step (checkpointing replays them)
+    stochastic: bool = False  # draws noise although not an SDE solver (an instance may set it from its options)
+    requires_additive: ClassVar[bool] = False  # converges for additive noise only (SRA methods)
+    batch_independent: bool = True  # a sample's result ignores the rest of its batch (instances may say False)
 
     # ---- budgets ------------------------------------------------------------------------------
     def nfe_for_steps(self, steps: int) -> int:
@@ -101,18 +111,10 @@ class Solver:
         raise NotImplementedError
 
     def cached_program(self, term, grid: list[float], build: Callable[[], object]):
-        """``build()`` (a :class:`~sdeflow.solvers.program.Program`), kept on ``term`` per solver and grid:
-        numpy builds it once, and later solves on the same term and grid (e.g. under ``torch.compile``,
-        which cannot trace numpy's branches) only look it up."""
-        cache = getattr(term, "_programs", None)
-        if cache is None:
-            cache = term._programs = {}
-        hit = cache.get(self)  # one grid per solver and term; compared, not hashed (O(steps) in C)
-        if hit is not None and (hit[0] is grid or hit[0] == grid):
-            return hit[1]
-        prog = build()
-        cache[self] = (list(grid), prog)
-        return prog
+        """``build()`` (a :class:`~sdeflow.solvers.program.Program`), kept by ``term`` per solver and grid
+        (:meth:`sdeflow.terms.Term.cached_program`): numpy builds it once, and later solves on the same term and
+        grid (e.g. under ``torch.compile``, which cannot trace numpy's branches) only look it up."""
+        return term.cached_program(self, grid, build)
 
     def integrate(self, term, x: Tensor, grid: list[float], noise=None,
                   callback: Callable[[int, Tensor], None] | None = None) -> tuple[Tensor, dict]:
@@ -126,8 +128,7 @@ class Solver:
         state = self.init_state(term, x, grid)
         prog = state.get("program") if isinstance(state, dict) else None
         if prog is not None and callback is None:  # the fast path (sdeflow.solvers.program)
-            fast = getattr(term, "fast_parts", None)
-            parts = fast(x) if fast is not None else None
+            parts = term.fast_parts(x)
             if parts is not None:
                 return prog.run(term, x, grid, noise, parts), state
         step = self.step
@@ -169,7 +170,7 @@ def step_tables(term, grid, stages: int):
     float ``g_j``; sdeflow's sampler term), else None (the solver then takes its generic path): ``h`` the
     step sizes, shape ``(S,)``; ``A``, ``B``, ``g`` the planned evaluations' tables, shape ``(S, stages)``
     (``g`` zero for an ODE). Shared by the step programs of explicit RK, Euler-Maruyama and stochastic Heun."""
-    aff = getattr(term, "affine", None)
+    aff = term.affine
     if aff is None:
         return None
     h = np.diff(np.asarray(grid, dtype=np.float64))

@@ -99,7 +99,7 @@ class _Churn(ODESolver):
         return np.asarray(times, dtype=np.float64), np.asarray(step_of, dtype=np.int64)
 
     def init_state(self, term, x, grid):
-        path = getattr(term, "ipath", None)
+        path = term.ipath
         plan = self._plan(grid, path)
         first, j = [], 0
         for k in range(len(grid) - 1):

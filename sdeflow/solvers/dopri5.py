@@ -123,7 +123,7 @@ class Dopri5(ODESolver):
             t, t_end = grid[i], grid[i + 1]
             direction = 1.0 if t_end > t else -1.0
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
-            if i and getattr(term, "piecewise", False):  # the drift jumps at this grid time: no FSAL across it
+            if i and term.piecewise:  # the drift jumps at this grid time: no FSAL across it
                 check_budget(term, "dopri5", 1)
                 f0 = term.drift_at(t, x)
             while (t_end - t) * direction > 1e-14 * max(1.0, abs(t_end)):
@@ -147,7 +147,7 @@ class Dopri5(ODESolver):
                     t = t_end if last else t + hs
                     x, f0 = x_new, ks[-1]
                     times.append(t)
-                    hook = getattr(term, "on_accept", None)
+                    hook = term.on_accept
                     if hook is not None:  # a replaced state has no FSAL derivative: one more evaluation
                         r = hook(acc - 1, t, x)
                         if r is not None:
@@ -205,7 +205,7 @@ class Dopri5(ODESolver):
             t_end = grid[i + 1]
             direction = 1.0 if t_end > grid[i] else -1.0
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
-            if i and getattr(term, "piecewise", False):  # the drift jumps at this grid time: no FSAL across it
+            if i and term.piecewise:  # the drift jumps at this grid time: no FSAL across it
                 check_budget_rows(term, "dopri5", evals, 1)
                 f0 = term.drift_at(torch.full((n,), grid[i], dtype=torch.float64), x)
                 evals += 1

@@ -109,7 +109,6 @@ class ExpMultistep(PredictionSolver):
     name = "exp_multistep"
     order = 2
     evals_per_step = 1
-    accepts_gamma = False
     carried = ("hist", "x_prev")  # (half log-SNR, prediction) pairs; the corrector's previous state
 
     def __init__(self, order: int = 2, predict: str = "data", variant: str = "exact", corrector: bool = False,
@@ -425,7 +424,6 @@ class SDEDPMSolverPP2M(ExpMultistep):
     name = "sde_dpmpp_2m"
     order = 2
     sde = True
-    accepts_gamma = True
     strong_order_additive = 1.0
     weak_order_additive = 2.0
 
@@ -447,7 +445,6 @@ class SDEDPMSolverPP3M(ExpMultistep):
     order = 2
     pre_asymptotic_factor = 4  # as dpmpp_3m (full EDM window: observed weak order 1.07, 1.71, 1.88 to 2048 steps)
     sde = True
-    accepts_gamma = True
     strong_order_additive = 1.0
     weak_order_additive = 2.0
 

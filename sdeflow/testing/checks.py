@@ -54,12 +54,12 @@ def default_target(dim: int = 2) -> Gaussian:
 
 
 def solver_label(solver) -> str:
-    return getattr(solver, "name", "") or type(solver).__name__
+    return solver.name or type(solver).__name__
 
 
 def is_stochastic(solver) -> bool:
     """Whether a solver draws noise (an SDE solver, or e.g. DDPM's ancestral sampler)."""
-    return bool(solver.sde or getattr(solver, "stochastic", False))
+    return bool(solver.sde or solver.stochastic)
 
 
 @dataclass

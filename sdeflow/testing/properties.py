@@ -344,7 +344,7 @@ def applicable(solver, prop: str) -> str | None:
     s = _solvers.get(solver)
     if prop == "declared_orders" and s.adaptive:
         return "adaptive: no fixed step"
-    if prop == "batch_independence" and not getattr(s, "batch_independent", True):
+    if prop == "batch_independence" and not s.batch_independent:
         return "declares batch_independent = False (couples the samples of a batch by design)"
     if prop == "time_reversal" and is_stochastic(s):
         return "draws noise: the ODE round trip applies to deterministic solvers"
