@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from .errors import SdeflowValueError, SingularityError, UnstableError
+from .paths import transfer_scale
 
 __all__ = ["PROBE_VARIANCE", "PROBE_VARIANCES", "check_rounding", "conditional_mean_factor", "probe"]
 
@@ -88,7 +89,7 @@ def _rel_errors(path, ipath, grid_train, grid_tau, gamma2_fn, traj, scale, c) ->
     exact = scale * conditional_mean_factor(ipath, grid_tau, gamma2_fn, c)
     if ipath is not path:  # exact in the integration path's coordinates (where gamma is defined), reported in the path's
         tr, ta = torch.as_tensor(np.asarray(grid_train)), torch.as_tensor(np.asarray(grid_tau))
-        ratio = (path.scale(tr) / ipath.scale(ta)).numpy()
+        ratio = transfer_scale(ipath, path, ta, tr).numpy()
         exact = exact * ratio / ratio[0]
     with np.errstate(all="ignore"):
         return np.abs(traj - exact) / np.abs(exact), exact

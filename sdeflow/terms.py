@@ -28,7 +28,7 @@ import torch
 
 from .conversions import conversion
 from .errors import InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError, SingularityError
-from .paths import GaussianPath
+from .paths import GaussianPath, map_times, transfer_scale
 
 __all__ = ["Term", "RunContext", "FieldTerm", "CallableTerm", "map_times"]
 
@@ -42,9 +42,6 @@ def _time_tensors(times: np.ndarray, like: Tensor) -> list[Tensor]:
     """One ``(batch,)`` view per time (stride-0 expansions of a single small tensor)."""
     tt = torch.as_tensor(times, dtype=torch.float64).to(dtype=like.dtype, device=like.device)
     return list(tt.reshape(-1, 1).expand(-1, like.shape[0]).unbind(0))
-
-
-from .paths import map_times  # noqa: E402  (moved to sdeflow.paths; re-exported here)
 
 
 class RunContext:
@@ -392,7 +389,7 @@ class FieldTerm(Term):
         self._icoef = self._coefficients(self.ipath, tt)
         self._fcoef = self._coefficients(path, torch.as_tensor(self.train_times)) if self.transfer else None
         if self.transfer:
-            c = (path.scale(torch.as_tensor(self.train_times)) / self.ipath.scale(tt)).tolist()
+            c = transfer_scale(self.ipath, path, tt, torch.as_tensor(self.train_times)).tolist()
             self._cin = [None if v == 1.0 else v for v in c]
         else:
             self._cin = None
@@ -533,7 +530,7 @@ class FieldTerm(Term):
         if self.transfer:
             ttrain = torch.as_tensor(map_times(self.ipath, self.path, tt.numpy()), dtype=torch.float64)
             fco = self.path.coefficients(ttrain) if side is None else self.path.coefficients_one_sided(ttrain, side)
-            c = self.path.scale(ttrain) / self.ipath.scale(tt)
+            c = transfer_scale(self.ipath, self.path, tt, ttrain)
         ico = self.ipath.coefficients(tt) if side is None else self.ipath.coefficients_one_sided(tt, side)
         P, Q = conversion(self.kind, kind, *ico, frm_coeffs=fco, gamma2=gamma2)
         return P, Q, ttrain, c
