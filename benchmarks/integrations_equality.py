@@ -36,11 +36,13 @@ ROWS = [  # (label, scheduler class, options, step() options, strict)
      dict(thresholding=True, sample_max_value=3.0), {}, True),
     ("EulerDiscrete (linspace)", "EulerDiscreteScheduler", {}, {}, True),
     ("EulerDiscrete (Karras sigmas)", "EulerDiscreteScheduler", dict(use_karras_sigmas=True), {}, True),
+    ("DPMSolverMultistep (dpmsolver++, order 3)", "DPMSolverMultistepScheduler", dict(solver_order=3), {}, True),
+    ("UniPCMultistep (bh2, order 2)", "UniPCMultistepScheduler", {}, {}, True),
+    ("UniPCMultistep (bh2, order 3)", "UniPCMultistepScheduler", dict(solver_order=3), {}, True),
+    ("UniPCMultistep (bh1, final sigma_min)", "UniPCMultistepScheduler",
+     dict(solver_type="bh1", final_sigmas_type="sigma_min"), {}, True),
     ("*gap*: DDIM, clip_sample, use_clipped_model_output=False (default)", "DDIMScheduler", dict(clip_sample=True),
      {}, True),
-    ("*gap*: UniPCMultistep (bh2), sdeflow unipc", "UniPCMultistepScheduler", {}, {}, False),
-    ("*gap*: DPMSolverMultistep order 3, sdeflow dpmpp_3m", "DPMSolverMultistepScheduler", dict(solver_order=3), {},
-     False),
 ]
 
 

@@ -10,29 +10,23 @@ figure of merit (its accuracy on held-out real digits is printed beside it).
 
     python examples/digits.py [--quick] [--train-steps N] [--guidance W] [--cache DIR] [--out PNG]
 
-The trained weights are cached (safetensors, sdeflow.io) under --cache (default $SDEFLOW_CACHE or
-~/.cache/sdeflow); ``trained_model()`` returns the network and its path for reuse (e.g. a benchmark).
+The network, its training and its cache live in sdeflow.bench.digits (the ``digits_unet`` problem of ``sdeflow
+bench`` samples the same network): the trained weights are cached (safetensors) under --cache (default
+sdeflow.bench.learned.cache_dir()).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import time
 
 import torch
 
 import sdeflow as sf
-from sdeflow.integrations.diffusers import path_from_scheduler
+from sdeflow.bench.digits import (CONFIG, NULL, QUICK_CONFIG, TRAIN, field, guided, load_data,  # noqa: F401
+                                  scheduler, trained_model)
 
-NULL = 10  # the null label of classifier-free guidance
-CONFIG = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64),
-              down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-              norm_num_groups=8, num_class_embeds=NULL + 1)
-QUICK_CONFIG = dict(CONFIG, block_out_channels=(8, 16), norm_num_groups=4)
-TRAIN = dict(steps=2000, batch=128, lr=2e-3, p_uncond=0.1, seed=0)
 SOLVERS = [  # (name, solver, steps, sample() options): every one on the DDPM knots (integer timesteps)
     ("DDIM", "ddim", 20, {}),
     ("DPM-Solver++(2M)", "dpmpp_2m", 20, {}),
@@ -40,104 +34,6 @@ SOLVERS = [  # (name, solver, steps, sample() options): every one on the DDPM kn
     ("Heun", "heun", 10, {}),
     ("Euler-Maruyama (SDE)", "euler_maruyama", 100, {"gamma": "reverse"}),
 ]
-
-
-def load_data(dtype=torch.float32):
-    """The digits as ``(1797, 1, 8, 8)`` images in [-1, 1] and their labels (scikit-learn's bundled copy)."""
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.as_tensor(d.images, dtype=dtype).unsqueeze(1) / 8.0 - 1.0  # grey levels 0..16 -> [-1, 1]
-    return x, torch.as_tensor(d.target, dtype=torch.long)
-
-
-def build_unet(config=CONFIG):
-    import diffusers
-
-    return diffusers.UNet2DModel(**config)
-
-
-def scheduler():
-    """The training schedule: diffusers' DDPMScheduler defaults (beta linear 1e-4..0.02, T = 1000, epsilon)."""
-    import diffusers
-
-    return diffusers.DDPMScheduler(num_train_timesteps=1000)
-
-
-def field(unet, *, clipping=None):
-    """The noise field of ``unet`` (sdeflow.from_diffusers' field); the labels reach ``unet(..., class_labels=)``
-    through ``sample(..., model_kwargs={"class_labels": labels})``."""
-    return sf.from_diffusers(unet, scheduler(), clipping=clipping).field
-
-
-def guided(unet, scale: float, clip: bool = False):
-    """Classifier-free guidance ``(1 + w) eps(x | y) - w eps(x | null)`` (Ho & Salimans 2022) in one network call
-    per evaluation (the batch [x; x] with labels [y; NULL]); with ``clip=True`` its data prediction clipped to
-    [-1, 1] (diffusers' clip_sample: then no longer the guided network's own probability flow)."""
-    f = sf.classifier_free_guidance(field(unet), scale, null={"class_labels": NULL})
-    return sf.ClippedField(f, clip_data=(-1.0, 1.0)) if clip else f
-
-
-def train(unet, x, y, *, steps, batch, lr, p_uncond, seed):
-    """DDPM's noise loss on the scheduler's path, labels dropped to NULL with probability ``p_uncond``."""
-    gen = torch.Generator().manual_seed(seed)
-    path = path_from_scheduler(scheduler())
-
-    def data(n):
-        i = torch.randint(0, x.shape[0], (n,), generator=gen)
-        drop = torch.rand(n, generator=gen) < p_uncond
-        return x[i], torch.where(drop, torch.full_like(y[i], NULL), y[i])
-
-    def loss(b):
-        x0, labels = b
-        return sf.losses.eps_loss(field(unet), path, x0, generator=gen, model_kwargs={"class_labels": labels})
-
-    unet.train()
-    losses = sf.train.fit(loss, unet, data, steps=steps, lr=lr, batch=batch)
-    unet.eval()
-    return losses
-
-
-def _key(config, train_args) -> str:
-    blob = json.dumps({"config": config, "train": train_args, "version": 1}, sort_keys=True, default=list)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def cache_dir(path=None) -> str:
-    return path or os.environ.get("SDEFLOW_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "sdeflow")
-
-
-def trained_model(cache=None, *, config=CONFIG, retrain: bool = False, verbose: bool = True, **train_args):
-    """The trained class-conditional UNet (eval mode, float32) and its path (sdeflow.DiscreteVP), from the cache
-    ``<cache>/digits_unet_<hash>.safetensors`` if present, else trained (seeded, one thread: a few minutes on
-    a CPU) and saved there. ``train_args`` override :data:`TRAIN`."""
-    args = dict(TRAIN, **train_args)
-    path = path_from_scheduler(scheduler())
-    file = os.path.join(cache_dir(cache), f"digits_unet_{_key(config, args)}.safetensors")
-    torch.manual_seed(args["seed"])  # the network's initialisation
-    unet = build_unet(config)
-    if os.path.exists(file) and not retrain:
-        state, meta = sf.io.load_tensors(file)
-        unet.load_state_dict(state)
-        if verbose:
-            cpu = meta.get("train_cpu_seconds", meta.get("train_seconds", float("nan")))
-            print(f"loaded {file} (trained in {cpu:.0f} s CPU, final loss {meta['final_loss']:.4f})")
-        return unet.eval(), path
-    x, y = load_data()
-    t0, c0 = time.perf_counter(), time.process_time()
-    losses = train(unet, x, y, **args)
-    secs, cpu = time.perf_counter() - t0, time.process_time() - c0
-    k = max(1, len(losses) // 20)
-    if verbose:
-        print(f"trained {args['steps']} steps in {secs:.1f} s wall, {cpu:.1f} s CPU (one thread): eps loss "
-              f"{sum(losses[:k]) / k:.4f} (first {k}) -> {sum(losses[-k:]) / k:.4f} (last {k})")
-    os.makedirs(os.path.dirname(file), exist_ok=True)
-    sf.io.save_tensors(file, {k_: v.detach().contiguous() for k_, v in unet.state_dict().items()},
-                       {"config": config, "train": args, "train_seconds": secs, "train_cpu_seconds": cpu,
-                        "final_loss": sum(losses[-k:]) / k})
-    if verbose:
-        print("saved", file)
-    return unet.eval(), path
 
 
 def classifier(seed: int = 0):

@@ -102,6 +102,17 @@ SETTINGS = [
     ("euler_sigma_min", "EulerDiscreteScheduler", dict(final_sigmas_type="sigma_min"), 10, {}),
     ("euler_trailing", "EulerDiscreteScheduler", dict(timestep_spacing="trailing"), 7, {}),
     ("euler_leading", "EulerDiscreteScheduler", dict(timestep_spacing="leading"), 10, {}),
+    # solver_order=3: sdeflow's dpmpp_3m / unipc(order=3); fewer than 15 steps lowers the last two steps' orders
+    ("dpmpp_3m", "DPMSolverMultistepScheduler", dict(solver_order=3), 10, {}),
+    ("dpmpp_3m_20", "DPMSolverMultistepScheduler", dict(solver_order=3), 20, {}),
+    ("dpmpp_3m_heun", "DPMSolverMultistepScheduler", dict(solver_order=3, solver_type="heun"), 10, {}),
+    ("dpmpp_3m_sigma_min", "DPMSolverMultistepScheduler", dict(solver_order=3, final_sigmas_type="sigma_min"), 10, {}),
+    ("dpmpp_3m_no_lower_order_final", "DPMSolverMultistepScheduler", dict(solver_order=3, lower_order_final=False),
+     10, {}),
+    ("unipc_3", "UniPCMultistepScheduler", dict(solver_order=3), 10, {}),
+    ("unipc_3_sigma_min", "UniPCMultistepScheduler", dict(solver_order=3, final_sigmas_type="sigma_min"), 10, {}),
+    ("unipc_bh1_sigma_min", "UniPCMultistepScheduler", dict(solver_type="bh1", final_sigmas_type="sigma_min"), 10,
+     {}),
 ]
 
 
@@ -178,7 +189,11 @@ def test_unipc_reproduces_diffusers(unet):
 @pytest.mark.parametrize("cls, opts, n, match", [
     ("DDIMScheduler", dict(timestep_spacing="linspace"), 10, "disagree"),
     ("DDIMScheduler", dict(timestep_spacing="trailing"), 7, "disagree"),
-    ("DPMSolverMultistepScheduler", dict(solver_order=3), 10, "third-order"),
+    ("DPMSolverMultistepScheduler", dict(solver_order=3, final_sigmas_type="sigma_min", euler_at_final=True), 15,
+     "euler_at_final"),
+    ("DPMSolverMultistepScheduler", dict(solver_order=3, algorithm_type="dpmsolver", final_sigmas_type="sigma_min"), 10,
+     "noise"),
+    ("UniPCMultistepScheduler", dict(solver_type="bh1"), 10, "NaN"),
     ("DPMSolverMultistepScheduler", dict(use_karras_sigmas=True), 10, "rounded"),
     ("DPMSolverMultistepScheduler", dict(algorithm_type="dpmsolver", final_sigmas_type="sigma_min"), 10, "midpoint"),
     ("DPMSolverMultistepScheduler", dict(algorithm_type="sde-dpmsolver++"), 10, "SDE"),

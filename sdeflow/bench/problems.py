@@ -199,10 +199,12 @@ register_problem(Problem("eight_gaussians_ddpm", analytic.eight_gaussians(), Dis
 
 
 def _register_learned():
+    from .digits import problem as digits_problem
     from .learned import build_problems
 
     for p in build_problems():
         register_problem(p)
+    register_problem(digits_problem())  # its network is trained (or loaded) on first use only
 
 
 _register_learned()

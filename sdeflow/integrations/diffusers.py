@@ -19,12 +19,16 @@ with its conditioning bound, any ``model(x, timestep)``):
   - ``DDIMScheduler`` (``eta``): ``ddim`` on the timesteps; its last step goes to :math:`\bar\alpha = 1`
     (``set_alpha_to_one=True``: ``final_denoise``) or to ``alphas_cumprod[0]`` (the knot :math:`1/T`);
   - ``DPMSolverMultistepScheduler``: ``dpmpp_2m`` (dpmsolver++, midpoint) or ``exp_multistep`` (solver_type heun,
-    the exact integral of the linear interpolant; order 1; dpmsolver with heun); its first-order step into
-    :math:`\sigma = 0` (``final_sigmas_type="zero"``) is ``final_denoise``;
+    the exact integral of the linear interpolant; order 1; dpmsolver with heun); ``solver_order=3`` (dpmsolver++)
+    is ``dpmpp_3m`` (its start-up step in the midpoint or heun form: ``solver_type="dpmsolver"`` or
+    ``"taylor"``); its first-order step into :math:`\sigma = 0` (``final_sigmas_type="zero"``) is
+    ``final_denoise``, and its lowered last orders (``lower_order_final`` below 15 steps) are the solver's
+    ``lower_order_final``;
   - ``EulerDiscreteScheduler``: ``euler`` in :class:`~sdeflow.paths.EDM` coordinates (Euler in
     :math:`\sigma/\alpha`, as diffusers steps), its interpolated sigmas (fractional timesteps) and Karras,
     exponential and beta sigmas included;
-  - ``UniPCMultistepScheduler``: ``solver_type`` bh1 or bh2 (sdeflow's ``unipc`` with the same ``variant``).
+  - ``UniPCMultistepScheduler``: ``solver_type`` bh1 or bh2, orders 1 to 3 (sdeflow's ``unipc`` with the same
+    ``variant``; bh1 into :math:`\sigma = 0` is refused: diffusers' own loop returns NaN there).
 
 Exactness: diffusers computes its coefficients from float32 tables and (DPM-Solver, Euler) rounds the state to
 float32 after every step, so the two agree to float32 rounding, accumulated over the steps (the tests measure
@@ -32,7 +36,7 @@ it). DDIM's clipping: diffusers' ``step(..., use_clipped_model_output=False)`` (
 the clipped :math:`\hat x_0` with the *unclipped* noise prediction, which is no single field; sdeflow's clipped
 field is consistent (the noise rebuilt from the clipped :math:`\hat x_0`), which is diffusers'
 ``use_clipped_model_output=True``. Anything the adapter cannot reproduce (DDIM's "linspace" spacing, whose
-steps land between its timesteps; DPM-Solver's order 3 or SDE variants; Karras sigmas on DPM-Solver, whose
+steps land between its timesteps; DPM-Solver's SDE variants; Karras sigmas on DPM-Solver, whose
 model times are rounded away from its sigmas) raises :class:`~sdeflow.errors.SdeflowValueError` unless
 ``strict=False``, which returns sdeflow's closest sampler with ``exact=False`` and a ``note``.
 """
@@ -281,9 +285,18 @@ def _dpm(sch, path, notes, strict):
                 f"evaluates the model at timesteps rounded to integers (another noise level)", notes)
     grid, final = _final(cfg, _knots(taus, T), T)
     n = len(taus)
-    # diffusers lowers the last step (into sigma_min) to order 1 when euler_at_final, or lower_order_final with
-    # fewer than 15 steps; into sigma = 0 the last step is always order 1, which is final_denoise
-    lof = (not final) and bool(cfg.get("euler_at_final", False) or (cfg.get("lower_order_final", True) and n < 15))
+    # diffusers' order at its last step is 1 when euler_at_final, lower_order_final with fewer than 15 steps, or
+    # into sigma = 0 (sdeflow's final_denoise); at the step before it is at most 2 with lower_order_final and fewer
+    # than 15 steps. sdeflow's lower_order_final=m: its last step at most order m, the one before at most m + 1.
+    short = bool(cfg.get("lower_order_final", True) and n < 15)
+    if final:  # sdeflow's last step is diffusers' second to last
+        lof = 2 if short else 0
+    else:
+        lof = 1 if (short or cfg.get("euler_at_final", False)) else 0
+        if order == 3 and lof and not short:
+            _refuse(strict, "DPMSolverMultistepScheduler solver_order=3 with euler_at_final and 15 or more steps "
+                    "(order 1 on the last step after order 3 on the one before) is not mapped; sdeflow's "
+                    "lower_order_final lowers the steps before the last too", notes)
     if algo not in ("dpmsolver++", "dpmsolver"):
         _refuse(strict, f"DPMSolverMultistepScheduler algorithm_type={algo!r} (an SDE solver on diffusers' own "
                 f"noise draws) is not mapped", notes)
@@ -291,11 +304,14 @@ def _dpm(sch, path, notes, strict):
     predict = "data" if algo == "dpmsolver++" else "noise"
     if order == 1:
         return grid, final, "exp_multistep", dict(order=1, predict=predict), taus
-    if order != 2:
-        _refuse(strict, f"DPMSolverMultistepScheduler solver_order={order}: its third-order term is half the exact "
-                f"integral of the quadratic interpolant (dpm-solver's D2), which sdeflow's dpmpp_3m does not copy",
-                notes)
-        return grid, final, "dpmpp_3m", dict(lower_order_final=lof), taus
+    if order == 3:
+        if predict != "data":
+            _refuse(strict, "DPMSolverMultistepScheduler solver_order=3 with algorithm_type='dpmsolver' (the noise "
+                    "prediction) is not mapped; 'dpmsolver++' is (sdeflow's dpmpp_3m)", notes)
+        # dpmpp_3m is dpm-solver's multistep third-order update; diffusers' midpoint/heun solver_type only
+        # changes its second-order start-up step, which is dpm-solver's 'dpmsolver'/'taylor' form
+        return grid, final, "dpmpp_3m", dict(solver_type="dpmsolver" if stype == "midpoint" else "taylor",
+                                             lower_order_final=lof), taus
     if predict == "data" and stype == "midpoint":
         return grid, final, "dpmpp_2m", dict(lower_order_final=lof), taus
     if stype == "midpoint":
@@ -313,11 +329,17 @@ def _unipc(sch, path, notes, strict):
     if _sigma_schedules(cfg):
         _refuse(strict, "UniPCMultistepScheduler with a sigma schedule (Karras, ...) evaluates the model at rounded "
                 "timesteps", notes)
+    if cfg.solver_type == "bh1" and cfg.get("final_sigmas_type", "zero") == "zero":
+        _refuse(strict, "UniPCMultistepScheduler solver_type='bh1' into sigma = 0 (final_sigmas_type='zero'): its "
+                "last step divides by B(h) = h, which is infinite there, and diffusers' own loop returns NaN; "
+                "sdeflow's unipc takes the limit (the data prediction)", notes)
     if cfg.get("disable_corrector"):
         _refuse(strict, "UniPCMultistepScheduler disable_corrector is not mapped", notes)
     grid, final = _final(cfg, _knots(taus, T), T)
-    # diffusers' order at step k is min(order, steps - k) with lower_order_final: order 1 only on its last step
-    lof = (not final) and bool(cfg.get("lower_order_final", True))
+    # diffusers' order at step k is min(order, steps - k) with lower_order_final: order 1 on its last step, at
+    # most 2 on the one before; into sigma = 0 its last step is sdeflow's final_denoise, so sdeflow's last step is
+    # at most order 2 (lower_order_final=2)
+    lof = (2 if final else 1) if cfg.get("lower_order_final", True) else 0
     opts = dict(order=int(cfg.solver_order), predict="data" if cfg.predict_x0 else "noise", lower_order_final=lof)
     if cfg.solver_type in ("bh1", "bh2"):
         opts["variant"] = cfg.solver_type  # sdeflow's unipc equals UniPC's code (and diffusers') per variant
@@ -382,8 +404,8 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
         scheduler: the diffusers scheduler it was trained with (its ``alphas_cumprod``, ``prediction_type``,
             clipping, spacing and solver settings are read; it is never modified). Any scheduler with an
             ``alphas_cumprod`` table (``DDPMScheduler``, ...) gives the path and the field; the loops of
-            ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler`` (and, with
-            ``strict=False``, ``UniPCMultistepScheduler``) are reproduced.
+            ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler`` and
+            ``UniPCMultistepScheduler`` are reproduced.
         num_inference_steps: the number of steps of the scheduler's loop to reproduce (a copy of the scheduler
             gets ``set_timesteps(num_inference_steps)``). None: the scheduler's current timesteps if set,
             otherwise no grid (path and field only).

@@ -98,7 +98,10 @@ class ExpMultistep(PredictionSolver):
         variant: ``"exact"``, ``"dpmsolver"``, ``"taylor"``, ``"bh1"`` or ``"bh2"`` (module docstring).
         corrector: UniPC-style corrector (declared order ``order + 1``; variants ``"exact"``, ``"bh1"``,
             ``"bh2"``).
-        lower_order_final: lower the order on the last steps.
+        lower_order_final: lower the order on the last steps: ``True`` (or 1) makes the last step order 1, the
+            one before at most order 2, and so on; an integer ``m`` makes the last step at most order ``m``,
+            the one before at most ``m + 1``, ... (``m = 2`` is diffusers' ``lower_order_final`` when a final
+            denoising step, of order 1, follows the solve). ``False`` (or 0): no lowering.
         startup: ``"lower_order"`` (the first steps use the history they have: no extra evaluations;
             their local error is tiny where the prediction barely changes, at high noise) or
             ``"singlestep"`` (the first step is a DPM-Solver-2/3-style single step of order
@@ -112,7 +115,7 @@ class ExpMultistep(PredictionSolver):
     carried = ("hist", "x_prev")  # (half log-SNR, prediction) pairs; the corrector's previous state
 
     def __init__(self, order: int = 2, predict: str = "data", variant: str = "exact", corrector: bool = False,
-                 lower_order_final: bool = False, startup: str = "lower_order"):
+                 lower_order_final: bool | int = False, startup: str = "lower_order"):
         if order not in (1, 2, 3, 4):
             raise SdeflowValueError(f"order must be 1, 2, 3 or 4, got {order!r}")
         if predict not in ("data", "noise"):
@@ -131,7 +134,12 @@ class ExpMultistep(PredictionSolver):
         self.predict = predict
         self.variant = variant
         self.corrector = bool(corrector)
-        self.lower_order_final = bool(lower_order_final)
+        if isinstance(lower_order_final, bool) or lower_order_final is None:
+            lower_order_final = int(bool(lower_order_final))
+        if not isinstance(lower_order_final, int) or lower_order_final < 0:
+            raise SdeflowValueError(f"lower_order_final must be True, False or an integer >= 1 (the largest order "
+                                    f"of the last step), got {lower_order_final!r}")
+        self.lower_order_final = lower_order_final
         # dpm-solver's third-order multistep term is half the quadratic's (dpm_solver_weights): second order
         self.order = (min(self.steps_order, 2) if variant in _AUTHORS
                       else self.steps_order + (1 if self.corrector else 0))
@@ -183,7 +191,7 @@ class ExpMultistep(PredictionSolver):
     def _order_at(self, k: int, st: dict, avail: int) -> int:
         p = min(self.steps_order, avail)
         if self.lower_order_final:
-            p = min(p, st["n_steps"] - k)
+            p = min(p, st["n_steps"] - k + self.lower_order_final - 1)
         if not math.isfinite(st["h"][k]):
             p = 1
         return max(p, 1)
@@ -319,7 +327,7 @@ class DPMSolverPP2M(ExpMultistep):
     name = "dpmpp_2m"
     order = 2
 
-    def __init__(self, lower_order_final: bool = False, startup: str = "lower_order"):
+    def __init__(self, lower_order_final: bool | int = False, startup: str = "lower_order"):
         super().__init__(2, "data", "dpmsolver", lower_order_final=lower_order_final, startup=startup)
 
 
@@ -347,7 +355,7 @@ class DPMSolverPP3M(ExpMultistep):
     #: steps; docs/reliability.md)
     pre_asymptotic_factor = 8
 
-    def __init__(self, solver_type: str = "dpmsolver", lower_order_final: bool = False,
+    def __init__(self, solver_type: str = "dpmsolver", lower_order_final: bool | int = False,
                  startup: str = "lower_order"):
         if solver_type not in _AUTHORS:
             raise SdeflowValueError(f"solver_type must be 'dpmsolver' or 'taylor', got {solver_type!r}")
@@ -362,7 +370,7 @@ class Exp3MExact(ExpMultistep):
     name = "exp_3m_exact"
     order = 3
 
-    def __init__(self, lower_order_final: bool = False, startup: str = "lower_order"):
+    def __init__(self, lower_order_final: bool | int = False, startup: str = "lower_order"):
         super().__init__(3, "data", "exact", lower_order_final=lower_order_final, startup=startup)
 
 
@@ -383,7 +391,7 @@ class UniPC(ExpMultistep):
     name = "unipc"
     order = 3
 
-    def __init__(self, order: int = 2, predict: str = "data", variant: str = "bh2", lower_order_final: bool = False,
+    def __init__(self, order: int = 2, predict: str = "data", variant: str = "bh2", lower_order_final: bool | int = False,
                  startup: str = "lower_order"):
         if order not in (1, 2, 3):
             raise SdeflowValueError(f"UniPC order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
@@ -404,7 +412,7 @@ class ExpPC(ExpMultistep):
     name = "exp_pc"
     order = 3
 
-    def __init__(self, order: int = 2, predict: str = "data", lower_order_final: bool = False,
+    def __init__(self, order: int = 2, predict: str = "data", lower_order_final: bool | int = False,
                  startup: str = "lower_order"):
         if order not in (1, 2, 3):
             raise SdeflowValueError(f"exp_pc order must be 1, 2 or 3 (corrected order up to 4), got {order!r}")
