@@ -117,20 +117,23 @@ class Program:
         return self._table
 
     # ---- the generic path: one step through term.net ------------------------------------------
-    def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise) -> Tensor:
+    def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise, state: dict) -> Tensor:
+        """Step ``k``; the buffers a step hands to the next (``prologue``'s names: a multistep history) are
+        read from and written to ``state["carry"]`` (the solve's state dict: a program is shared by the solves
+        on one term and grid, so it holds no per-solve state)."""
         c = [col[k] for col in self.columns]
         env = {"x": x}
         if k == 0:
             for d, s in self.prologue:
                 env[d] = env[s]
-        else:
-            env.update(self._carry)
+        elif self.prologue:
+            env.update(state["carry"])
         for op in self.ops:
             kind = op[0]
             if kind == "net":
                 env[op[1]] = term.net(op[3] * k + op[4], env[op[2]])
-            elif kind == "draw":
-                env[op[1]] = noise.draw(k, t0, t1, x) if op[2] is None or c[op[2]] else x
+            elif kind == "draw":  # the term's noise shape (one normal per sample for scalar noise)
+                env[op[1]] = noise.draw(k, t0, t1, term.noise_like(x)) if op[2] is None or c[op[2]] else x
             elif kind == "set":
                 env[op[1]] = env[op[2]]
             else:
@@ -150,10 +153,8 @@ class Program:
                     out.add_(env[s], alpha=c[i])
                 env[dst] = out
         if self.prologue:
-            self._carry = {d: env[d] for d, _ in self.prologue}
+            state["carry"] = {d: env[d] for d, _ in self.prologue}
         return env["x"]
-
-    _carry: dict = {}
 
     # ---- the fast path: all steps in one generated function ------------------------------------
     def _last_uses(self) -> dict:
