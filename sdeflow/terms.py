@@ -447,6 +447,7 @@ class CallableTerm(Term):
     """
 
     _what = "drift"
+    gamma2_fn = None  # no Gaussian path: the diffusion is the user's (diffusion / diffusion_at)
 
     def __init__(self, drift: Callable, diffusion, times: np.ndarray, like: Tensor, *,
                  noise_type: str = "diagonal", step_of: np.ndarray | None = None):
