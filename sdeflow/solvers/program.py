@@ -2,10 +2,13 @@ r"""Step programs: a planned solver's step on an affine term as a few tensor ope
 with every coefficient tabulated for all steps at once.
 
 On the sampler's term (:class:`~sdeflow.terms.FieldTerm`) the drift at planned evaluation ``j`` is
-:math:`A_j x + B_j n_j` and the diffusion a float :math:`g_j`, so each stage input and update of a fixed-step
-method is a linear combination :math:`c_x x + \sum_i c_i b_i` of tensors the step already holds (network
-outputs, stage inputs, normals, earlier predictions). A solver family describes its step once, per solve,
-as a :class:`Program`:
+:math:`A_j x + B_j n_j` and the diffusion a float :math:`g_j`; a user's drift in :func:`sdeflow.solve`
+(:class:`~sdeflow.terms.CallableTerm`) presents the same form with :math:`A = 0`, :math:`B = 1` and the drift
+as the "network" :math:`n_j` (its diffusion when that is a number). So each stage input and update of a
+fixed-step method is a linear combination :math:`c_x x + \sum_i c_i b_i` of tensors the step already holds
+(network outputs, stage inputs, normals, earlier predictions). A solver family describes its step once, per
+solve, as a :class:`Program`, which is then that method's only definition (a solver keeps a hand-written
+step only for what this form cannot express, e.g. a diffusion that is a tensor function of ``x``):
 
 * ``net(dst, src, a, b)`` — ``dst = network(src)`` at planned evaluation ``j = a k + b`` of step ``k``;
 * ``draw(dst)`` — ``dst`` = the step's standard normals from the noise source;
@@ -22,7 +25,9 @@ whose coefficient is 0 on every step is dropped; a term that is 0 on some steps 
 The program runs two ways:
 
 * :meth:`Program.step` interprets one step through ``term.net`` (counting, checks, the checked replay of
-  :func:`sdeflow.runner.diagnose`, callbacks, ``torch.compile`` of ``solver.step``);
+  :func:`sdeflow.runner.diagnose`, callbacks, ``torch.compile`` of ``solver.step``, ``sdeflow.solve``); the
+  buffers carried from step to step go through the solve's state dict (``state["carry"]``), since one
+  program serves every solve on its term and grid;
 * :meth:`Program.run` runs all steps in one generated Python function (built once per program shape and
   cached): locals only, the coefficients read from per-column float lists (no per-step
   objects), one O(1) metadata check per network
