@@ -144,12 +144,9 @@ class _Replay:
 
 # ---- carried state ----------------------------------------------------------------------------------
 def _get_carry(solver, state) -> dict:
-    """What a step of ``solver`` reads from earlier steps: the step program's carried buffers and the state
-    keys the solver declares in ``carried`` (missing keys stay missing)."""
+    """What a step of ``solver`` reads from earlier steps: the state keys the solver declares in ``carried``
+    (a step program's carried buffers are one of them, ``"carry"``; missing keys stay missing)."""
     parts = {}
-    prog = state.get("program") if isinstance(state, dict) else None
-    if prog is not None and prog.prologue:
-        parts["_program"] = dict(prog.__dict__.get("_carry", {}))
     for key in solver.carried:
         if key in state:
             v = state[key]
@@ -158,9 +155,6 @@ def _get_carry(solver, state) -> dict:
 
 
 def _set_carry(solver, state, parts: dict) -> None:
-    prog = state.get("program") if isinstance(state, dict) else None
-    if prog is not None and prog.prologue:
-        prog._carry = dict(parts.get("_program", {}))
     for key in solver.carried:
         if key in parts:
             v = parts[key]
@@ -212,9 +206,6 @@ def integrate_checkpointed(solver, term, x: Tensor, grid: list, noise=None, call
 
     Returns ``(x_final, state)`` like ``integrate``."""
     state = solver.init_state(term, x, grid)
-    prog = state.get("program") if isinstance(state, dict) else None
-    if prog is not None:
-        prog._carry = {}  # a program cached on the term may hold an earlier solve's buffers
     replay = _Replay(noise)
     carry, rebuild = _split(_get_carry(solver, state))
     declared = set(solver.carried) | {"program"}

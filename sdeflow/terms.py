@@ -595,6 +595,7 @@ class CallableTerm(Term):
     """
 
     _what = "drift"
+    gamma2_fn = None  # no Gaussian path: the diffusion is the user's (diffusion / diffusion_at)
 
     def __init__(self, drift: Callable, diffusion, times: np.ndarray, like: Tensor, *,
                  noise_type: str = "diagonal", step_of: np.ndarray | None = None):
@@ -622,6 +623,11 @@ class CallableTerm(Term):
             raise SdeflowTypeError(f"diffusion must be None (an ODE), a number or a callable g(x, t), got "
                                    f"{type(diffusion).__name__}")
         self.additive = self._g_fn is None or noise_type == "additive"
+        # the affine form the step programs read (sdeflow.solvers.program): the drift is 0 x + 1 net(j, x),
+        # net the user's drift, and the diffusion a float per evaluation when it is a number (None or a
+        # constant). A diffusion g(x, t) has no such form: the solvers' hand-written steps take it.
+        n = len(self.times)
+        self.affine = None if self._g_fn is not None else (np.zeros(n), np.ones(n), np.full(n, self._g_const))
 
     def _t(self, j, x):
         tb = self._tb[j]
@@ -629,6 +635,9 @@ class CallableTerm(Term):
 
     def drift(self, j, x):
         return self._checked(self._call(self.fn, x, self._t(j, x), j), x, j)
+
+    #: the "network" of the affine form (``affine``: ``A = 0``, ``B = 1``) is the user's drift
+    net = drift
 
     def _diff(self, g, x, t):
         if not isinstance(g, Tensor):

@@ -250,17 +250,22 @@ def _posterior_minimal(variance: str):
 
 def _dpmpp2m_minimal(x0, steps, seed):
     """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): ``D = P x + Q n``,
-    ``x' = (s_t/s_s) x + a_t(1 - e^{-h})[(1 + 1/2r) D - 1/2r D_prev]`` (first step order 1)."""
+    ``x' = (s_t/s_s) x + a_t(1 - e^{-h})[(1 + 1/2r) D - 1/2r D_prev]`` (first step order 1). The weights come
+    from sdeflow's one definition of them (:func:`~sdeflow.solvers.exp_multistep.dpmpp_2m_weights`): the
+    baseline is the loop around them, hand-written."""
+    from ..solvers.ddim import neg_expm1
+    from ..solvers.exp_multistep import dpmpp_2m_weights
+
     term, grid, path = _term("dpmpp_2m", x0, steps)
     t = torch.as_tensor(grid)
     a, s, _, _ = path.coefficients(t)
     a1, ratio, lam = a[1:].numpy(), (s[1:] / s[:-1]).numpy(), (0.5 * path.log_snr(t)).numpy()
     P, Q = (v[:steps] for v in term.coeff_arrays("data"))
     h = lam[1:] - lam[:-1]
-    e = -a1 * np.array([math.expm1(v) for v in (-h).tolist()])  # math.expm1, as sdeflow's tables
+    e = -a1 * -neg_expm1(h)  # math.expm1, as sdeflow's tables
     r = np.ones(steps)
     r[1:] = (lam[1:-1] - lam[:-2]) / h[1:]
-    w0, w1 = e * (1 + 0.5 / r), -e * 0.5 / r
+    w0, w1 = dpmpp_2m_weights(e, r)
     w0[0], w1[0] = e[0], 0.0  # first step: order 1
     c = list(zip(P.tolist(), Q.tolist(), ratio.tolist(), w0.tolist(), w1.tolist()))
     fused = bool(np.all(P == 1.0))

@@ -17,41 +17,22 @@ from __future__ import annotations
 
 import math
 
-import torch
+import numpy as np
 
 from ..errors import SdeflowValueError
-import numpy as np
 
 from .prediction import PredictionSolver
 from .program import Program
 
-__all__ = ["DDIM", "posterior_step", "posterior_program", "PosteriorSolver", "neg_expm1"]
-
-
-def posterior_step(term, k: int, x, tab: dict, mean_var: float, noise_var: float, t0: float, t1: float,
-                   noise):
-    """``alpha_t x0 + sqrt(sigma_t^2 - mean_var) eps + sqrt(noise_var) z`` from one network evaluation at
-    step ``k``'s start (``mean_var = noise_var`` for DDIM; DDPM's beta variance keeps the posterior mean).
-
-    The deterministic part is one fused operation on ``(x, n)`` from the term's conversion tables.
-    """
-    a1, s1 = tab["alpha"][k + 1], tab["sigma"][k + 1]
-    c = math.sqrt(max(s1 * s1 - mean_var, 0.0))
-    n = term.net(k, x)
-    Pd, Qd = term.coeffs("data")
-    Pe, Qe = term.coeffs("noise")
-    A = a1 * Pd[k] + c * Pe[k]
-    B = a1 * Qd[k] + c * Qe[k]
-    out = torch.add(x * A, n, alpha=B) if A != 0.0 else n * B
-    if noise_var > 0.0:
-        out.add_(noise.draw(k, t0, t1, x), alpha=math.sqrt(noise_var))
-    return out
+__all__ = ["DDIM", "posterior_program", "PosteriorSolver", "neg_expm1"]
 
 
 def posterior_program(term, tab: dict, mean_var, noise_var) -> Program:
-    """The update of :func:`posterior_step` for every step at once (``mean_var``, ``noise_var``: arrays over
-    the steps) as a :class:`~sdeflow.solvers.program.Program` ``x' = A x + B n (+ sd z)`` over ``(x, n, z)``.
-    A step with ``noise_var = 0`` draws nothing, as in :func:`posterior_step`."""
+    """``alpha_t x0 + sqrt(sigma_t^2 - mean_var) eps + sqrt(noise_var) z`` from one network evaluation at each
+    step's start (``mean_var = noise_var`` for DDIM; DDPM's beta variance keeps the posterior mean), for every
+    step at once (``mean_var``, ``noise_var``: arrays over the steps) as a
+    :class:`~sdeflow.solvers.program.Program` ``x' = A x + B n (+ sd z)`` over ``(x, n, z)``, the predictions
+    folded through the term's conversion tables. A step with ``noise_var = 0`` draws nothing."""
     S = len(tab["alpha"]) - 1
     Pd, Qd = (v[:S] for v in term.coeff_arrays("data"))
     Pe, Qe = (v[:S] for v in term.coeff_arrays("noise"))
@@ -84,7 +65,7 @@ class PosteriorSolver(PredictionSolver):
         return tab
 
     def step(self, term, k, x, t0, t1, noise, tab):
-        return tab["program"].step(term, k, x, t0, t1, noise)
+        return tab["program"].step(term, k, x, t0, t1, noise, tab)
 
 
 class DDIM(PosteriorSolver):

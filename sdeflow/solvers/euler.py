@@ -11,5 +11,3 @@ class Euler(ExplicitRK):
 
     name = "euler"
     tableau = EULER
-    order = 1
-    evals_per_step = EULER.stages

@@ -40,14 +40,14 @@ import numpy as np
 import torch
 
 from ..errors import SdeflowValueError
-from .exp_singlestep import eval_tables, stage_predictions, stage_times
+from .exp_singlestep import DPMSolver2, DPMSolver3, eval_tables, stage_predictions, stage_times
 from .ddim import neg_expm1
 from .exponential import apply_exp, dpm_solver_weights, exp_coefficients, unipc_weights
 from .prediction import PredictionSolver
 from .program import Program
 
 __all__ = ["ExpMultistep", "DPMSolverPP2M", "DPMSolverPP3M", "Exp3MExact", "UniPC", "ExpPC", "SDEDPMSolverPP2M",
-           "SDEDPMSolverPP3M", "step_damping", "VARIANTS"]
+           "SDEDPMSolverPP3M", "step_damping", "dpmpp_2m_weights", "VARIANTS"]
 
 #: update formulas of :class:`ExpMultistep` (see the module docstring)
 VARIANTS = ("exact", "dpmsolver", "taylor", "bh1", "bh2")
@@ -60,7 +60,7 @@ def step_damping(term, grid: list[float], hh: list[float]) -> list[float]:
     probability-flow ODE. For the reverse SDE (:math:`\gamma = g`), :math:`g^2/(2\sigma^2) = d\hat\lambda/dt`, so
     :math:`E_k` is exactly the step's half log-SNR :math:`h_k` (DPM-Solver++'s SDE); any other :math:`\gamma`: 16-point
     Gauss-Legendre in the integration path's time."""
-    fn = getattr(term, "gamma2_fn", None)
+    fn = term.gamma2_fn
     if fn is None:
         return [0.0] * (len(grid) - 1)
     if fn == term.ipath.g2:  # the reverse SDE: g^2/(2 sigma^2) = d(half log-SNR)/dt, so E is exactly the step h
@@ -79,14 +79,18 @@ def step_damping(term, grid: list[float], hh: list[float]) -> list[float]:
     return out
 
 
-class _Startup:
-    """Stage layout of a single-step start (the ``nodes_c``/``uses`` of DPM-Solver-2/3)."""
+def dpmpp_2m_weights(e, r):
+    r"""The published DPM-Solver++(2M) update's weights (Lu et al. 2022b, Algorithm 2):
+    :math:`x_t = \frac{\sigma_t}{\sigma_s}x_s + w_0 D_s + w_1 D_{s'}` with :math:`w_0 = e(1 + \frac1{2r})`,
+    :math:`w_1 = -\frac{e}{2r}`, :math:`e = \alpha_t(1 - e^{-h})` and :math:`r = h_{prev}/h` (floats or arrays
+    over the steps). The one definition of these weights: the step programs of :class:`ExpMultistep` and the
+    minimal reference loop of :mod:`sdeflow.bench.overhead` call it."""
+    return e * (1 + 0.5 / r), -e * 0.5 / r
 
-    def __init__(self, nodes_c, uses):
-        self.nodes_c, self.uses = nodes_c, uses
 
-
-_STARTUPS = {2: _Startup((0.0, 0.5), ((), (0,))), 3: _Startup((0.0, 1 / 3, 2 / 3), ((), (0,), (0, 1)))}
+#: the single-step start of ``startup="singlestep"``, by its order: DPM-Solver-2/3's stage layouts
+#: (``nodes_c``, ``uses``), read from their classes
+_STARTUPS = {2: DPMSolver2, 3: DPMSolver3}
 
 
 class ExpMultistep(PredictionSolver):
@@ -112,7 +116,8 @@ class ExpMultistep(PredictionSolver):
     name = "exp_multistep"
     order = 2
     evals_per_step = 1
-    carried = ("hist", "x_prev")  # (half log-SNR, prediction) pairs; the corrector's previous state
+    # (half log-SNR, prediction) pairs; the corrector's previous state; the step program's history buffers
+    carried = ("hist", "x_prev", "carry")
 
     def __init__(self, order: int = 2, predict: str = "data", variant: str = "exact", corrector: bool = False,
                  lower_order_final: bool | int = False, startup: str = "lower_order"):
@@ -169,6 +174,7 @@ class ExpMultistep(PredictionSolver):
         st["h"] = [lam[k + 1] - lam[k] for k in range(len(grid) - 1)]
         st["E"] = step_damping(term, grid, st["h"]) if self.sde else [0.0] * (len(grid) - 1)
         st["hist"] = []  # (half log-SNR, prediction tensor), oldest first
+        st["carry"] = {}  # the step program's history buffers (Program.step)
         st["n_steps"] = len(grid) - 1
         if self._extra:
             st.update(eval_tables(term))
@@ -244,7 +250,7 @@ class ExpMultistep(PredictionSolver):
         """Without corrector or single-step start, every step's order and coefficients are known before the
         solve: ``D_k = P x + Q n``, ``x' = lin x + sum_i w_i D_{k-i} + nz z``, history ``d1, d2, ...``
         (placeholders ``x`` with weight 0 before they exist). The published DPM-Solver++(2M) weights are
-        computed vectorised; other steps through :meth:`_coefs`."""
+        computed vectorised (:func:`dpmpp_2m_weights`); other steps through :meth:`_coefs`."""
         S, q = st["n_steps"], self.steps_order
         lam = st["half"]
         W = np.zeros((S, q))
@@ -262,9 +268,8 @@ class ExpMultistep(PredictionSolver):
                                                                      st["sigma"][1:]))
                 r = np.ones(S)
                 r[1:] = (half[1:-1] - half[:-2]) / np.where(ok[1:], h[1:], 1.0)
-                e = -a1 * -neg_expm1(np.where(ok, h, 0.0))
-                W[ok, 0] = (e * (1 + 0.5 / r))[ok]
-                W[ok, 1] = (-e * 0.5 / r)[ok]
+                w0, w1 = dpmpp_2m_weights(-a1 * -neg_expm1(np.where(ok, h, 0.0)), r)
+                W[ok, 0], W[ok, 1] = w0[ok], w1[ok]
                 lin[ok] = (s1 / s0)[ok]
                 done = ok
         for k in range(S):
@@ -287,7 +292,7 @@ class ExpMultistep(PredictionSolver):
     # ---- the step -----------------------------------------------------------------------------
     def step(self, term, k, x, t0, t1, noise, st):
         if st.get("program") is not None:
-            return st["program"].step(term, k, x, t0, t1, noise)
+            return st["program"].step(term, k, x, t0, t1, noise, st)
         hist = st["hist"]
         lam = st["half"]
         j = k + self._extra if k > 0 else 0

@@ -11,5 +11,3 @@ class Heun(ExplicitRK):
 
     name = "heun"
     tableau = HEUN
-    order = 2
-    evals_per_step = HEUN.stages

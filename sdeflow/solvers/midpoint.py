@@ -11,5 +11,3 @@ class Midpoint(ExplicitRK):
 
     name = "midpoint"
     tableau = MIDPOINT
-    order = 2
-    evals_per_step = MIDPOINT.stages

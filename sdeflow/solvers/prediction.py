@@ -9,8 +9,6 @@ on the coordinates).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -38,7 +36,3 @@ class PredictionSolver(Solver):
     def init_state(self, term, x, grid):
         return path_tables(term, grid)
 
-
-def expm1_neg(h: float) -> float:
-    """:math:`1 - e^{-h}` without cancellation."""
-    return -math.expm1(-h)

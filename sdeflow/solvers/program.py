@@ -2,10 +2,13 @@ r"""Step programs: a planned solver's step on an affine term as a few tensor ope
 with every coefficient tabulated for all steps at once.
 
 On the sampler's term (:class:`~sdeflow.terms.FieldTerm`) the drift at planned evaluation ``j`` is
-:math:`A_j x + B_j n_j` and the diffusion a float :math:`g_j`, so each stage input and update of a fixed-step
-method is a linear combination :math:`c_x x + \sum_i c_i b_i` of tensors the step already holds (network
-outputs, stage inputs, normals, earlier predictions). A solver family describes its step once, per solve,
-as a :class:`Program`:
+:math:`A_j x + B_j n_j` and the diffusion a float :math:`g_j`; a user's drift in :func:`sdeflow.solve`
+(:class:`~sdeflow.terms.CallableTerm`) presents the same form with :math:`A = 0`, :math:`B = 1` and the drift
+as the "network" :math:`n_j` (its diffusion when that is a number). So each stage input and update of a
+fixed-step method is a linear combination :math:`c_x x + \sum_i c_i b_i` of tensors the step already holds
+(network outputs, stage inputs, normals, earlier predictions). A solver family describes its step once, per
+solve, as a :class:`Program`, which is then that method's only definition (a solver keeps a hand-written
+step only for what this form cannot express, e.g. a diffusion that is a tensor function of ``x``):
 
 * ``net(dst, src, a, b)`` — ``dst = network(src)`` at planned evaluation ``j = a k + b`` of step ``k``;
 * ``draw(dst)`` — ``dst`` = the step's standard normals from the noise source;
@@ -22,7 +25,9 @@ whose coefficient is 0 on every step is dropped; a term that is 0 on some steps 
 The program runs two ways:
 
 * :meth:`Program.step` interprets one step through ``term.net`` (counting, checks, the checked replay of
-  :func:`sdeflow.runner.diagnose`, callbacks, ``torch.compile`` of ``solver.step``);
+  :func:`sdeflow.runner.diagnose`, callbacks, ``torch.compile`` of ``solver.step``, ``sdeflow.solve``); the
+  buffers carried from step to step go through the solve's state dict (``state["carry"]``), since one
+  program serves every solve on its term and grid;
 * :meth:`Program.run` runs all steps in one generated Python function (built once per program shape and
   cached): locals only, the coefficients read from per-column float lists (no per-step
   objects), one O(1) metadata check per network
@@ -117,20 +122,23 @@ class Program:
         return self._table
 
     # ---- the generic path: one step through term.net ------------------------------------------
-    def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise) -> Tensor:
+    def step(self, term, k: int, x: Tensor, t0: float, t1: float, noise, state: dict) -> Tensor:
+        """Step ``k``; the buffers a step hands to the next (``prologue``'s names: a multistep history) are
+        read from and written to ``state["carry"]`` (the solve's state dict: a program is shared by the solves
+        on one term and grid, so it holds no per-solve state)."""
         c = [col[k] for col in self.columns]
         env = {"x": x}
         if k == 0:
             for d, s in self.prologue:
                 env[d] = env[s]
-        else:
-            env.update(self._carry)
+        elif self.prologue:
+            env.update(state["carry"])
         for op in self.ops:
             kind = op[0]
             if kind == "net":
                 env[op[1]] = term.net(op[3] * k + op[4], env[op[2]])
-            elif kind == "draw":
-                env[op[1]] = noise.draw(k, t0, t1, x) if op[2] is None or c[op[2]] else x
+            elif kind == "draw":  # the term's noise shape (one normal per sample for scalar noise)
+                env[op[1]] = noise.draw(k, t0, t1, term.noise_like(x)) if op[2] is None or c[op[2]] else x
             elif kind == "set":
                 env[op[1]] = env[op[2]]
             else:
@@ -150,10 +158,8 @@ class Program:
                     out.add_(env[s], alpha=c[i])
                 env[dst] = out
         if self.prologue:
-            self._carry = {d: env[d] for d, _ in self.prologue}
+            state["carry"] = {d: env[d] for d, _ in self.prologue}
         return env["x"]
-
-    _carry: dict = {}
 
     # ---- the fast path: all steps in one generated function ------------------------------------
     def _last_uses(self) -> dict:

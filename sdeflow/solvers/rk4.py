@@ -5,7 +5,7 @@ x' = x + h/6 (k1 + 2 k2 + 2 k3 + k4) (order 4; Hairer, Norsett & Wanner 1993, Se
 """
 
 from .explicit_rk import ExplicitRK
-from .tableau import RK4
+from .tableau import RK4_TABLEAU
 
 __all__ = ["RK4"]
 
@@ -14,6 +14,4 @@ class RK4(ExplicitRK):
     """The classical fourth-order Runge-Kutta method (Kutta 1901)."""
 
     name = "rk4"
-    tableau = RK4
-    order = 4
-    evals_per_step = RK4.stages
+    tableau = RK4_TABLEAU

@@ -10,7 +10,10 @@ With :math:`\Delta W` and :math:`\chi = \Delta Z/h`, :math:`\Delta Z = \int_t^{t
 (Rößler's SRA tableau: :math:`c_0 = (0, \tfrac34)`, :math:`c_1 = (1, 0)`, :math:`A_0 = [[0,0],[\tfrac34,0]]`,
 :math:`B_0 = [[0,0],[\tfrac32,0]]`, :math:`\alpha = (\tfrac13,\tfrac23)`, :math:`\beta_1 = (1,0)`,
 :math:`\beta_2 = (-1,1)`.) Reverse-time steps use :math:`|h|` for the noise. Two evaluations per step;
-with zero noise it is Ralston's second-order method. Reference: A. Rößler, SIAM J. Numer. Anal. 48 (2010).
+with zero noise it is the explicit two-stage second-order Runge-Kutta method with :math:`c_2 = \tfrac34`,
+:math:`b = (\tfrac13, \tfrac23)` (not Ralston's, whose :math:`c_2 = \tfrac23`, :math:`b = (\tfrac14, \tfrac34)`).
+Reference: A. Rößler, SIAM J. Numer. Anal. 48 (2010) (the method SRA1 there; SRA3 is its three-stage
+sibling of weak order 3).
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ class SRA1(SDESolver):
         return [0.0, 0.75]
 
     def init_state(self, term, x, grid):
-        fn = getattr(term, "gamma2_fn", None)
+        fn = term.gamma2_fn
         if fn is not None:  # the sampler's additive noise: gamma at the grid times, once
             return {"g": torch.sqrt(fn(torch.as_tensor(np.asarray(grid)))).tolist()}
         return {"g": None}

@@ -9,10 +9,13 @@ additive noise, where Itô and Stratonovich agree, strong order 1 and weak order
 :math:`g` makes the variance of the noise increment exact to :math:`O(h^3)` per step). Two field
 evaluations per step. References: Kloeden & Platen 1992, Section 15.1; Rümelin 1982.
 
-On the sampler's affine term (drift :math:`A_j x + B_j n_j`, float :math:`g_j`) both combinations are
-tabulated once per solve over :math:`(x, n_0, z, \tilde x, n_1)`
-(a :class:`~sdeflow.solvers.program.Program`): :math:`\tilde x = (1 + hA_0)x + hB_0 n_0 + g_0\sqrt{|h|}z`,
+On an affine term (drift :math:`A_j x + B_j n_j`, float :math:`g_j`: the sampler's field, or a user's drift
+with a number as diffusion, :attr:`sdeflow.terms.Term.affine`) both combinations are tabulated once per
+solve over :math:`(x, n_0, z, \tilde x, n_1)` (a :class:`~sdeflow.solvers.program.Program`, the method's
+definition): :math:`\tilde x = (1 + hA_0)x + hB_0 n_0 + g_0\sqrt{|h|}z`,
 :math:`x' = (1 + \tfrac h2 A_0)x + \tfrac h2(B_0 n_0 + A_1\tilde x + B_1 n_1) + \tfrac12(g_0 + g_1)\sqrt{|h|}z`.
+A diffusion that is a tensor function of ``x`` (``sdeflow.solve`` with a callable ``diffusion``) has no
+such form: :meth:`StochasticHeun.step` writes that case by hand.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ class StochasticHeun(SDESolver):
         return [0.0, 1.0]
 
     def init_state(self, term, x, grid):
-        if getattr(term, "affine", None) is None:
+        if term.affine is None:  # g(x, t) a tensor: the hand-written step
             return {"program": None}
 
         def build():
@@ -61,21 +64,18 @@ class StochasticHeun(SDESolver):
         return {"program": self.cached_program(term, grid, build)}
 
     def step(self, term, k, x, t0, t1, noise, state):
-        prog = state.get("program")
+        prog = state["program"]
         if prog is not None:
-            return prog.step(term, k, x, t0, t1, noise)
+            return prog.step(term, k, x, t0, t1, noise, state)
+        # a diffusion g(x, t) evaluated at both stages (multiplicative/diagonal noise): no tabulated form
         h = t1 - t0
         j = 2 * k
         f0 = term.drift(j, x)
         pred = torch.add(x, f0, alpha=h)
-        sde = term.is_sde
-        if sde:
-            g0 = term.diffusion(j, x)
-            sq = math.sqrt(abs(h))
-            z = noise.draw(k, t0, t1, term.noise_like(x))
-            add_noise(pred, g0, z, sq)
+        g0 = term.diffusion(j, x)
+        sq = math.sqrt(abs(h))
+        z = noise.draw(k, t0, t1, term.noise_like(x))
+        add_noise(pred, g0, z, sq)
         f1 = term.drift(j + 1, pred)
         out = torch.add(x, f0, alpha=0.5 * h).add_(f1, alpha=0.5 * h)
-        if sde:
-            add_noise(out, 0.5 * (g0 + term.diffusion(j + 1, pred)), z, sq)
-        return out
+        return add_noise(out, 0.5 * (g0 + term.diffusion(j + 1, pred)), z, sq)
