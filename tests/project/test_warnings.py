@@ -89,7 +89,7 @@ def test_pytest_ignores_only_named_third_party_warnings():
     import pathlib
     import re
 
-    text = (pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    text = (pathlib.Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     block = re.search(r"filterwarnings = \[(.*?)\n\]", text, re.S).group(1)
     filters = re.findall(r'^\s*"([^"]*)"', block, re.M)
     assert filters

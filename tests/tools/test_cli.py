@@ -12,7 +12,7 @@ import torch
 import sdeflow
 from sdeflow.cli import main
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_bench_quick_subset(tmp_path, capsys):

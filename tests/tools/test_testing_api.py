@@ -14,7 +14,7 @@ from sdeflow.testing import (PerturbedField, assert_langevin_bias, assert_ode_or
                              assert_weak_order, ode_order, weak_order)
 from sdeflow.testing import properties as P
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "testing_wrong_order.py"
+EXAMPLE = pathlib.Path(__file__).resolve().parents[2] / "examples" / "testing_wrong_order.py"
 
 
 def test_worked_example_catches_the_wrong_order(capsys):

@@ -24,7 +24,7 @@ import sdeflow as sf
 import sdeflow.metrics  # noqa: F401  (sf.metrics)
 
 TARGET = sf.eight_gaussians()
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "examples")
 
 
 def _sw2(x):
