@@ -22,10 +22,10 @@ from sdeflow import langevin as L
 from sdeflow import losses as Lo
 from sdeflow import metrics as M
 
+from shared import GAUSSIAN as TARGET
 from validation_files import same
 
 ERRORS = (sf.SdeflowValueError, sf.SdeflowTypeError, sf.NonFiniteError)
-TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
 KINDS = ("score", "noise", "data", "velocity")
 
 numbers = st.one_of(st.floats(-5, 5), st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3),
