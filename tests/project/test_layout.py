@@ -30,7 +30,8 @@ def test_every_layer_folder_is_a_package():
 
 
 def test_test_paths_named_in_the_documentation_exist():
-    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", TESTS / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    pages = [ROOT / "README.md", ROOT / "CONTRIBUTING.md", *sorted(TESTS.rglob("*.md")),
+             *sorted((ROOT / "docs").rglob("*.md"))]
     stale = []
     for page in pages:
         for name in re.findall(r"tests/[\w/]+\.(?:py|md)\b", page.read_text()):
