@@ -16,3 +16,13 @@ torch.set_num_threads(1)
 @pytest.fixture
 def gen():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test, restored after it: tiny batches run as fast, and robustly when the cores
+    are shared (docs/bench.md); for tests that call code which sets its own thread count (the bench, the docs)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

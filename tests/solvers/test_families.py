@@ -8,9 +8,8 @@ import torch
 
 import sdeflow as sf
 
-MU = torch.tensor([1.0, -0.5], dtype=torch.float64)
-C = torch.tensor([0.5, 2.0], dtype=torch.float64)
-G = sf.Gaussian(MU, C)
+from shared import GAUSSIAN as G
+
 N = 20000
 
 

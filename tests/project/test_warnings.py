@@ -14,6 +14,8 @@ import torch
 import sdeflow as sf
 from sdeflow.grid_opt import network_dtype, optimize_grid
 
+from shared import ROOT
+
 _REQUIRES_GRAD = "Converting a tensor with requires_grad=True to a scalar"
 
 
@@ -86,10 +88,9 @@ def test_network_dtype_looks_through_fields_and_adapters():
 def test_pytest_ignores_only_named_third_party_warnings():
     """Each "ignore" filter of the pytest configuration names a message and a third-party module: no blanket
     filter can hide sdeflow's own warnings."""
-    import pathlib
     import re
 
-    text = (pathlib.Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    text = (ROOT / "pyproject.toml").read_text()
     block = re.search(r"filterwarnings = \[(.*?)\n\]", text, re.S).group(1)
     filters = re.findall(r'^\s*"([^"]*)"', block, re.M)
     assert filters

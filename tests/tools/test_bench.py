@@ -123,15 +123,6 @@ def test_tampered_network_weights_are_refused(tmp_path, monkeypatch):
         learned.load_network("learned_mix16")
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny batches: one intra-op thread is as fast, and robust when the cores are shared (see docs/bench.md)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_sde_budgets_are_spent_and_headed_by_what_is_spent(one_thread):
     """The default SDE budgets 2^k + 1 buy 2^k one-evaluation or 2^(k-1) two-evaluation steps plus the final
     denoising step: those rows spend exactly their budget (they used to spend 17 of "NFE<=32"), torchsde's SRK

@@ -13,8 +13,9 @@ import torch
 
 import sdeflow as sf
 
+from shared import GAUSSIAN as TARGET
+
 D = torch.float64
-TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
 SDE_SOLVERS = sf.solvers.available(sde=True, adaptive=False)
 
 

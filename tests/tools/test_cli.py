@@ -2,7 +2,6 @@
 its tables and writes JSON rows and work-precision PNGs, with progress on a terminal, on one thread."""
 
 import json
-import pathlib
 import subprocess
 import sys
 
@@ -12,7 +11,7 @@ import torch
 import sdeflow
 from sdeflow.cli import main
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from shared import ROOT
 
 
 def test_bench_quick_subset(tmp_path, capsys):

@@ -10,7 +10,7 @@ import pytest
 import sdeflow as sf
 from validation_cases import CASES, case_id, row_prefix
 
-DOC = pathlib.Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+DOC = pathlib.Path(__file__).resolve().parents[2] / "docs" / "errors.md"
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case_id(c) for c in CASES])

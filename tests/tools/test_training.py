@@ -23,8 +23,10 @@ import torch
 import sdeflow as sf
 import sdeflow.metrics  # noqa: F401  (sf.metrics)
 
+from shared import ROOT
+
 TARGET = sf.eight_gaussians()
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+EXAMPLES = os.path.join(ROOT, "examples")
 
 
 def _sw2(x):

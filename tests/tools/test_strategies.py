@@ -5,6 +5,7 @@ pathwise convergence of the midpoint method on the exact flow of random Gaussian
 import subprocess
 import sys
 
+import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,10 +16,6 @@ from sdeflow.testing import strategies as sst
 from sdeflow.testing.properties import assert_batch_independent
 
 D = torch.float64
-# "pc" (norm="batch", its default) averages its corrector's step size over the batch by design, like Song
-# et al.'s code, and declares batch_independent = False (test_properties.py checks the coupling is real).
-BATCH_COUPLED = tuple(n for n in sf.solvers.available(adaptive=False)
-                      if not getattr(sf.solvers.get(n), "batch_independent", True))
 
 
 def test_import_sdeflow_does_not_import_hypothesis():
@@ -70,10 +67,18 @@ def test_solver_strategy_respects_its_filters(name):
 @settings(max_examples=15)
 @given(target=sst.mixtures(1, 4, max_components=3), path=sst.paths(("vp", "subvp", "ve")),
        grid=sst.time_grids(1, 12, t_max=1.0, t_min=0.02),
-       solver=sst.solvers(adaptive=False, instances=True, exclude=BATCH_COUPLED))
+       solver=sst.solvers(adaptive=False, instances=True))
 def test_random_problems_batch_independence_and_nfe(target, path, grid, solver):
-    if getattr(solver, "batch_independent", True):
+    """A solver's declaration holds on random problems either way: declared independent, each sample's result
+    is the same alone and in any batch; declared coupled ("pc" with norm="batch", its default, averages its
+    corrector's step size over the batch like Song et al.'s code), the coupling is real."""
+    def independent():
         assert_batch_independent(solver, path=path, target=target, kind="noise", steps=3, rows=2, others=3)
+    if getattr(solver, "batch_independent", True):
+        independent()
+    else:
+        with pytest.raises(AssertionError, match="samples alone vs in"):
+            independent()
     field = CountingField(target.field("noise"))
     x = target.marginal(path, 1.0).sample(3, generator=torch.Generator().manual_seed(0), dtype=D)
     sol = sf.sample(path, field, solver, grid=grid, x_init=x, gamma="reverse" if solver.sde else 0.0,

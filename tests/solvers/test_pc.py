@@ -9,8 +9,9 @@ import torch
 import sdeflow as sf
 from sdeflow.solvers.predictor_corrector import langevin_correct
 
+from shared import GAUSSIAN as TARGET
+
 D = torch.float64
-TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
 
 
 @pytest.mark.parametrize("norm", ["sample", "batch"])

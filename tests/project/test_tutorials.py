@@ -8,13 +8,13 @@ bench problem) with one intra-op thread, which is fastest for these small proble
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+from shared import ROOT
+
 TUTORIALS = sorted((ROOT / "docs" / "tutorials").glob("*.py"))
 
 

@@ -82,7 +82,7 @@ def torchrun_out(tmp_path_factory):
     if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
         pytest.skip("torch.distributed with gloo is not available")
     out = tmp_path_factory.mktemp("dist")
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # workers import this checkout's sdeflow
+    root = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))  # workers import this checkout's sdeflow
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",

@@ -2,7 +2,6 @@
 ones; the worked example of docs/testing.md runs and catches its solver's wrong order."""
 
 import math
-import pathlib
 import runpy
 
 import pytest
@@ -14,7 +13,9 @@ from sdeflow.testing import (PerturbedField, assert_langevin_bias, assert_ode_or
                              assert_weak_order, ode_order, weak_order)
 from sdeflow.testing import properties as P
 
-EXAMPLE = pathlib.Path(__file__).resolve().parents[1] / "examples" / "testing_wrong_order.py"
+from shared import ROOT
+
+EXAMPLE = ROOT / "examples" / "testing_wrong_order.py"
 
 
 def test_worked_example_catches_the_wrong_order(capsys):

@@ -23,7 +23,7 @@ import torch
 import sdeflow as sf
 from sdeflow.fields import NetField
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 PATHS = {
     "VP": sf.VP(), "SubVP": sf.SubVP(), "CosineVP": sf.CosineVP(), "VE": sf.VE(), "EDM": sf.EDM(),

@@ -1,5 +1,5 @@
 """Karras et al.'s sampler with churn (``edm_heun``, ``edm_euler``) with ``S_churn > 0``: the reference
-equalities (``tests/test_references.py``) fix the update; here its output distribution converges to the exact
+equalities (``tests/solvers/test_references.py``) fix the update; here its output distribution converges to the exact
 marginal at the declared order (weak, exact output moments from the sampler's affine map on a Gaussian
 target: no Monte Carlo error), and the churn is where it is declared to be."""
 

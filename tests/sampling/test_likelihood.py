@@ -16,8 +16,9 @@ import torch
 import sdeflow as sf
 from sdeflow.likelihood import EXACT_MAX_DIM, bits_per_dim, gaussian_log_prob
 
+from shared import GAUSSIAN as GAUSS
+
 D64 = torch.float64
-GAUSS = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
 
 
 def _x(target, n, seed):
