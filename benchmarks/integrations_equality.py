@@ -2,7 +2,7 @@
 docs/tutorials/diffusers-k-diffusion.md (printed as Markdown).
 
 The network is a tiny random-weight diffusers ``UNet2DModel`` (1 channel, 8x8, float64, seed 0; the same as
-tests/test_integrations.py), 4 samples from the same latents (seed 1); each scheduler's own loop (a pipeline's:
+tests/tools/test_integrations.py), 4 samples from the same latents (seed 1); each scheduler's own loop (a pipeline's:
 ``latents * init_noise_sigma``, ``scale_model_input``, ``step``) against ``recipe.sample`` on its recipe. The
 relative figure is ``max |x_sdeflow - x_diffusers| / max |x_diffusers|``, the largest over 10 and 25 steps (with
 the absolute difference and the steps where it occurred); diffusers' float32 schedule makes it a few float32

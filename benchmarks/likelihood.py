@@ -10,7 +10,7 @@ Run: OMP_NUM_THREADS=1 python benchmarks/likelihood.py   (about a minute on one 
    its bias against the exact divergence on the same steps.
 4. The default Gaussian prior on VP: its error against the exact marginal, with the documented first-order term.
 5. dopri5's batch coupling: one sample's log-likelihood computed alone vs in a batch of 256, against the error of
-   each against a fine rk4 reference, for a flow-matching network trained as in tests/test_likelihood.py.
+   each against a fine rk4 reference, for a flow-matching network trained as in tests/sampling/test_likelihood.py.
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ class Term:
     r"""What a solver may ask of the dynamics :math:`dx = f(x, t)\,dt + g(x, t)\,dW` it integrates.
 
     This class declares the whole interface, with the defaults a term that lacks a feature presents; solvers
-    read nothing else (``tests/test_term_interface.py`` checks every ``term.<name>`` in ``sdeflow/solvers``).
+    read nothing else (``tests/solvers/test_term_interface.py`` checks every ``term.<name>`` in ``sdeflow/solvers``).
     :class:`FieldTerm` (a field on a Gaussian path; the sampler's term) and :class:`CallableTerm` (a user's
     ``drift(x, t)``; :func:`sdeflow.solve`) implement it.
 

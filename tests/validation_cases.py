@@ -1,5 +1,5 @@
 """The validation table: one row per (entry point, argument, bad condition), shared by
-tests/test_validation.py (each row must raise its exception with its message) and docs/errors.md
+tests/project/test_validation.py (each row must raise its exception with its message) and docs/errors.md
 (regenerate the table with ``python tests/validation_cases.py``).
 """
 

@@ -60,7 +60,7 @@ def tables(rows: list[dict]) -> tuple[str, str]:
     gaps = [r for r in rows if not r["how"].equal]
     worst = max(equal, key=lambda r: r["rel"])
     summary = [f"{len(equal)} cases reproduced to rounding by sdeflow's sampler (the `equal` cases of "
-               f"`tests/test_references.py`): largest relative difference {worst['rel']:.1e} "
+               f"`tests/solvers/test_references.py`): largest relative difference {worst['rel']:.1e} "
                f"(`{worst['name']}`).", "",
                "| reference / configuration | sdeflow sampler | cases | max relative difference |", "|---|---|---|---|"]
     groups: dict = {}

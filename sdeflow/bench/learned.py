@@ -29,7 +29,7 @@ benchmark the same network. ``python benchmarks/train_bench_networks.py --write`
 on one core) and rewrites ``networks/manifest.json``: each network's SHA-256 (over its tensors), training
 configuration and record, and check values (the validation loss of a ``PROBE_STEPS`` retraining, and the
 pathwise errors of Heun with 20 evaluations on Karras' grid against the reference on 64 samples).
-:func:`load_network` refuses weights whose checksum does not match; ``tests/test_bench.py`` recomputes the
+:func:`load_network` refuses weights whose checksum does not match; ``tests/tools/test_bench.py`` recomputes the
 recorded checks and the ``PROBE_STEPS`` retraining's validation loss (the training code's fingerprint);
 ``python benchmarks/train_bench_networks.py --check`` retrains and compares with the shipped networks
 (:func:`regenerate`).

@@ -423,7 +423,7 @@ def _own_grid_rows(problem, nfes, x, repeats, prog):
 
 def _planned_runs(problem, solvers, grids, nfes, sde_nfes, sde, peers, optimized) -> int:
     """How many rows :func:`run_bench` times on ``problem`` (the progress bar's total; mc_floor rows are not
-    runs). Mirrors the loops below; ``tests/test_bench.py`` checks it against the rows."""
+    runs). Mirrors the loops below; ``tests/tools/test_bench.py`` checks it against the rows."""
     from .peers import OWN_GRID_PEERS, SDE_PEERS, ddpm_applicable, sde_peer_steps
 
     count = 0

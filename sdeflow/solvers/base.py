@@ -16,7 +16,7 @@ A solver is a small class with class-level declarations (as in diffrax):
   which also need the time integral of the Brownian increment);
 * ``adaptive`` — chooses its own steps; ``planned`` — evaluates only at times known before the solve (fixed
   steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``;
-* ``pre_asymptotic_factor`` — the order checks (``tests/test_ode_order.py``, ``test_exponential.py``, the
+* ``pre_asymptotic_factor`` — the order checks (``tests/solvers/test_ode_order.py``, ``test_exponential.py``, the
   trust matrix next to an end of infinite log-SNR) take this many times their usual steps: for a solver
   whose error terms of different orders cross late (``lms``: its start-up's order-2 term against the
   Adams-Bashforth steps'; ``dpmpp_3m``: its halved third-order term against the rest), measured and

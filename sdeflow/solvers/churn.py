@@ -21,7 +21,7 @@ With ``S_churn = 0`` (default) it is deterministic: ``edm_heun`` is Heun's metho
 through a :class:`~sdeflow.noise.TableNoise` (``table[k]``: step ``k``'s normal).
 With ``S_churn > 0`` the sampler draws noise (``stochastic``) and its declared order is weak: the output
 distribution converges at order 2 (``edm_heun``) or 1 (``edm_euler``) as the steps grow
-(``tests/test_churn.py``: exact output moments on a Gaussian, ``S_churn = 10``); with the paper's
+(``tests/solvers/test_churn.py``: exact output moments on a Gaussian, ``S_churn = 10``); with the paper's
 ``S_churn = 40``, :math:`\gamma_k` stays at its cap :math:`\sqrt2 - 1` up to 96 steps and the rate shows only
 beyond. A churn that would raise the noise level past the path's noise end is refused (lower ``S_tmax``).
 References: Karras, Aittala, Aila & Laine 2022, Algorithm 2; NVlabs/edm ``generate.py``; k-diffusion

@@ -32,15 +32,6 @@ PATHS = {
 }
 
 
-@pytest.fixture
-def one_thread():
-    """These checks are tiny: one intra-op thread is fastest (and avoids oversubscribing shared CI cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _mkdocs_build(site, config=ROOT / "mkdocs.yml"):
     """``mkdocs build --strict`` as the README runs it. Not ``--quiet``: that raises the log level above
     WARNING, and strict mode counts only the warnings it logs, so a quiet strict build passes with warnings."""

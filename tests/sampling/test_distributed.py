@@ -25,7 +25,7 @@ D = torch.float64
 N = 37  # odd: blocks of 19 and 18 rows
 TARGET = sf.eight_gaussians()
 # name -> sample() arguments shared by the worker and the single-process reference; coarse grids on purpose (the
-# test is bitwise equality, not accuracy): the preflight's verdict on them is tested in tests/test_trust.py
+# test is bitwise equality, not accuracy): the preflight's verdict on them is tested in tests/sampling/test_trust.py
 RUNS = {
     "ode": dict(preflight=False, solver="heun", steps=12, shape=(2,), dtype=D, field="velocity", path="linear", t_min=1e-3),
     "sde": dict(preflight=False, solver="stochastic_heun", steps=10, shape=(2,), dtype=torch.float32, gamma="reverse",

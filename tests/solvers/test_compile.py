@@ -8,35 +8,14 @@ dynamo (a graph break per draw), so a captured SDE loop takes its normals as inp
 import os
 import shutil
 
-import numpy as np
 import pytest
 import torch
 
 import sdeflow as sf
 from sdeflow import solvers
-from sdeflow.grids import make_grid
-from sdeflow.noise import TableNoise
-from sdeflow.terms import FieldTerm
 
-BATCH, STEPS = 16, 4
-PATH = sf.VP()
-TARGET = sf.Gaussian(torch.zeros(2, dtype=torch.float64), torch.full((2,), 0.25, dtype=torch.float64))
-GAMMA = 0.7
-
-
-def _setup(name: str):
-    """``(solver, term, x0, grid, noise)`` for ``name`` on the VP path (SDE solvers at gamma = GAMMA)."""
-    s = solvers.get(name)
-    grid = make_grid("uniform", PATH, STEPS, 1.0, 1e-3).numpy()
-    times, step_of = s.eval_times(grid, PATH)
-    gen = torch.Generator().manual_seed(0)
-    x0 = torch.randn(BATCH, 2, generator=gen)
-    sde = s.sde
-    term = FieldTerm(PATH, TARGET.field("noise"), times, x0, step_of=step_of,
-                     gamma2=np.full(len(times), GAMMA ** 2) if sde else None,
-                     gamma2_fn=(lambda t: torch.full_like(t, GAMMA ** 2)) if sde else None)
-    noise = TableNoise([torch.randn(BATCH, 2, generator=gen) for _ in range(STEPS)])
-    return s, term, x0, grid.tolist(), noise
+from .fixed_step import BATCH, GAMMA, PATH, STEPS, TARGET  # noqa: F401
+from .fixed_step import setup as _setup
 
 
 def _loop(name: str):
@@ -120,7 +99,6 @@ def test_large_states_alternate_two_buffers_bitwise(name):
     """Above 64 kB the generated loop writes each new state into one of two buffers (no allocation per
     step); the result is bitwise the step-by-step path's (return_trajectory forces it), the user's x_init is
     never written, and with grad="full" the loop falls back to allocating (autograd works)."""
-    import sdeflow as sf
 
     target = sf.Gaussian(torch.tensor([1.0, -1.0]), torch.tensor([0.5, 2.0]))
     x0 = torch.randn(16384, 2, generator=torch.Generator().manual_seed(0))

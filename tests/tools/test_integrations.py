@@ -12,7 +12,7 @@ steps).
 
 k-diffusion: a denoiser with k-diffusion's interface ``D(x, sigma)`` (the exact mixture denoiser the stored
 references used) against k-diffusion's ``sample_euler``, ``sample_heun`` and ``sample_dpmpp_2m`` outputs in
-tests/data/references (float64, to 1e-12 relative as in tests/test_references.py).
+tests/data/references (float64, to 1e-12 relative as in tests/solvers/test_references.py).
 """
 
 from __future__ import annotations

@@ -8,36 +8,15 @@
 * a program holds no per-solve state (its carried buffers live in the solve's state dict).
 """
 
-import numpy as np
 import pytest
 import torch
 
 import sdeflow as sf
 from sdeflow import solvers
-from sdeflow.grids import make_grid
-from sdeflow.noise import TableNoise
 from sdeflow.solvers.explicit_rk import ExplicitRK
-from sdeflow.terms import FieldTerm
 
-BATCH, STEPS = 16, 4
-PATH = sf.VP()
-TARGET = sf.Gaussian(torch.zeros(2, dtype=torch.float64), torch.full((2,), 0.25, dtype=torch.float64))
-GAMMA = 0.7
-
-
-def _setup(name: str, seed: int = 0):
-    """A fresh ``(solver, term, x0, grid, noise)`` on the VP path (SDE solvers at gamma = GAMMA): equal
-    seeds give identical tables and normals."""
-    s = solvers.get(name)
-    grid = make_grid("uniform", PATH, STEPS, 1.0, 1e-3).numpy()
-    times, step_of = s.eval_times(grid, PATH)
-    gen = torch.Generator().manual_seed(seed)
-    x0 = torch.randn(BATCH, 2, generator=gen)
-    term = FieldTerm(PATH, TARGET.field("noise"), times, x0, step_of=step_of,
-                     gamma2=np.full(len(times), GAMMA ** 2) if s.sde else None,
-                     gamma2_fn=(lambda t: torch.full_like(t, GAMMA ** 2)) if s.sde else None)
-    noise = TableNoise([torch.randn(BATCH, 2, generator=gen) for _ in range(STEPS)])
-    return s, term, x0, grid.tolist(), noise
+from .fixed_step import BATCH, GAMMA, PATH, STEPS, TARGET  # noqa: F401
+from .fixed_step import setup as _setup
 
 
 def _program(name: str):
