@@ -1,6 +1,6 @@
 """Work-precision on a learned field: the ``digits_unet`` problem of ``sdeflow bench`` (sdeflow.bench.digits).
 
-    python examples/bench_digits.py [--quick] [--n 200] [--nfes 10,20,50,100] [--out DIR]
+    python examples/bench_digits.py [--quick] [--n 16] [--ref-steps 128] [--nfes 10,20,50] [--solvers a,b] [--out DIR]
 
 The same as ``sdeflow bench --problems digits_unet --no-sde --solvers ...``, with the reference's own error
 printed first (its distance to a solve with half its steps). ``--quick``: the small network of the quick mode,
@@ -22,8 +22,10 @@ SOLVERS = ["euler", "heun", "ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "dpm_solver
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="the quick-mode network, few samples and budgets")
-    ap.add_argument("--n", type=int, default=200)
-    ap.add_argument("--nfes", default="10,20,50,100", help="NFE budgets, comma-separated")
+    ap.add_argument("--n", type=int, default=16, help="samples (each evaluation is a float64 UNet call on 2n rows)")
+    ap.add_argument("--ref-steps", type=int, default=digits.REFERENCE_STEPS, help="RK4 steps of the reference")
+    ap.add_argument("--nfes", default="10,20,50", help="NFE budgets, comma-separated")
+    ap.add_argument("--solvers", default=",".join(SOLVERS), help="sdeflow solvers, comma-separated")
     ap.add_argument("--out", default=None, help="directory for the PNG diagrams")
     ap.add_argument("--no-plot", action="store_true", help="(no plots unless --out)")
     a = ap.parse_args(argv)
@@ -36,8 +38,8 @@ def main(argv=None):
         prob = register_problem(digits.problem(unet=unet, name="digits_unet_quick", reference_steps=64))
         n, nfes, solvers = 8, (10, 20), SOLVERS[:4]
     else:
-        prob = sf.bench.get_problem("digits_unet")
-        n, solvers, nfes = a.n, SOLVERS, tuple(int(v) for v in a.nfes.split(","))
+        prob = sf.bench.register_problem(digits.problem(reference_steps=a.ref_steps))
+        n, solvers, nfes = a.n, a.solvers.split(","), tuple(int(v) for v in a.nfes.split(","))
     x = prob.initial(n, seed=0)
     steps = prob.reference_solver[1]
     with torch.no_grad():

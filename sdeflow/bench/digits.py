@@ -14,7 +14,11 @@ The network is trained on first use (seeded, one thread; a few minutes on a CPU)
 :func:`sdeflow.bench.learned.cache_dir`, keyed by its configuration and training settings; registering the problem
 reads no file and imports neither diffusers nor scikit-learn (``pip install "sdeflow[bench]"`` brings both)::
 
-    sdeflow bench --problems digits_unet --n 200
+    sdeflow bench --problems digits_unet --n 16 --no-sde
+
+It is a real network, so each evaluation costs what a real network costs: the UNet runs in float64 (for the
+reference's sake), about 0.1-0.4 s per call on 32 rows (16 samples, guided) on one CPU core, so keep ``--n``
+small.
 
 ``examples/digits.py`` samples the same network with several solvers and reads the samples with a classifier.
 """
@@ -41,7 +45,7 @@ CONFIG = dict(sample_size=8, in_channels=1, out_channels=1, layers_per_block=1, 
               norm_num_groups=8, num_class_embeds=NULL + 1)
 QUICK_CONFIG = dict(CONFIG, block_out_channels=(8, 16), norm_num_groups=4)  # plumbing tests: seconds to train
 TRAIN = dict(steps=2000, batch=128, lr=2e-3, p_uncond=0.1, seed=0)
-REFERENCE_STEPS = 512  # RK4 log-SNR steps of the float64 reference (4 x 512 network calls)
+REFERENCE_STEPS = 128  # RK4 log-SNR steps of the float64 reference (4 x 128 network calls)
 GUIDANCE = 2.0
 _MISSING = ("the digits problem needs diffusers (the UNet) and scikit-learn (the data): "
             "pip install \"sdeflow[bench]\" scikit-learn")

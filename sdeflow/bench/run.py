@@ -93,6 +93,7 @@ class _Progress:
 
     def close(self) -> None:
         if self.bar is not None:
+            self.bar.refresh()  # the final count is drawn even when the last runs came within tqdm's mininterval
             self.bar.close()
 
 
