@@ -178,7 +178,20 @@ def check_device(device, name: str = "device") -> torch.device:
                                     f"device(s)")
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise SdeflowValueError(f"{name}={device!r} but MPS is not available on this machine; use device='cpu'")
+    elif dev.type == "meta":
+        raise SdeflowValueError(f"{name}={device!r}: the meta device holds shapes, not values, and a solve computes "
+                                f"values; use 'cpu' or an accelerator")
     return dev
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are one: the same type, and the same index where both name one (``"cpu"`` is
+    ``"cpu:0"``; ``"cuda"`` is the current CUDA device)."""
+    if a.type != b.type:
+        return False
+    if a.type == "cpu" or a.index is None or b.index is None:
+        return True
+    return a.index == b.index
 
 
 def total_memory(device: torch.device) -> int | None:

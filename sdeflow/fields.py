@@ -33,7 +33,7 @@ import torch
 
 from .adapters import FlipTime
 from .conversions import check_kind, conversion
-from .errors import SdeflowTypeError, SdeflowValueError
+from .errors import InputMutationError, SdeflowTypeError, SdeflowValueError
 from .paths import GaussianPath, bcast
 
 __all__ = [
@@ -279,7 +279,15 @@ def energy_and_score(energy: Callable[[Tensor], Tensor], x: Tensor, *, create_gr
     as ``user`` (:class:`EnergyField`, :func:`sdeflow.langevin.mala`)."""
     with torch.enable_grad():
         xr = x if (create_graph and x.requires_grad) else x.detach().requires_grad_(True)
-        e = energy(xr)
+        try:
+            e = energy(xr)
+        except RuntimeError as err:
+            if "leaf Variable that requires grad is being used in an in-place operation" not in str(err):
+                raise
+            raise InputMutationError(
+                f"{name} modified its input x in place (x.mul_(), x += ..., x[...] = ...): {user} takes the score as "
+                f"the gradient of the energy at x, and x must stay as it was. Work on a copy (x = x.clone() first, "
+                f"or out-of-place ops)") from err
         if not isinstance(e, Tensor) or e.shape not in ((x.shape[0],), (x.shape[0], 1)):
             got = tuple(e.shape) if isinstance(e, Tensor) else type(e).__name__
             raise SdeflowValueError(f"{name} returned {got}; {user} needs one energy per sample, shape "

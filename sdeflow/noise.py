@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .errors import SdeflowTypeError, SdeflowValueError
+from .errors import SdeflowTypeError, SdeflowValueError, check_int
 
 __all__ = ["NoiseSource", "GeneratorNoise", "PerSampleNoise", "VirtualBrownianTree", "BrownianPath", "TableNoise",
            "as_noise_source"]
@@ -138,8 +138,7 @@ class PerSampleNoise(NoiseSource):
         if not 0 <= int(seed) < 2 ** 64:
             raise SdeflowValueError(f"seed must be in [0, 2**64) (the hash takes 64 bits: larger seeds would "
                                     f"repeat smaller ones), got {seed}")
-        if isinstance(offset, bool) or not isinstance(offset, (int, np.integer)) or offset < 0:
-            raise SdeflowValueError(f"offset must be an integer >= 0, got {offset!r}")
+        check_int("offset", offset, minimum=0, error=SdeflowValueError)
         self.seed = int(seed)
         self.offset = int(offset)
 

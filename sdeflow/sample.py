@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from . import solvers as _solvers
-from .errors import (SdeflowTypeError, SdeflowValueError, SingularityError, check_device, check_float_tensor,
-                     check_int, check_memory, check_number)
+from .errors import (InputMutationError, SdeflowTypeError, SdeflowValueError, SingularityError, check_device, check_float_tensor,
+                     check_int, check_memory, check_number, same_device)
 from .fields import Field
 from .gradients import check_grad, grad_context
 from .grids import Grid, check_grid, make_grid, unpack
@@ -123,6 +123,18 @@ def _check_plan(solver, n_steps: int, N: int, shape, dtype, device, trajectory: 
                  device if device is not None else torch.device("cpu"), fix)
 
 
+def _mutation_error(e: RuntimeError) -> None:
+    """Raise :class:`~sdeflow.errors.InputMutationError` for torch's error that means the network wrote into the
+    time tensor sdeflow handed it (a stride-0 view shared by the batch, so an in-place write fails in torch; an
+    energy writing into ``x`` is caught where its score is taken, :func:`sdeflow.fields.energy_and_score`)."""
+    msg = str(e)
+    if "more than one element of the written-to tensor refers to a single memory location" in msg:
+        raise InputMutationError(
+            "the network modified its time input t in place (t.mul_(), t += ..., t[...] = ...): sdeflow's time "
+            "tensors are read-only views shared by the batch and the steps. Work on a copy (t = t.clone() "
+            "first, or out-of-place ops)") from e
+
+
 def _dtype_hint(e: RuntimeError, field, dtype: torch.dtype) -> None:
     """Add a note to a network's dtype mismatch error when its parameters are in another dtype than the state."""
     if "dtype" not in str(e) and "scalar type" not in str(e):
@@ -151,6 +163,9 @@ def _initial_state(x_init, n, shape, dtype, device):
                                    f"state in float32 (x_init.float()) and let a half-precision network run "
                                    f"in its own dtype: {_HALF_RECIPE}")
         x_init = check_float_tensor("x_init", x_init, allow_half=False)
+        if x_init.is_meta:
+            raise SdeflowValueError("x_init is on the meta device (shapes, no values); a solve computes values: "
+                                    "pass real initial noise, or n, shape and device='cpu' (or an accelerator)")
         if x_init.dim() < 1 or x_init.shape[0] < 1:
             raise SdeflowValueError(f"x_init must have shape (batch, *event) with batch >= 1, got "
                                     f"{tuple(x_init.shape)}")
@@ -162,7 +177,7 @@ def _initial_state(x_init, n, shape, dtype, device):
         if dtype is not None and dtype != x_init.dtype:
             raise SdeflowTypeError(f"dtype={dtype} disagrees with x_init.dtype={x_init.dtype}; convert x_init "
                                    f"with x_init.to({dtype}) or drop dtype")
-        if device is not None and check_device(device) != x_init.device:
+        if device is not None and not same_device(check_device(device), x_init.device):
             raise SdeflowValueError(f"device={device} disagrees with x_init.device={x_init.device}; move "
                                     f"x_init with x_init.to({str(device)!r}) or drop device")
         return x_init, x_init.shape[0], tuple(x_init.shape[1:]), x_init.dtype, x_init.device
@@ -504,6 +519,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                 x, traj, st = run(solver, term, x0, grid_list, src, trajectory=return_trajectory,
                                   progress=progress, grad=grad, step_callback=step_cb)
             except RuntimeError as e:
+                _mutation_error(e)
                 _dtype_hint(e, field, x0.dtype)
                 raise
             x = finish(x)

@@ -9,6 +9,8 @@ on a ``BrownianInterval`` seeded from the sampler's generator, in reversed time 
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from ..errors import BudgetError, SdeflowTypeError, SdeflowValueError, unknown_name
@@ -29,6 +31,46 @@ _TORCHSDE = {"euler": (1.0, "ito"), "milstein": (1.0, "ito"), "srk": (1.5, "ito"
              "reversible_heun": (1.0, "stratonovich"), "log_ode": (1.0, "stratonovich")}
 
 
+# the options torchdiffeq's solvers read (it warns about others and ignores them), and the range of the numbers
+_ADAPTIVE_OPTIONS = {"min_step", "max_step", "first_step", "step_t", "jump_t", "safety", "ifactor", "dfactor",
+                     "max_num_steps", "dtype", "norm"}
+_FIXED_OPTIONS = {"step_size", "grid_constructor", "interp", "perturb"}
+_ADAMS_OPTIONS = _FIXED_OPTIONS | {"max_iters", "max_order"}
+_POSITIVE = {"first_step": "a step size", "step_size": "a step size", "max_step": "a step size",
+             "ifactor": "the largest growth of a step", "max_num_steps": "a number of steps", "max_iters": "a count",
+             "max_order": "an order"}
+_OPEN_UNIT = {"safety": "the step-size safety factor", "dfactor": "the largest shrink of a step"}
+
+
+def _check_torchdiffeq_options(method: str, options: dict) -> None:
+    """Refuse an option ``method`` does not read, and numbers out of their range, by name (torchdiffeq would
+    ignore the first with a warning, and fail on the second far from its cause: a zero ``first_step`` as an
+    "underflow in dt", blamed on the drift)."""
+    known = (_ADAMS_OPTIONS if method in ("implicit_adams", "fixed_adams")
+             else _ADAPTIVE_OPTIONS if _TORCHDIFFEQ[method][1] is None else _FIXED_OPTIONS)
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise SdeflowValueError(f"torchdiffeq:{method} has no option(s) {unknown} (torchdiffeq would ignore them); "
+                                f"its options are {sorted(known)}")
+    for key, value in options.items():
+        if key in _POSITIVE or key in _OPEN_UNIT or key == "min_step":
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if ok and key in _POSITIVE:
+                ok = value > 0 and (key not in ("max_num_steps", "max_iters", "max_order") or float(value).is_integer())
+                ok = ok and (key != "ifactor" or value > 1)
+            elif ok and key in _OPEN_UNIT:
+                ok = 0 < value < 1 or (key == "safety" and value == 1)
+            elif ok:
+                ok = value >= 0
+            if not ok:
+                what = _POSITIVE.get(key) or _OPEN_UNIT.get(key) or "the smallest step"
+                need = ("an integer >= 1" if key in ("max_num_steps", "max_iters", "max_order")
+                        else "a number > 1" if key == "ifactor" else "a number in (0, 1)" if key == "dfactor"
+                        else "a number in (0, 1]" if key == "safety" else "a number >= 0" if key == "min_step"
+                        else "a positive finite number")
+                raise SdeflowValueError(f"torchdiffeq:{method} options: {key}={value!r} ({what}) must be {need}")
+
+
 class TorchdiffeqSolver(ODESolver):
     """``torchdiffeq.odeint`` with ``method`` (any of torchdiffeq's methods)."""
 
@@ -45,6 +87,7 @@ class TorchdiffeqSolver(ODESolver):
         check_options(rtol, atol, "sample", 1)
         if options is not None and not isinstance(options, dict):
             raise SdeflowTypeError(f"options must be a dict of torchdiffeq options, got {type(options).__name__}")
+        _check_torchdiffeq_options(method, options or {})
         self.method, self.rtol, self.atol, self.options = method, float(rtol), float(atol), options
         self.order, per = _TORCHDIFFEQ[method]
         self.adaptive = per is None

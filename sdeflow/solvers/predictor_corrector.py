@@ -39,7 +39,7 @@ import math
 
 import torch
 
-from ..errors import SdeflowValueError
+from ..errors import SdeflowValueError, check_int
 from .base import SDESolver, add_noise
 
 __all__ = ["PredictorCorrector", "langevin_correct"]
@@ -77,8 +77,7 @@ class PredictorCorrector(SDESolver):
     targets = ("drift", "score")
 
     def __init__(self, snr: float = 0.16, corrector_steps: int = 1, alpha: float = 1.0, norm: str = "batch"):
-        if isinstance(corrector_steps, bool) or not isinstance(corrector_steps, int) or corrector_steps < 0:
-            raise SdeflowValueError(f"corrector_steps must be an integer >= 0, got {corrector_steps!r}")
+        check_int("corrector_steps", corrector_steps, minimum=0, error=SdeflowValueError)
         for nm, v in (("snr", snr), ("alpha", alpha)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0 and math.isfinite(v)):
                 raise SdeflowValueError(f"{nm} must be a finite number > 0, got {v!r}")

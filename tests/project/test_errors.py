@@ -36,9 +36,13 @@ def test_x_init_dtype_disagrees_with_dtype_argument():
         run(dtype=torch.float32)
 
 
-def test_x_init_device_disagrees_with_device_argument():
-    with pytest.raises(ValueError, match="device=meta disagrees with x_init.device=cpu"):
-        run(device="meta")
+def test_a_device_argument_naming_x_inits_device_is_no_disagreement():
+    """"cpu:0" and "cpu" are one device (torch.device compares them unequal); a CPU-only machine has no other
+    device to disagree with (the meta device and CUDA without a GPU have their own validation rows)."""
+    assert torch.equal(run(device="cpu:0").x, run(device="cpu").x)
+    assert not sf.errors.same_device(torch.device("cpu"), torch.device("meta"))
+    assert sf.errors.same_device(torch.device("cuda"), torch.device("cuda:1"))
+    assert not sf.errors.same_device(torch.device("cuda:0"), torch.device("cuda:1"))
 
 
 def test_shape_disagrees_with_x_init():
