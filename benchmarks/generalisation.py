@@ -115,7 +115,7 @@ def summarise(out, problems, nfes, grids):
             rs = [r for r in rows if r["nfe_budget"] == nfe and r["metric"] == "pathwise_rms"]
             peers = [r for r in rs if r.get("peer") and _ok(_errs(r)[0])]
             ours = [r for r in rs if not r.get("peer") and r["grid"] in named and r["solver"] != "default"
-                    and _ok(r["error"])]
+                    and _ok(r["error"]) and not r.get("preflight")]  # refused configurations are not offered
             dflt = [r for r in rs if r["solver"] == "default" and _ok(r["error"])]
             s = dict(problem=p, nfe=nfe)
             if peers:
@@ -165,9 +165,24 @@ def table(summary, nfes):
     return "\n".join(lines)
 
 
+def _family(problem) -> str:
+    """The path family a default may depend on: DDPM's discrete schedule, or the others (log-SNR grids)."""
+    from sdeflow.bench.problems import get_problem
+    from sdeflow.paths import DiscreteVP
+
+    return "DiscreteVP" if isinstance(get_problem(problem).path, DiscreteVP) else "other paths"
+
+
 def candidates(out, problems, nfes, grids, top=8):
-    """Per budget: each (solver, grid) on the budget's window, by its worst and geometric-mean RMS ratio to the
-    best named configuration over the problems."""
+    """Per budget and path family: each (solver, grid) on the budget's window, by its worst and geometric-mean
+    RMS ratio to the best named configuration over the problems (a refused configuration counts as infinite)."""
+    fams = {}
+    for p in problems:
+        fams.setdefault(_family(p), []).append(p)
+    return "\n".join(_candidates(out, fam, ps, nfes, grids, top) for fam, ps in fams.items())
+
+
+def _candidates(out, family, problems, nfes, grids, top):
     summ = {(s["problem"], s["nfe"]): s for s in summarise(out, problems, nfes, grids)}
     lines = []
     for nfe in nfes:
@@ -180,14 +195,14 @@ def candidates(out, problems, nfes, grids, top=8):
             for r in json.load(open(f))["rows"]:
                 if (r["nfe_budget"] == nfe and not r.get("peer") and r["grid"].endswith("+end")
                         and r["grid"][:-4] in grids):
-                    e = r["error"] if _ok(r["error"]) else math.inf
+                    e = r["error"] if _ok(r["error"]) and not r.get("preflight") else math.inf
                     ratios.setdefault((r["solver"], r["grid"][:-4]), {})[p] = e / best
         n_prob = max((len(v) for v in ratios.values()), default=0)
         ranked = sorted(((max(v.values()), math.exp(sum(math.log(x) for x in v.values()) / len(v))
                           if all(math.isfinite(x) for x in v.values()) else math.inf, k, max(v, key=v.get))
                          for k, v in ratios.items() if len(v) == n_prob), key=lambda t: t[0])
-        lines.append(f"\nNFE {nfe}: (solver, grid) on the budget's window, worst / geometric-mean RMS ratio to the "
-                     f"best named over {n_prob} problems")
+        lines.append(f"\n{family}, NFE {nfe}: (solver, grid) on the budget's window, worst / geometric-mean RMS "
+                     f"ratio to the best named over {n_prob} problems")
         for worst, gm, (solver, grid), where in ranked[:top]:
             lines.append(f"  {solver:14s} {grid:10s} worst {worst:6.3f} ({where})  geo-mean {gm:6.3f}")
     return "\n".join(lines)
