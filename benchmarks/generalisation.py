@@ -19,6 +19,8 @@ was chosen. ``--json FILE`` writes the summary rows.
 
     python benchmarks/generalisation.py --out results/gen --n 500            # run (resumes), then the tables
     python benchmarks/generalisation.py --out results/gen --table-only --candidates
+    python benchmarks/generalisation.py --out results/gen --rerun-default      # after changing the default
+    python benchmarks/generalisation.py --out results/gen --add-optimized      # + cached optimize_grid rows
 """
 
 from __future__ import annotations
@@ -92,6 +94,26 @@ def rerun_default(problems, out, n, seed, nfes):
         print(f"{p}: default rows re-run", file=sys.stderr)
 
 
+def add_optimized(problems, out, nfes):
+    """Add the rows of the cached ``optimize_grid`` grids (``sdeflow/bench/optimized_grids.json``: ``exp_pc`` on a
+    grid bought with 256 pilot samples of another seed) to stored runs, on the same noise."""
+    from sdeflow.bench.run import _optimized_rows, _Progress
+    from sdeflow.bench.problems import get_problem
+
+    for p in problems:
+        f = os.path.join(out, f"rows_{p}.json")
+        with open(f) as fh:
+            data = json.load(fh)
+        prob = get_problem(p)
+        x = prob.initial(data["n"], data["seed"], dtype=torch.float64)
+        new = _optimized_rows(prob, list(nfes), x, 1, _Progress(False, 0))
+        data["rows"] = [r for r in data["rows"] if r["grid"] != "optimized"] + new
+        with open(f + ".tmp", "w") as fh:
+            json.dump(data, fh)
+        os.replace(f + ".tmp", f)
+        print(f"{p}: {len(new)} optimised-grid rows", file=sys.stderr)
+
+
 def _errs(r):
     """(rms, worst) of a row: against the problem's window (``problem_window`` for own-timestep rows)."""
     if r.get("problem_window"):
@@ -117,7 +139,12 @@ def summarise(out, problems, nfes, grids):
             ours = [r for r in rs if not r.get("peer") and r["grid"] in named and r["solver"] != "default"
                     and _ok(r["error"]) and not r.get("preflight")]  # refused configurations are not offered
             dflt = [r for r in rs if r["solver"] == "default" and _ok(r["error"])]
+            opt = [r for r in rs if r["grid"] == "optimized" and _ok(r["error"])]
             s = dict(problem=p, nfe=nfe)
+            if opt:
+                bo = min(opt, key=lambda r: r["error"])
+                s.update(optimized_rms=bo["error"], optimized_max=bo["error_max"],
+                         pilot_network_calls=bo.get("pilot_network_calls"))
             if peers:
                 bp = min(peers, key=lambda r: _errs(r)[0])
                 bw = min(peers, key=lambda r: _errs(r)[1])
@@ -148,8 +175,8 @@ def table(summary, nfes):
     for nfe in nfes:
         lines.append(f"\n**NFE {nfe}**\n")
         lines.append("| problem | best peer: RMS, worst | best named: RMS, worst | named / peer: RMS, worst "
-                     "| default / named: RMS, worst |")
-        lines.append("|---|---|---|---|---|")
+                     "| default / named: RMS, worst | optimised grid / peer: RMS, worst |")
+        lines.append("|---|---|---|---|---|---|")
         for s in summary:
             if s["nfe"] != nfe:
                 continue
@@ -161,7 +188,9 @@ def table(summary, nfes):
                    f"{_f(_ratio(s.get('named_max'), s.get('peer_max')), 2)}")
             dn = (f"{_f(_ratio(s.get('default_rms'), s.get('named_rms')), 3)}, "
                   f"{_f(_ratio(s.get('default_max'), s.get('named_max')), 3)}")
-            lines.append(f"| `{s['problem']}` | {peer} | {named} | {np_} | {dn} |")
+            op = (f"{_f(_ratio(s.get('optimized_rms'), s.get('peer_rms')), 2)}, "
+                  f"{_f(_ratio(s.get('optimized_max'), s.get('peer_max')), 2)}") if "optimized_rms" in s else "-"
+            lines.append(f"| `{s['problem']}` | {peer} | {named} | {np_} | {dn} | {op} |")
     return "\n".join(lines)
 
 
@@ -219,6 +248,8 @@ def main(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--table-only", action="store_true")
     ap.add_argument("--rerun-default", action="store_true", help="re-run only the default rows of stored runs")
+    ap.add_argument("--add-optimized", action="store_true",
+                    help="add the cached optimize_grid rows (optimized_grids.json) to stored runs")
     ap.add_argument("--candidates", action="store_true")
     ap.add_argument("--json", default=None, help="write the summary rows here")
     a = ap.parse_args(argv)
@@ -229,6 +260,8 @@ def main(argv=None):
     solvers = tuple(a.solvers.split(",")) if a.solvers else ode_solvers()
     if a.rerun_default:
         rerun_default(problems, a.out, a.n, a.seed, nfes)
+    elif a.add_optimized:
+        add_optimized(problems, a.out, nfes)
     elif not a.table_only:
         run(problems, a.out, a.n, a.seed, nfes, solvers, grids)
     summary = summarise(a.out, problems, nfes, grids)
