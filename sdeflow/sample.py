@@ -252,8 +252,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
             denoising step counts).
         grid: ``"uniform"``, ``"log_snr"``, ``"karras"`` (with ``rho``), ``"quadratic"``, ``"discrete"``, or
-            an explicit strictly decreasing sequence of times in ``[0, 1]``. Default ``"uniform"``, and
-            :func:`sdeflow.window.default_solver`'s when the budget chooses the window.
+            an explicit strictly decreasing sequence of times in ``[0, 1]``. Default ``"uniform"``; when the
+            budget chooses the window, :func:`sdeflow.window.default_solver`'s (no solver given) or ``"log_snr"``.
         t_max, t_min: ends of the named grids. Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
             where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`). With a
             budget (``nfe=``), a named grid, the probability-flow ODE and neither ``t_min`` nor
@@ -322,12 +322,12 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     # with it the configuration measured best with it: sdeflow.window.default_solver (by budget and path; docs/bench.md)
     budget_window = (nfe is not None and steps is None and t_min is None and final_denoise is None
                      and gamma2_fn is None and (grid is None or isinstance(grid, str)))
-    budget_default = default_solver(nfe, path, field.kind) if budget_window else None
+    budget_default = default_solver(nfe, path, field.kind) if budget_window and solver is None else None
     if solver is None:
         solver = (budget_default[0] if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
     auto_grid = grid is None
     if auto_grid:
-        grid = budget_default[1] if budget_window else "uniform"
+        grid = ((budget_default or (None, "log_snr"))[1]) if budget_window else "uniform"
     solver = make_solver(solver, solver_options)
     budget_window = budget_window and not solver.adaptive
     if gamma2_fn is not None and not solver.sde:

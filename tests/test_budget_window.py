@@ -193,3 +193,13 @@ def test_sample_with_only_a_budget_runs_the_default_solver(path, kind):
         assert (sol.stats["solver"], sol.stats["grid"], sol.stats["window"]) == (solver, grid, "budget")
         ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x)
         assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
+
+
+def test_a_given_solver_with_only_a_budget_keeps_the_log_snr_grid():
+    """The rule's grid comes with the rule's solver: a solver given with nfe= and no grid runs on the log-SNR
+    grid on every path (as before the rule), also where the default takes the quadratic grid."""
+    target = analytic.eight_gaussians()
+    for path, kind in ((sf.DiscreteVP(), "noise"), (sf.VE(0.002, 80.0), "data")):
+        x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(4), dtype=D)
+        sol = sf.sample(path, target.field(kind), "dpmpp_2m", nfe=20, x_init=x)
+        assert (sol.stats["grid"], sol.stats["window"]) == ("log_snr", "budget")
