@@ -29,7 +29,8 @@ from .errors import SdeflowValueError
 from .fields import Field, batch_time
 from .paths import GaussianPath
 
-__all__ = ["GaussianMixture", "Gaussian", "OracleField", "eight_gaussians", "two_blobs", "ring", "flow_in_log_snr"]
+__all__ = ["GaussianMixture", "Gaussian", "OracleField", "eight_gaussians", "two_blobs", "ring", "unequal_modes",
+           "anisotropic_mixture", "power_law_gaussian", "flow_in_log_snr"]
 
 Tensor = torch.Tensor
 
@@ -346,3 +347,47 @@ def ring(n_modes: int = 8, radius: float = 2.0, std: float = 0.25, dim: int = 2)
     means = torch.zeros(n_modes, dim, dtype=torch.float64)
     means[:, 0], means[:, 1] = radius * torch.cos(ang), radius * torch.sin(ang)
     return GaussianMixture(torch.ones(n_modes), means, std)
+
+
+def unequal_modes(n_modes: int = 6, weight_range: tuple = (0.02, 0.5), std_range: tuple = (0.01, 0.3),
+                  spread: float = 2.0, seed: int = 0) -> GaussianMixture:
+    """``n_modes`` narrow isotropic 2-D modes of unequal weights and widths: weights geometric over
+    ``weight_range`` and standard deviations geometric over ``std_range`` (1.5 decades by default), paired in
+    reverse (the heaviest mode the narrowest), centres drawn once from ``N(0, spread^2)`` by a generator seeded
+    with ``seed`` (deterministic)."""
+    if n_modes < 2:
+        raise SdeflowValueError("unequal_modes needs n_modes >= 2")
+    g = torch.Generator().manual_seed(int(seed))
+    means = spread * torch.randn(n_modes, 2, generator=g, dtype=torch.float64)
+    w = torch.logspace(math.log10(weight_range[0]), math.log10(weight_range[1]), n_modes, dtype=torch.float64)
+    s = torch.logspace(math.log10(std_range[1]), math.log10(std_range[0]), n_modes, dtype=torch.float64)
+    return GaussianMixture(w, means, s)
+
+
+def anisotropic_mixture(dim: int = 16, n_modes: int = 6, std_range: tuple = (0.01, 1.0), spread: float = 1.5,
+                        seed: int = 0) -> GaussianMixture:
+    """``n_modes`` equal-weight modes in ``dim`` dimensions with diagonal covariances whose per-axis standard
+    deviations span ``std_range`` geometrically (two decades by default), each mode's axes in its own random
+    order, centres drawn from ``N(0, spread^2 I)``; all from a generator seeded with ``seed`` (deterministic)."""
+    if dim < 1 or n_modes < 1:
+        raise SdeflowValueError("anisotropic_mixture needs dim >= 1 and n_modes >= 1")
+    g = torch.Generator().manual_seed(int(seed))
+    means = spread * torch.randn(n_modes, dim, generator=g, dtype=torch.float64)
+    axis = torch.logspace(math.log10(std_range[0]), math.log10(std_range[1]), dim, dtype=torch.float64)
+    stds = torch.stack([axis[torch.randperm(dim, generator=g)] for _ in range(n_modes)])
+    return GaussianMixture(torch.ones(n_modes), means, stds)
+
+
+def power_law_gaussian(side: int = 8, exponent: float = 2.0, pixel_var: float = 0.25) -> Gaussian:
+    r"""An image-like Gaussian: ``side`` x ``side`` pixels whose 2-D DCT coefficients are independent with
+    variances :math:`\propto (1+|k|)^{-\text{exponent}}` over the frequencies :math:`k = (k_x, k_y)`,
+    :math:`0 \le k_x, k_y < \text{side}` (natural images' spectra fall off about so), scaled to a mean pixel
+    variance ``pixel_var``, zero mean. Returned in DCT coordinates, a diagonal Gaussian of dimension
+    ``side**2`` (the orthonormal DCT maps it to the pixel-space Gaussian with the same spectrum; every sampler
+    here is equivariant under orthogonal maps of the state, so its pathwise errors are the same in either
+    basis)."""
+    k = torch.arange(side, dtype=torch.float64)
+    r = torch.sqrt(k[:, None] ** 2 + k[None, :] ** 2).flatten()
+    var = (1.0 + r) ** (-float(exponent))
+    var = var * (pixel_var * side * side / var.sum())
+    return Gaussian(torch.zeros(side * side, dtype=torch.float64), var)

@@ -32,7 +32,7 @@ from .solution import Solution, merge_chunk_stats
 from .solve import make_solver
 from .terms import FieldTerm
 from .stability import check_rounding, probe
-from .window import EXTREME_LOG_SNR, budget_end, check_ends, check_prior, default_window
+from .window import EXTREME_LOG_SNR, budget_end, check_ends, check_prior, default_solver, default_window
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
 
@@ -267,16 +267,17 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         path: the Gaussian path the field was trained on.
         field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
         solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
-            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and ``"exp_3m_exact"`` when the budget
-            chooses the window (``t_max, t_min`` below). A solver's options belong to the solver object:
-            ``sdeflow.solvers.get("pc", alpha=0.5)`` (or the class, ``PredictorCorrector(alpha=0.5)``).
+            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and :func:`sdeflow.window.default_solver`'s
+            when the budget chooses the window (``t_max, t_min`` below). A solver's options belong to the solver
+            object: ``sdeflow.solvers.get("pc", alpha=0.5)`` (or the class, ``PredictorCorrector(alpha=0.5)``).
         steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
             denoising step counts).
         grid: a :class:`~sdeflow.grids.Grid` (``Uniform()``, ``LogSNR()``, ``Karras(rho=7.0)``,
             ``Quadratic()``, ``Discrete()``, each with optional ``t_max=``/``t_min=``), a grid's name
             (``"uniform"``, ``"log_snr"``, ``"karras"``, ``"quadratic"``, ``"discrete"``: that object with its
             defaults), or an explicit strictly decreasing sequence of times in ``[0, 1]``. Default
-            ``"uniform"``, and ``"log_snr"`` when the budget chooses the window.
+            ``"uniform"``; when the budget chooses the window, :func:`sdeflow.window.default_solver`'s (no solver
+            given) or ``"log_snr"``.
         t_max, t_min: ends of the named grids (the same as the Grid object's ``t_max=``/``t_min=``: give
             each end once). Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
             where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`). With a
@@ -348,14 +349,15 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
     # the budget chooses the window (sdeflow.window.budget_end) when the user chose neither end nor finish, and
-    # with it the configuration measured best with it: exp_3m_exact (the exact-interpolant 3M) on the log-SNR grid (docs/bench.md)
+    # with it the configuration measured best with it: sdeflow.window.default_solver (by budget and path; docs/bench.md)
     budget_window = (nfe is not None and steps is None and t_min is None and final_denoise is None
                      and gamma2_fn is None and (grid is None or isinstance(grid, str)))
+    budget_default = default_solver(nfe, path, field.kind) if budget_window and solver is None else None
     if solver is None:
-        solver = ("exp_3m_exact" if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
+        solver = (budget_default[0] if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
     auto_grid = grid is None
     if auto_grid:
-        grid = "log_snr" if budget_window else "uniform"
+        grid = ((budget_default or (None, "log_snr"))[1]) if budget_window else "uniform"
     solver = make_solver(solver, solver_options)
     budget_window = budget_window and not solver.adaptive
     if gamma2_fn is not None and not solver.sde:

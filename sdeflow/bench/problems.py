@@ -2,7 +2,10 @@
 float64 reference answer from the same initial noise.
 
 Built in: the 2-D mixtures ``eight_gaussians``, ``two_blobs``, ``ring20_wide``, ``eight_gaussians_small``
-and the Gaussians ``gaussian2``, ``gaussian16``, ``gaussian64`` (exact probability-flow map), all on the VE
+and the Gaussians ``gaussian2``, ``gaussian16``, ``gaussian64`` (exact probability-flow map), the other regimes
+``ring64`` (64 modes), ``narrow_unequal`` (narrow modes of unequal weights and widths), ``aniso16`` /
+``aniso64`` (anisotropic mixtures, per-axis stds over two decades) and ``image64`` (an 8x8 Gaussian with a
+power-law spectrum), all on the VE
 path sigma 80 -> 0.002 with a final step to sigma = 0, integrated in EDM coordinates; and
 ``eight_gaussians_ddpm``, the 8-mode mixture on DDPM's discrete schedule (``DiscreteVP()``, eps field).
 
@@ -191,6 +194,20 @@ register_problem(_ve_edm("eight_gaussians_small", analytic.eight_gaussians(std=0
 for _d in (2, 16, 64):
     register_problem(_ve_edm(f"gaussian{_d}", _gaussian(_d),
                              f"a {_d}-dimensional Gaussian with variances 0.1..3.2; exact flow; VE as above"))
+# problems of other regimes (issue 14: accuracy that generalises beyond the 8-mode mixture)
+register_problem(_ve_edm("ring64", analytic.ring(64, radius=16.0, std=0.3),
+                         "64 modes on a circle of radius 16, std 0.3 (many modes, wide); VE as above"))
+register_problem(_ve_edm("narrow_unequal", analytic.unequal_modes(),
+                         "6 narrow 2-D modes, weights 0.02..0.5 and stds 0.3..0.01 (1.5 decades; the heaviest the "
+                         "narrowest); VE as above"))
+for _d in (16, 64):
+    register_problem(_ve_edm(f"aniso{_d}", analytic.anisotropic_mixture(_d),
+                             f"6 modes in {_d}-D, per-axis stds 0.01..1 (two decades) in a random order per mode; "
+                             f"VE as above"))
+register_problem(_ve_edm("image64", analytic.power_law_gaussian(8),
+                         "an 8x8 image-like Gaussian: DCT coefficients of variance ~ (1+|k|)^-2 (mean pixel variance "
+                         "0.25), in DCT coordinates (every solver is equivariant under orthogonal maps of the "
+                         "state, so the pathwise errors are the pixel basis's); exact flow; VE as above"))
 register_problem(Problem("eight_gaussians_ddpm", analytic.eight_gaussians(), DiscreteVP(), kind="noise",
                          t_max=1.0, final_denoise=True,
                          description="the 8-mode mixture behind an exact noise predictor on DDPM's schedule "

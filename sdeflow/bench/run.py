@@ -55,8 +55,8 @@ _SDE_FINE_MIN = 256  # fine Brownian grid: at least this many steps and 8x the f
 
 QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)
 FULL = dict(problems=("eight_gaussians", "two_blobs", "ring20_wide", "eight_gaussians_small", "gaussian2",
-                      "gaussian16", "gaussian64", "eight_gaussians_ddpm", "learned_pinwheel", "learned_mix16",
-                      "learned_spiral_ddpm"),
+                      "gaussian16", "gaussian64", "ring64", "narrow_unequal", "aniso16", "aniso64", "image64",
+                      "eight_gaussians_ddpm", "learned_pinwheel", "learned_mix16", "learned_spiral_ddpm"),
             nfes=(5, 10, 20, 50, 100, 200), sde_nfes=(33, 65, 129, 257, 513, 1025), n=4000, repeats=3)
 
 

@@ -115,14 +115,14 @@ ORACLES = [
 @pytest.mark.parametrize("name,target,path,kind", ORACLES, ids=[o[0] for o in ORACLES])
 def test_budget_default_is_at_least_as_accurate_as_the_previous_default(name, target, path, kind):
     """At 10 evaluations, against the exact answer at the data end (the exact flow to the path's end, then the
-    exact denoiser), the budget's default (DPM-Solver++ 3M, log-SNR grid, stop at sigma_e = kappa h^p, a
-    denoising step) is at least as accurate as the previous default (Heun's 4-5 steps on the uniform grid of
-    the path's window, no final step). Measured RMS errors (400 samples, the same noise): gaussian16 on VE
-    0.110 vs 66.1 (Heun's 4 steps in VE time are unstable on the stiff directions), on VP 0.162 vs 0.205,
-    eight_gaussians on VE 0.152 vs 22.7, on DDPM's schedule 0.200 vs 0.266. The assertion is the claim itself
-    (new <= old), not a tuned bound: the narrowest margins (1.27x on VP, 1.33x on DDPM's schedule) are many
-    times the Monte Carlo spread of the ratio (both errors on the same 400 samples; the relative standard
-    deviation of an RMS over 400 samples is about 1/sqrt(800) = 3.5%).
+    exact denoiser), the budget's default (``sdeflow.window.default_solver``: UniPC, on the log-SNR grid on VE and
+    the quadratic grid on VP / DDPM's schedule, stop at sigma_e = kappa h^p, a denoising step) is at least as
+    accurate as the previous default (Heun's 4-5 steps on the uniform grid of the path's window, no final
+    step). Measured RMS errors (400 samples, the same noise): gaussian16 on VE 0.107 vs 66.1 (Heun's 4 steps in
+    VE time are unstable on the stiff directions), on VP 0.158 vs 0.205, eight_gaussians on VE 0.096 vs 22.7,
+    on DDPM's schedule 0.088 vs 0.266. The assertion is the claim itself (new <= old), not a tuned bound: the
+    narrowest margin (1.30x on VP) is many times the Monte Carlo spread of the ratio (both errors on the same
+    400 samples; the relative standard deviation of an RMS over 400 samples is about 1/sqrt(800) = 3.5%).
     """
     x = path.prior_sample((400, target.dim), generator=torch.Generator().manual_seed(0), dtype=D)
     field = target.field(kind)
@@ -159,3 +159,47 @@ def test_optimize_grid_moves_the_end_with_the_interior_times():
                     integration_path=sf.EDM(80.0))
     assert sol.nfe == 8
     assert np.isfinite(sol.x.numpy()).all()
+
+
+def test_default_solver_is_budget_dependent_as_documented():
+    """sdeflow.window.default_solver: UniPC / DPM-Solver++(3M) / the exact-interpolant 3M on the log-SNR grid by
+    budget band (up to 14, 15-31, 32 and above) on VE and the other paths; UniPC on the quadratic grid at every
+    budget on DDPM's schedule and VP (docs/bench.md, "The window a budget chooses")."""
+    from sdeflow.window import DEFAULT_BANDS, default_solver
+
+    assert DEFAULT_BANDS == (14, 31)
+    for path in (sf.VE(0.002, 80.0), sf.CosineVP(), sf.LinearFlow(), sf.EDM(80.0)):
+        for nfe, want in ((3, "unipc"), (10, "unipc"), (14, "unipc"), (15, "dpmpp_3m"), (20, "dpmpp_3m"),
+                          (31, "dpmpp_3m"), (32, "exp_3m_exact"), (50, "exp_3m_exact"), (500, "exp_3m_exact")):
+            assert default_solver(nfe, path, "data") == (want, "log_snr")
+    for path in (sf.DiscreteVP(), sf.VP()):
+        for nfe in (3, 10, 20, 50, 500):
+            assert default_solver(nfe, path, "noise") == ("unipc", "quadratic")
+
+
+@pytest.mark.parametrize("path,kind", [(sf.VE(0.002, 80.0), "data"), (sf.DiscreteVP(), "noise"), (sf.VP(), "noise"),
+                                       (sf.CosineVP(), "noise")], ids=["VE", "DiscreteVP", "VP", "CosineVP"])
+def test_sample_with_only_a_budget_runs_the_default_solver(path, kind):
+    """sample(path, field, nfe=N) runs default_solver(N, path, kind)'s solver and grid (sol.stats names them) on
+    the budget's window, and equals the explicit call with that solver and grid."""
+    from sdeflow.window import default_solver
+
+    target = analytic.eight_gaussians()
+    field = target.field(kind)
+    x = path.prior_sample((32, 2), generator=torch.Generator().manual_seed(3), dtype=D)
+    for nfe in (10, 20, 50):
+        solver, grid = default_solver(nfe, path, kind)
+        sol = sf.sample(path, field, nfe=nfe, x_init=x)
+        assert (sol.stats["solver"], sol.stats["grid"], sol.stats["window"]) == (solver, grid, "budget")
+        ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x)
+        assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
+
+
+def test_a_given_solver_with_only_a_budget_keeps_the_log_snr_grid():
+    """The rule's grid comes with the rule's solver: a solver given with nfe= and no grid runs on the log-SNR
+    grid on every path (as before the rule), also where the default takes the quadratic grid."""
+    target = analytic.eight_gaussians()
+    for path, kind in ((sf.DiscreteVP(), "noise"), (sf.VE(0.002, 80.0), "data")):
+        x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(4), dtype=D)
+        sol = sf.sample(path, target.field(kind), "dpmpp_2m", nfe=20, x_init=x)
+        assert (sol.stats["grid"], sol.stats["window"]) == ("log_snr", "budget")

@@ -283,3 +283,25 @@ def test_learned_problems_give_rows_with_tail_metrics_and_peers(one_thread, ref_
     text = format_table(rows)
     for table in ("[pathwise_rms]", "[pathwise_q99]", "[pathwise_max]", "[strong_rms]"):
         assert table in text
+
+
+def test_generalisation_problems_are_registered_in_full_on_the_ve_window():
+    """The problems of other regimes (issue 14) run in ``--full`` on the same VE sigma 80 -> 0.002 + final
+    denoise window in EDM coordinates as the other oracle problems, with their analytic targets' exact fields
+    and references (the Gaussian's closed-form flow)."""
+    from sdeflow import analytic
+    from sdeflow.bench import FULL, QUICK
+
+    dims = {"ring64": 2, "narrow_unequal": 2, "aniso16": 16, "aniso64": 64, "image64": 64}
+    for name, d in dims.items():
+        p = get_problem(name)
+        assert name in FULL["problems"] and name not in QUICK["problems"]
+        assert p.dim == d and p.target is not None and p.exact_field is None and p.kind == "data"
+        assert type(p.path).__name__ == "VE"
+        assert float(p.path.sigma(torch.tensor([1.0], dtype=torch.float64))[0]) == pytest.approx(80.0, rel=1e-12)
+        assert (p.t_max, p.t_min, p.final_denoise, type(p.integration_path).__name__) == (1.0, 0.0, True, "EDM")
+    p = get_problem("image64")
+    assert isinstance(p.target, analytic.Gaussian)
+    x = p.initial(8, 0)
+    torch.testing.assert_close(p.reference(x), p.target.predict(p.target.flow(x, p.path, 1.0, 0.0), 0.0, p.path,
+                                                                "data"))
