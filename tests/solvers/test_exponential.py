@@ -48,6 +48,9 @@ CONFIGS = [
     ("exp_multistep", {"order": 2, "corrector": True}, "data", K),
     ("exp_multistep", {"order": 3, "predict": "noise", "variant": "dpmsolver"}, "noise", K),
     ("exp_multistep", {"order": 2, "predict": "noise"}, "noise", K),
+    ("deis", {}, "noise", K),
+    ("deis", {"order": 2}, "velocity", K),
+    ("deis", {"order": 3, "startup": "singlestep"}, "data", K),
 ]
 
 
