@@ -178,6 +178,7 @@ class ExpMultistep(PredictionSolver):
                                    f"where alpha = 0 on {term.ipath!r}; use a t_max where alpha > 0 (the default "
                                    f"window of sample() for the path) or predict='data'", t=float(grid[k]))
         st["h"] = [lam[k + 1] - lam[k] for k in range(len(grid) - 1)]
+        st["grid"] = [float(t) for t in grid]
         st["E"] = step_damping(term, grid, st["h"]) if self.sde else [0.0] * (len(grid) - 1)
         st["hist"] = []  # (half log-SNR, prediction tensor), oldest first
         st["carry"] = {}  # the step program's history buffers (Program.step)

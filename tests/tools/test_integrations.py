@@ -265,6 +265,7 @@ def test_unipc_reproduces_diffusers(unet):
      "noise"),
     ("UniPCMultistepScheduler", dict(solver_type="bh1"), 10, "NaN"),
     ("DPMSolverMultistepScheduler", dict(use_karras_sigmas=True), 10, "rounded"),
+    ("DEISMultistepScheduler", dict(use_karras_sigmas=True), 10, "rounded"),
     ("DPMSolverMultistepScheduler", dict(algorithm_type="dpmsolver", final_sigmas_type="sigma_min"), 10, "midpoint"),
     ("DPMSolverMultistepScheduler", dict(algorithm_type="sde-dpmsolver++"), 10, "SDE"),
 ])
