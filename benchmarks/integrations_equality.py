@@ -41,6 +41,8 @@ ROWS = [  # (label, scheduler class, options, step() options, strict)
     ("UniPCMultistep (bh2, order 3)", "UniPCMultistepScheduler", dict(solver_order=3), {}, True),
     ("UniPCMultistep (bh1, final sigma_min)", "UniPCMultistepScheduler",
      dict(solver_type="bh1", final_sigmas_type="sigma_min"), {}, True),
+    ("DEISMultistep (logrho, order 2)", "DEISMultistepScheduler", {}, {}, True),
+    ("DEISMultistep (logrho, order 3)", "DEISMultistepScheduler", dict(solver_order=3), {}, True),
     ("*gap*: DDIM, clip_sample, use_clipped_model_output=False (default)", "DDIMScheduler", dict(clip_sample=True),
      {}, True),
 ]

@@ -2,7 +2,7 @@
 
 * :func:`sdeflow.integrations.diffusers.from_diffusers` — a diffusers model (``UNet2DModel``, ...) and its
   scheduler (``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler``,
-  ``UniPCMultistepScheduler``);
+  ``UniPCMultistepScheduler``, ``DEISMultistepScheduler``);
 * :func:`sdeflow.integrations.k_diffusion.from_k_diffusion` — a k-diffusion denoiser ``D(x, sigma)``.
 
 Both return a :class:`Recipe`: the path, the field and, when a number of steps is known, the grid, solver and

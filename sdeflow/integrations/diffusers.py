@@ -28,7 +28,10 @@ with its conditioning bound, any ``model(x, timestep)``):
     :math:`\sigma/\alpha`, as diffusers steps), its interpolated sigmas (fractional timesteps) and Karras,
     exponential and beta sigmas included;
   - ``UniPCMultistepScheduler``: ``solver_type`` bh1 or bh2, orders 1 to 3 (sdeflow's ``unipc`` with the same
-    ``variant``; bh1 into :math:`\sigma = 0` is refused: diffusers' own loop returns NaN there).
+    ``variant``; bh1 into :math:`\sigma = 0` is refused: diffusers' own loop returns NaN there);
+  - ``DEISMultistepScheduler`` (``algorithm_type="deis"``, ``solver_type="logrho"``): ``deis`` with its
+    ``solver_order``; its last step goes to ``alphas_cumprod[0]`` (the knot :math:`1/T`), and its lowered last
+    orders (``lower_order_final`` below 15 steps) are the solver's ``lower_order_final``.
 
 Exactness: diffusers computes its coefficients from float32 tables and (DPM-Solver, Euler) rounds the state to
 float32 after every step, so the two agree to float32 rounding, accumulated over the steps (the tests measure
@@ -56,7 +59,8 @@ from .recipe import Recipe
 __all__ = ["from_diffusers", "path_from_scheduler", "DiffusersTime", "unwrap_output"]
 
 Tensor = torch.Tensor
-SUPPORTED = ("DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "UniPCMultistepScheduler")
+SUPPORTED = ("DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "UniPCMultistepScheduler",
+             "DEISMultistepScheduler")
 _FIELDS = {"epsilon": NoiseField, "sample": DataField, "v_prediction": VPredictionField}
 
 
@@ -346,6 +350,23 @@ def _unipc(sch, path, notes, strict):
     return grid, final, "unipc", opts, taus
 
 
+def _deis(sch, path, notes, strict):
+    cfg, T = sch.config, path.T
+    taus = [int(v) for v in sch.timesteps]
+    if _sigma_schedules(cfg):
+        _refuse(strict, "DEISMultistepScheduler with a sigma schedule (Karras, ...) evaluates the model at rounded "
+                "timesteps", notes)
+    if cfg.algorithm_type != "deis" or cfg.solver_type != "logrho":  # diffusers' only ones (it rewrites others)
+        _refuse(strict, f"DEISMultistepScheduler algorithm_type={cfg.algorithm_type!r}, solver_type="
+                f"{cfg.solver_type!r} is not mapped (sdeflow's deis is 'deis' / 'logrho')", notes)
+    # no final_sigmas_type: the step after the last timestep goes to alphas_cumprod[0], the knot 1/T
+    grid = _append(_knots(taus, T), 1.0 / T)
+    # diffusers' order at its last step is 1 and at most 2 on the one before with lower_order_final and fewer
+    # than 15 steps: sdeflow's lower_order_final=1
+    lof = 1 if (cfg.get("lower_order_final", True) and len(taus) < 15) else 0
+    return grid, False, "deis", dict(order=int(cfg.solver_order), lower_order_final=lof), taus
+
+
 def _euler(sch, path, notes, strict):
     cfg, T = sch.config, path.T
     if cfg.get("interpolation_type", "linear") != "linear":
@@ -404,8 +425,8 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
         scheduler: the diffusers scheduler it was trained with (its ``alphas_cumprod``, ``prediction_type``,
             clipping, spacing and solver settings are read; it is never modified). Any scheduler with an
             ``alphas_cumprod`` table (``DDPMScheduler``, ...) gives the path and the field; the loops of
-            ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler`` and
-            ``UniPCMultistepScheduler`` are reproduced.
+            ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler``,
+            ``UniPCMultistepScheduler`` and ``DEISMultistepScheduler`` are reproduced.
         num_inference_steps: the number of steps of the scheduler's loop to reproduce (a copy of the scheduler
             gets ``set_timesteps(num_inference_steps)``). None: the scheduler's current timesteps if set,
             otherwise no grid (path and field only).
@@ -449,6 +470,8 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
             grid, final, solver, opts, taus = _dpm(sch, path, notes, strict)
         elif name == "UniPCMultistepScheduler":
             grid, final, solver, opts, taus = _unipc(sch, path, notes, strict)
+        elif name == "DEISMultistepScheduler":
+            grid, final, solver, opts, taus = _deis(sch, path, notes, strict)
         else:
             grid, final, solver, opts, ipath, init, out, taus, interpolation = _euler(sch, path, notes, strict)
     elif name == "EulerDiscreteScheduler" and _sigma_schedules(cfg):

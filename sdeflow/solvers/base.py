@@ -17,10 +17,10 @@ A solver is a small class with class-level declarations (as in diffrax):
 * ``adaptive`` — chooses its own steps; ``planned`` — evaluates only at times known before the solve (fixed
   steps: coefficient tables precomputed); unplanned solvers call ``term.drift_at(t, x)``;
 * ``pre_asymptotic_factor`` — the order checks (``tests/solvers/test_ode_order.py``, ``test_exponential.py``, the
-  trust matrix next to an end of infinite log-SNR) take this many times their usual steps: for a solver
-  whose error terms of different orders cross late (``lms``: its start-up's order-2 term against the
-  Adams-Bashforth steps'; ``dpmpp_3m``: its halved third-order term against the rest), measured and
-  documented where it is declared.
+  trust matrix on every window) take this many times their usual steps: for a solver whose error terms of
+  different orders cross late (``lms``: its start-up's order-2 term against the Adams-Bashforth steps';
+  ``dpmpp_3m``: its halved third-order term against the rest) or that reaches its order late on a wide window
+  (``deis_tab``: a polynomial in time over decades of t), measured and documented where it is declared.
 * ``stochastic`` — draws noise of its own although it is not an SDE solver (``sde = False``): DDIM with
   ``eta > 0``, ancestral sampling, churn; such a solver needs a noise source, is tested in distribution and
   skips the deterministic checks (the preflight probe, time reversal);

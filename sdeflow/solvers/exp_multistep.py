@@ -39,7 +39,7 @@ import math
 import numpy as np
 import torch
 
-from ..errors import SdeflowValueError
+from ..errors import SdeflowValueError, SingularityError
 from .exp_singlestep import DPMSolver2, DPMSolver3, eval_tables, stage_predictions, stage_times
 from .ddim import neg_expm1
 from .exponential import apply_exp, dpm_solver_weights, exp_coefficients, unipc_weights
@@ -171,7 +171,14 @@ class ExpMultistep(PredictionSolver):
     def init_state(self, term, x, grid):
         st = super().init_state(term, x, grid)
         lam = st["half"]
+        if self.predict == "noise" and any(a == 0.0 for a in st["alpha"][:-1]):
+            k = next(k for k in range(len(grid) - 1) if st["alpha"][k] == 0.0)
+            # x_t = (alpha_t / alpha_s)(x_s - sigma_s eps) has no limit at alpha_s = 0 (x_s / alpha_s is infinite)
+            raise SingularityError(f"{self!r} steps the noise prediction as x/alpha, which is infinite at t={grid[k]:g} "
+                                   f"where alpha = 0 on {term.ipath!r}; use a t_max where alpha > 0 (the default "
+                                   f"window of sample() for the path) or predict='data'", t=float(grid[k]))
         st["h"] = [lam[k + 1] - lam[k] for k in range(len(grid) - 1)]
+        st["grid"] = [float(t) for t in grid]
         st["E"] = step_damping(term, grid, st["h"]) if self.sde else [0.0] * (len(grid) - 1)
         st["hist"] = []  # (half log-SNR, prediction tensor), oldest first
         st["carry"] = {}  # the step program's history buffers (Program.step)

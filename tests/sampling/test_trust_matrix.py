@@ -113,15 +113,16 @@ def _grid(path, t_max, t_min) -> str:
 
 def _steps(solver, path, t_max, t_min) -> list[int]:
     """Four levels, the order fitted on the finest three: coarser for high orders; finer where an exponential
-    integrator meets an end of infinite log-SNR (the steps next to it stay pre-asymptotic longest), by the
-    solver's declared ``pre_asymptotic_factor`` if it has one."""
+    integrator meets an end of infinite log-SNR (the steps next to it stay pre-asymptotic longest); on every
+    window times the solver's declared ``pre_asymptotic_factor`` if it has one."""
     if path.piecewise and solver.needs == "drift":
         return [125, 250, 500]  # towards the error floor of the knots' jumps (or first order above it)
     if _infinite_end(path, t_max, t_min) and solver.needs == "prediction":
         # a solver may declare that it needs finer steps still there (dpmpp_3m: docs/reliability.md)
         f = solver.pre_asymptotic_factor
         return [64 * f, 128 * f, 256 * f, 512 * f]
-    return [32, 64, 128, 256] if solver.order < 3 else [16, 32, 64, 128]
+    f = solver.pre_asymptotic_factor
+    return [f * m for m in ([32, 64, 128, 256] if solver.order < 3 else [16, 32, 64, 128])]
 
 
 def _error(path, kind, s, m, t_max, t_min, grid):
