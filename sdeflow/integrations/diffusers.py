@@ -415,7 +415,8 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
             clipping, spacing and solver settings are read; it is never modified). Any scheduler with an
             ``alphas_cumprod`` table (``DDPMScheduler``, ...) gives the path and the field; the loops of
             ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler`` and
-            ``UniPCMultistepScheduler`` are reproduced.
+            ``UniPCMultistepScheduler`` are reproduced, and ``CMStochasticIterativeScheduler`` (a consistency
+            model: EDM path, :class:`DiffusersConsistency`, the ``consistency`` sampler).
         num_inference_steps: the number of steps of the scheduler's loop to reproduce (a copy of the scheduler
             gets ``set_timesteps(num_inference_steps)``). None: the scheduler's current timesteps if set,
             otherwise no grid (path and field only).
@@ -445,7 +446,8 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
                                 f"{', '.join(map(repr, _FIELDS))}")
     sch = _prepared(scheduler, num_inference_steps)
     if sch is not None and name not in SUPPORTED:
-        raise SdeflowValueError(f"{name}'s loop is not mapped; from_diffusers reproduces {', '.join(SUPPORTED)} (without "
+        raise SdeflowValueError(f"{name}'s loop is not mapped; from_diffusers reproduces {', '.join(SUPPORTED)}, "
+                                f"CMStochasticIterativeScheduler (without "
                                 f"num_inference_steps, any scheduler with alphas_cumprod gives the path and field)")
     if eta and name != "DDIMScheduler":
         raise SdeflowValueError(f"eta is DDIMScheduler's noise level; {name} has none")
