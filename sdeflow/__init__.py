@@ -11,8 +11,9 @@ from .adapters import ColumnTime, FlipTime, IndexTime, SigmaTime, from_diffusers
 from .analytic import Gaussian, GaussianMixture, eight_gaussians, ring, two_blobs
 from .errors import (BudgetError, GradientError, InputMutationError, NonFiniteError, SdeflowTypeError,
                      SdeflowValueError, SingularityError, UnstableError)
-from .fields import (ClippedField, DataField, DynamicThresholding, EnergyField, Field, FlowScoreField, GuidedField,
-                     NoiseField, ScoreField, SumField, VelocityField, VPredictionField, classifier_free_guidance)
+from .fields import (ClippedField, ConsistencyField, DataField, DynamicThresholding, EnergyField, Field,
+                     FlowScoreField, GuidedField, NoiseField, ScoreField, SumField, VelocityField, VPredictionField,
+                     classifier_free_guidance)
 from .likelihood import LikelihoodResult, log_likelihood
 from .noise import BrownianPath, GeneratorNoise, PerSampleNoise, TableNoise
 from .paths import EDM, VE, VP, AffinePath, CosineVP, DiscreteVP, GaussianPath, LinearFlow, SubVP
@@ -31,6 +32,7 @@ __all__ = [
     "sample", "solve", "Solution", "log_likelihood", "LikelihoodResult", "invert", "sdedit", "inpaint", "Inpaint",
     "GaussianPath", "VP", "CosineVP", "SubVP", "VE", "EDM", "LinearFlow", "AffinePath", "DiscreteVP",
     "Field", "ScoreField", "NoiseField", "DataField", "VelocityField", "VPredictionField", "EnergyField", "SumField",
+    "ConsistencyField",
     "FlowScoreField", "ClippedField", "DynamicThresholding", "classifier_free_guidance", "GuidedField",
     "FlipTime", "ColumnTime", "IndexTime", "SigmaTime", "from_diffusers", "from_k_diffusion",
     "Gaussian", "GaussianMixture", "eight_gaussians", "two_blobs", "ring",

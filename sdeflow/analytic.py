@@ -29,8 +29,8 @@ from .errors import SdeflowValueError
 from .fields import Field, batch_time
 from .paths import GaussianPath
 
-__all__ = ["GaussianMixture", "Gaussian", "OracleField", "eight_gaussians", "two_blobs", "ring", "unequal_modes",
-           "anisotropic_mixture", "power_law_gaussian", "flow_in_log_snr"]
+__all__ = ["GaussianMixture", "Gaussian", "OracleField", "ConsistencyOracle", "eight_gaussians", "two_blobs", "ring",
+           "unequal_modes", "anisotropic_mixture", "power_law_gaussian", "flow_in_log_snr"]
 
 Tensor = torch.Tensor
 
@@ -307,6 +307,12 @@ class Gaussian(GaussianMixture):
         out = self.flow(x.to(torch.float64), path, t_from, t_to)
         return self.predict(out, float(t_to), path, "data") if final_denoise else out
 
+    def consistency_field(self, path: GaussianPath, t_end: float = 0.0) -> "ConsistencyOracle":
+        r"""This target's exact consistency function on ``path`` (Song et al. 2023) as a field: the
+        probability-flow map :math:`f(x, t) = m_e + \sqrt{V_e/V_t}\,(x - m_t)` from any ``t`` to ``t_end``
+        (the sampling window's end, where :math:`f(x, t_{end}) = x`); for the ``"consistency"`` sampler."""
+        return ConsistencyOracle(self, path, t_end)
+
 
 class OracleField(Field):
     """The exact field of a :class:`GaussianMixture` (or :class:`Gaussian`), predicting ``kind``."""
@@ -324,6 +330,30 @@ class OracleField(Field):
 
     def __repr__(self):
         return f"OracleField({self.target!r}, kind={self.kind!r})"
+
+
+class ConsistencyOracle(Field):
+    """The exact consistency function of a :class:`Gaussian` on ``path`` towards ``t_end``
+    (:meth:`Gaussian.consistency_field`): kind ``"data"``, ``consistency = True``."""
+
+    kind = "data"
+    consistency = True
+
+    def __init__(self, target: Gaussian, path: GaussianPath, t_end: float = 0.0):
+        self.target, self.path, self.t_end = target, path, float(t_end)
+
+    def predict(self, x, t, path):
+        tb = batch_time(t, x)
+        a, s, _, _ = self.path.coefficients(tb.to(torch.float64))
+        _, mu, var = self.target._params(x.dtype, x.device)
+        mu, var = mu[0], var[0]
+        a, s = a.to(x.dtype).reshape(-1, 1), s.to(x.dtype).reshape(-1, 1)
+        me, Ve = self.target.moments(self.path, self.t_end)
+        me, Ve = me.to(dtype=x.dtype, device=x.device), Ve.to(dtype=x.dtype, device=x.device)
+        return me + torch.sqrt(Ve / (a * a * var + s * s)) * (x - a * mu)
+
+    def __repr__(self):
+        return f"ConsistencyOracle({self.target!r}, {self.path!r}, t_end={self.t_end:g})"
 
 
 # ---- built-in targets -----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ class              the network returns                          kind
 :class:`DataField`      :math:`x_0` (the denoiser)              ``"data"``
 :class:`VelocityField`  :math:`v = \alpha' x_0 + \sigma'\varepsilon` (probability-flow drift)  ``"velocity"``
 :class:`VPredictionField`  :math:`\alpha\varepsilon - \sigma x_0` (Salimans & Ho's v)  ``"v"``
+:class:`ConsistencyField`  a consistency function: the probability-flow endpoint  ``"data"``
 :class:`EnergyField`    a scalar energy :math:`E(x, t)`, score :math:`-\nabla_x E`  ``"score"``
 =================  ===========================================  ==========================
 
@@ -44,6 +45,7 @@ __all__ = [
     "DataField",
     "VelocityField",
     "VPredictionField",
+    "ConsistencyField",
     "EnergyField",
     "ClippedField",
     "DynamicThresholding",
@@ -97,6 +99,9 @@ class Field:
     #: whether the field passes ``model_kwargs`` (conditioning: class labels, text embeddings, ...) to its
     #: network(s) as keyword arguments: ``predict(..., model_kwargs=)`` and ``bind(path, model_kwargs)``
     takes_model_kwargs: bool = False
+    #: whether the field is a consistency function (its data prediction is the probability-flow endpoint, exact
+    #: along every trajectory; :class:`ConsistencyField`): what the ``"consistency"`` sampler requires
+    consistency: bool = False
 
     # ---- the native prediction ----------------------------------------------------------------
     def predict(self, x: Tensor, t, path: GaussianPath) -> Tensor:
@@ -267,6 +272,25 @@ class VPredictionField(NetField):
     def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
                  thresholding=None):
         super().__init__(net, "v", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
+                         thresholding=thresholding)
+
+
+class ConsistencyField(NetField):
+    r"""``net(x, t)`` is a consistency function (Song et al. 2023): it maps a state at ``t`` to the end of its
+    probability-flow trajectory at the sampling window's end :math:`t_N` (``f(x, t_N) = x``), e.g. a trained
+    consistency model in its preconditioned form :math:`c_{skip}(\sigma) x + c_{out}(\sigma) F(c_{in} x,
+    c_{noise})` with :math:`\sigma = \sigma(t)`. Sample it with the ``"consistency"`` sampler
+    (:mod:`sdeflow.solvers.consistency`): ``sample(path, ConsistencyField(net), "consistency", grid=[...])``
+    ending at the model's boundary (on :class:`~sdeflow.paths.EDM` its :math:`\epsilon = \sigma_{min}`:
+    ``t_min = 0.002 / sigma_max``, the path's default). Its kind is ``"data"`` (the endpoint is its estimate of
+    the sample); it is not a denoiser :math:`E[x_0|x_t]`, so the ODE/SDE samplers give no guarantee with it.
+    ``clip_data`` clamps its output (diffusers' ``clip_denoised``)."""
+
+    consistency = True
+
+    def __init__(self, net, *, flip_time: bool = False, dtype: torch.dtype | None = None, clip_data=None,
+                 thresholding=None):
+        super().__init__(net, "data", flip_time=flip_time, dtype=dtype, clip_data=clip_data,
                          thresholding=thresholding)
 
 

@@ -359,7 +359,13 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     if auto_grid:
         grid = ((budget_default or (None, "log_snr"))[1]) if budget_window else "uniform"
     solver = make_solver(solver, solver_options)
-    budget_window = budget_window and not solver.adaptive
+    if solver.requires_consistency and not field.consistency:
+        raise SdeflowTypeError(f"solver {solver.name!r} samples with a consistency function (its data prediction the "
+                               f"probability-flow endpoint at the window's end), but {type(field).__name__} "
+                               f"(kind {field.kind!r}) does not declare itself one: wrap a consistency model as "
+                               f"ConsistencyField(net) (a denoiser's E[x0|x_t] used as one does not sample the target)")
+    # the budget's window is balanced on a discretisation order; a consistency sampler has none
+    budget_window = budget_window and not solver.adaptive and not solver.requires_consistency
     if gamma2_fn is not None and not solver.sde:
         raise SdeflowValueError(f"gamma={gamma!r} makes the dynamics an SDE, but solver {solver.name!r} is an ODE "
                                 f"solver; use an SDE solver ({', '.join(_solvers.available(sde=True))}) "

@@ -33,6 +33,16 @@ with its conditioning bound, any ``model(x, timestep)``):
     ``solver_order``; its last step goes to ``alphas_cumprod[0]`` (the knot :math:`1/T`), and its lowered last
     orders (``lower_order_final`` below 15 steps) are the solver's ``lower_order_final``.
 
+* **consistency models** — ``CMStochasticIterativeScheduler`` (Song et al. 2023's multistep sampling): path
+  :class:`~sdeflow.paths.EDM` (``sigma_max``; :math:`t = \sigma/\sigma_{max}`), field a
+  :class:`~sdeflow.fields.ConsistencyField` of :class:`DiffusersConsistency` (the model in the preconditioned
+  form :math:`c_{skip}(\sigma)x + c_{out}(\sigma)F(x/\sqrt{\sigma^2+\sigma_d^2}, 250\log\sigma)` with the
+  boundary scalings at :math:`\epsilon = \sigma_{min}`; ``clip_denoised`` is ``clip_data=1``), the
+  scheduler's sigmas then :math:`\sigma_{min}` as the grid, solver ``consistency`` (its re-noising
+  :math:`\hat x + \sqrt{\sigma_{next}^2 - \sigma_{min}^2}\,z` is the scheduler's step; ``s_noise`` other than
+  1 is refused). diffusers draws one normal per step, the last multiplied by 0; sdeflow draws none there, so
+  the same generator gives the same samples.
+
 Exactness: diffusers computes its coefficients from float32 tables and (DPM-Solver, Euler) rounds the state to
 float32 after every step, so the two agree to float32 rounding, accumulated over the steps (the tests measure
 it). DDIM's clipping: diffusers' ``step(..., use_clipped_model_output=False)`` (its pipelines' default) combines
@@ -52,11 +62,11 @@ import numpy as np
 import torch
 
 from ..errors import SdeflowTypeError, SdeflowValueError, check_int
-from ..fields import DataField, DynamicThresholding, NoiseField, VPredictionField
+from ..fields import ConsistencyField, DataField, DynamicThresholding, NoiseField, VPredictionField
 from ..paths import EDM, DiscreteVP
 from .recipe import Recipe
 
-__all__ = ["from_diffusers", "path_from_scheduler", "DiffusersTime", "unwrap_output"]
+__all__ = ["from_diffusers", "path_from_scheduler", "DiffusersTime", "DiffusersConsistency", "unwrap_output"]
 
 Tensor = torch.Tensor
 SUPPORTED = ("DDIMScheduler", "DPMSolverMultistepScheduler", "EulerDiscreteScheduler", "UniPCMultistepScheduler",
@@ -426,7 +436,9 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
             clipping, spacing and solver settings are read; it is never modified). Any scheduler with an
             ``alphas_cumprod`` table (``DDPMScheduler``, ...) gives the path and the field; the loops of
             ``DDIMScheduler``, ``DPMSolverMultistepScheduler``, ``EulerDiscreteScheduler``,
-            ``UniPCMultistepScheduler`` and ``DEISMultistepScheduler`` are reproduced.
+            ``UniPCMultistepScheduler`` and ``DEISMultistepScheduler`` are reproduced, and
+            ``CMStochasticIterativeScheduler`` (a consistency model: EDM path, :class:`DiffusersConsistency`, the
+            ``consistency`` sampler).
         num_inference_steps: the number of steps of the scheduler's loop to reproduce (a copy of the scheduler
             gets ``set_timesteps(num_inference_steps)``). None: the scheduler's current timesteps if set,
             otherwise no grid (path and field only).
@@ -444,6 +456,10 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
         sdeflow's coordinates).
     """
     name = type(scheduler).__name__
+    if name == "CMStochasticIterativeScheduler":
+        if eta:
+            raise SdeflowValueError(f"eta is DDIMScheduler's noise level; {name} has none")
+        return _consistency(model, scheduler, num_inference_steps, clipping)
     path = path_from_scheduler(scheduler)
     cfg = scheduler.config
     ptype = cfg.get("prediction_type", "epsilon")
@@ -452,7 +468,8 @@ def from_diffusers(model, scheduler, *, num_inference_steps: int | None = None, 
                                 f"{', '.join(map(repr, _FIELDS))}")
     sch = _prepared(scheduler, num_inference_steps)
     if sch is not None and name not in SUPPORTED:
-        raise SdeflowValueError(f"{name}'s loop is not mapped; from_diffusers reproduces {', '.join(SUPPORTED)} (without "
+        raise SdeflowValueError(f"{name}'s loop is not mapped; from_diffusers reproduces {', '.join(SUPPORTED)}, "
+                                f"CMStochasticIterativeScheduler (without "
                                 f"num_inference_steps, any scheduler with alphas_cumprod gives the path and field)")
     if eta and name != "DDIMScheduler":
         raise SdeflowValueError(f"eta is DDIMScheduler's noise level; {name} has none")
@@ -508,3 +525,88 @@ def _model_dtype(model):
     """The model's parameter dtype (diffusers' ``ModelMixin.dtype``) if it has one, else None."""
     dt = getattr(model, "dtype", None)
     return dt if isinstance(dt, torch.dtype) and dt.is_floating_point else None
+
+
+# ---- consistency models ----------------------------------------------------------------------------------
+class DiffusersConsistency:
+    r"""A diffusers consistency model ``model(x, timestep)`` (``CMStochasticIterativeScheduler``'s) as the
+    consistency function ``f(x, t)`` on :class:`~sdeflow.paths.EDM` (``sigma_max``): with
+    :math:`\sigma = \sigma_{max}t`,
+
+    .. math::
+       f(x, t) = c_{skip}\,x + c_{out}\,F\Big(\frac{x}{\sqrt{\sigma^2+\sigma_d^2}},\ 250\log\sigma\Big),\quad
+       c_{skip} = \frac{\sigma_d^2}{(\sigma-\epsilon)^2+\sigma_d^2},\quad
+       c_{out} = \frac{(\sigma-\epsilon)\sigma_d}{\sqrt{\sigma^2+\sigma_d^2}}
+
+    (Song et al. 2023, Appendix C; :math:`\epsilon = \sigma_{min}`, where :math:`f(x, \epsilon) = x`), the
+    scheduler's ``scale_model_input``, ``sigma_to_t`` and ``get_scalings_for_boundary_condition``. Wrap it as
+    :class:`~sdeflow.fields.ConsistencyField` (``from_diffusers`` does). ``schedule=(sigmas, timesteps)``: the
+    scheduler's own pairs (its float32 sigmas, its timesteps from the float64 sigmas they round); at those
+    sigmas the model gets those timesteps, elsewhere :math:`250\log\sigma`."""
+
+    def __init__(self, model, *, sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5,
+                 schedule=None):
+        if not callable(model):
+            raise SdeflowTypeError(f"model must be callable as model(x, timestep), got {type(model).__name__}")
+        self.model, self.sigma_min, self.sigma_max, self.sigma_data = model, float(sigma_min), float(sigma_max), \
+            float(sigma_data)
+        self.schedule = None if schedule is None else tuple(torch.as_tensor(np.asarray(v, dtype=np.float64))
+                                                            for v in schedule)
+
+    def timestep(self, sigma: Tensor) -> Tensor:
+        """The model's time input at noise levels ``sigma`` (a ``(batch,)`` tensor)."""
+        tau = 250.0 * torch.log(sigma + 1e-44)
+        if self.schedule is None:
+            return tau
+        sig, taus = (v.to(dtype=sigma.dtype, device=sigma.device) for v in self.schedule)
+        i = (sig[None, :] - sigma[:, None]).abs().argmin(1)
+        return torch.where((sig[i] - sigma).abs() <= 1e-12 * sigma, taus[i], tau)
+
+    def __call__(self, x, t, **model_kwargs):
+        sigma = (self.sigma_max * t).to(x.dtype)
+        sd, eps = self.sigma_data, self.sigma_min
+        shape = (-1,) + (1,) * (x.dim() - 1)
+        norm = torch.sqrt(sigma * sigma + sd * sd)
+        c_skip = sd * sd / ((sigma - eps) ** 2 + sd * sd)
+        c_out = (sigma - eps) * sd / norm
+        out = unwrap_output(self.model(x / norm.reshape(shape), self.timestep(sigma), **model_kwargs))
+        return c_skip.reshape(shape) * x + c_out.reshape(shape) * out
+
+    def __repr__(self):
+        return (f"DiffusersConsistency({type(self.model).__name__}, sigma_min={self.sigma_min:g}, "
+                f"sigma_max={self.sigma_max:g}, sigma_data={self.sigma_data:g})")
+
+
+def _consistency(model, scheduler, num_inference_steps, clipping) -> Recipe:
+    """``from_diffusers`` for ``CMStochasticIterativeScheduler`` (module docstring)."""
+    cfg = scheduler.config
+    if float(cfg.get("s_noise", 1.0)) != 1.0:
+        raise SdeflowValueError(f"s_noise={cfg['s_noise']} scales the re-noising beyond the consistency sampler's "
+                                f"(Song et al.'s Algorithm 1 has s_noise = 1)")
+    smin, smax = float(cfg.sigma_min), float(cfg.sigma_max)
+    path = EDM(smax)
+    if clipping == "scheduler":
+        clip = 1.0 if cfg.get("clip_denoised", True) else None
+    elif clipping is None or isinstance(clipping, (int, float, tuple, list)):
+        clip = clipping
+    else:
+        raise SdeflowValueError(f"clipping must be 'scheduler', None, a number or (lo, hi) for {type(scheduler).__name__}, "
+                                f"got {clipping!r}")
+    sch = _prepared(scheduler, num_inference_steps)
+    # the grid is the scheduler's float32 sigmas (its scalings and re-noising use them); the model gets its
+    # timesteps, computed from the float64 sigmas they round
+    sig = None if sch is None else np.asarray(sch.sigmas, dtype=np.float64)
+    taus = None if sch is None else np.asarray(sch.timesteps, dtype=np.float64)
+    net = DiffusersConsistency(model, sigma_min=smin, sigma_max=smax, sigma_data=float(cfg.sigma_data),
+                               schedule=None if sch is None else (sig[:-1], taus))
+    field = ConsistencyField(net, clip_data=clip, dtype=_model_dtype(model))
+    if sch is None:
+        return Recipe(path=path, field=field, init_scale=smax)
+    grid = [min(float(v) / smax, 1.0) for v in sig]
+    # a schedule whose last timestep is sigma_min itself (all num_train_timesteps) ends with a step from
+    # epsilon to epsilon: one more evaluation, f(x, eps) = x (clipped), the sampler's final_denoise
+    final = len(grid) > 2 and grid[-2] == grid[-1]
+    return Recipe(path=path, field=field, grid=grid[:-1] if final else grid, solver="consistency",
+                  final_denoise=final, init_scale=float(sch.init_noise_sigma), timesteps=taus.tolist(),
+                  note="diffusers' last step adds sqrt(float32(sigma_min)^2 - sigma_min^2) z = 6.7e-7 z (its float32 "
+                       "sigma_min against the float64 one); sdeflow's adds nothing")

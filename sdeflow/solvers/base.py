@@ -26,6 +26,9 @@ A solver is a small class with class-level declarations (as in diffrax):
   skips the deterministic checks (the preflight probe, time reversal);
 * ``requires_additive`` — converges only for additive noise (SRA methods): :func:`sdeflow.solve` refuses
   multiplicative noise;
+* ``requires_consistency`` — samples only with a field that is a consistency function (``consistency``:
+  multistep consistency sampling): :func:`sdeflow.sample` refuses any other field (a field declares itself
+  one with ``Field.consistency``, e.g. :class:`~sdeflow.fields.ConsistencyField`);
 * ``batch_independent`` — each sample's result depends on its own inputs only (True unless the solver
   couples the samples of a batch on purpose, e.g. ``pc`` with batch-averaged SNR norms);
 * ``carried`` — the keys of the state dict that a step reads from earlier steps or writes for later ones
@@ -66,6 +69,7 @@ class Solver:
     carried: ClassVar[tuple] = ()  # state keys passed from step to step (checkpointing replays them)
     stochastic: bool = False  # draws noise although not an SDE solver (an instance may set it from its options)
     requires_additive: ClassVar[bool] = False  # converges for additive noise only (SRA methods)
+    requires_consistency: ClassVar[bool] = False  # samples only with a consistency-function field
     batch_independent: bool = True  # a sample's result ignores the rest of its batch (instances may say False)
 
     # ---- budgets ------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import torch
 from .. import solvers as _solvers
 from ..analytic import Gaussian
 from ..errors import SdeflowValueError
+from ..fields import Field
 from ..noise import BrownianPath
 from ..paths import VP, GaussianPath
 from .convergence import OrderFit, fit_order
@@ -40,10 +41,11 @@ from .moments import affine_output_moments
 
 __all__ = ["OrderCheck", "LangevinCheck", "ode_order", "strong_order", "weak_order", "langevin_bias",
            "assert_ode_order", "assert_strong_order", "assert_weak_order", "assert_langevin_bias",
-           "assert_order", "solver_label", "default_target", "is_stochastic"]
+           "assert_order", "solver_label", "default_target", "is_stochastic", "oracle_field", "AsConsistency"]
 
 D = torch.float64
 DEFAULT_TOL = 0.3  # slopes over four halvings land within ~0.1 of the order once asymptotic
+EXACT_TOL = 1e-10  # what "exact" means for a solver of infinite order: float64 rounding over the steps
 
 
 def default_target(dim: int = 2) -> Gaussian:
@@ -60,6 +62,36 @@ def solver_label(solver) -> str:
 def is_stochastic(solver) -> bool:
     """Whether a solver draws noise (an SDE solver, or e.g. DDPM's ancestral sampler)."""
     return bool(solver.sde or solver.stochastic)
+
+
+class AsConsistency(Field):
+    """``inner``'s data prediction *declared* a consistency function, for the structural checks of a solver that
+    requires one (dtype, determinism, batch independence, equivariance, counts), where any field will do: a
+    denoiser is not a consistency function, so nothing here is about accuracy."""
+
+    kind = "data"
+    consistency = True
+
+    def __init__(self, inner: Field):
+        self.inner = inner
+
+    def predict(self, x, t, path):
+        return self.inner.as_kind("data", x, t, path)
+
+    def __repr__(self):
+        return f"AsConsistency({self.inner!r})"
+
+
+def oracle_field(solver, target, kind: str, path: GaussianPath, t_end: float):
+    """The exact field a check runs ``solver`` with: ``target.field(kind)``, or for a solver that requires a
+    consistency function (``requires_consistency``) the target's exact one towards ``t_end``
+    (:meth:`~sdeflow.Gaussian.consistency_field`) for a Gaussian, else :class:`AsConsistency` of its data
+    prediction (structural checks only)."""
+    if not solver.requires_consistency:
+        return target.field(kind)
+    if isinstance(target, Gaussian):
+        return target.consistency_field(path, t_end)
+    return AsConsistency(target.field("data"))
 
 
 @dataclass
@@ -117,11 +149,18 @@ def _make_check(what, solver, steps, errors, declared, *, floor=None, note="") -
 def assert_order(check: OrderCheck, expected: float | None = None, tol: float = DEFAULT_TOL, *,
                  at_least: bool = False) -> OrderCheck:
     """Raise :class:`AssertionError` unless ``|slope - expected| <= tol`` (``slope >= expected - tol`` with
-    ``at_least``); ``expected`` defaults to the declared order. Returns ``check``."""
+    ``at_least``); ``expected`` defaults to the declared order. An infinite order (a sampler with no
+    discretisation error: ``consistency`` with the exact consistency function) means every level is exact:
+    each error at most :data:`EXACT_TOL` (float64 rounding). Returns ``check``."""
     exp = check.declared if expected is None else expected
     if exp is None:
         raise AssertionError(f"{check.what} of {check.solver!r}: the solver declares no order for this "
                              f"check; pass expected=\n{check.table()}")
+    if exp == math.inf:
+        if not float(np.max(check.errors)) <= EXACT_TOL:
+            raise AssertionError(f"{check}\nexpected exact answers (declared order inf): every error "
+                                 f"<= {EXACT_TOL:g}")
+        return check
     if check.fit is None:
         raise AssertionError(f"{check}\nno order could be fitted: raise n (the Monte Carlo sample size) or "
                              f"use fewer steps, so that at least two levels' errors exceed the floor")
@@ -267,7 +306,7 @@ def weak_order(solver, *, path: GaussianPath | None = None, target: Gaussian | N
         raise SdeflowValueError(f"method must be 'exact' or 'monte_carlo', got {method!r}")
     path = VP() if path is None else path
     target = default_target() if target is None else target
-    field = target.field(kind) if field is None else field
+    field = oracle_field(s, target, kind, path, t_min) if field is None else field
     gamma = gamma if s.sde else 0.0
     m0, V0 = target.moments(path, t_max)
     mt, Vt = target.moments(path, t_min)

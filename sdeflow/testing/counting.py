@@ -18,6 +18,10 @@ class CountingField(Field):
     def takes_model_kwargs(self) -> bool:
         return self.inner.takes_model_kwargs
 
+    @property
+    def consistency(self) -> bool:
+        return self.inner.consistency
+
     def bind(self, path, model_kwargs=None):
         fn = self.inner.bind(path, model_kwargs) if model_kwargs else self.inner.bind(path)
 

@@ -35,7 +35,7 @@ from ..errors import SdeflowValueError
 from ..noise import NoiseSource, PerSampleNoise
 from ..paths import VP, GaussianPath
 from .checks import (DEFAULT_TOL, _make_check, assert_ode_order, assert_order, assert_strong_order,
-                     assert_weak_order, default_target, is_stochastic, solver_label)
+                     assert_weak_order, default_target, is_stochastic, oracle_field, solver_label)
 from .counting import CountingField
 
 __all__ = ["assert_declared_orders", "assert_time_reversible", "assert_batch_independent",
@@ -150,7 +150,7 @@ def assert_batch_independent(solver, *, path: GaussianPath | None = None, target
     the samples of a batch on purpose (e.g. batch-averaged step sizes) declares ``batch_independent =
     False``; :func:`check_solver` then skips this property."""
     s, path, target, kind = _setup(solver, path, target, kind, solver_options)
-    field = target.field(kind)
+    field = oracle_field(s, target, kind, path, t_min)
     x = _prior(target, path, rows + others, t_max, seed)
     y = _prior(target, path, rows + others, t_max, seed + 1)
     y[:rows] = x[:rows]
@@ -216,8 +216,8 @@ def assert_rotation_equivariant(solver, *, path: GaussianPath | None = None, tar
     st = _adaptive_steps(s, steps)
     kw = dict(t_max=t_max, t_min=t_min)
     base_noise = PerSampleNoise(seed) if is_stochastic(s) else None
-    out = _run(s, path, target.field(kind), x, st, noise=base_noise, **kw).x
-    out_r = _run(s, path, rotated.field(kind), x @ Q.T, st,
+    out = _run(s, path, oracle_field(s, target, kind, path, t_min), x, st, noise=base_noise, **kw).x
+    out_r = _run(s, path, oracle_field(s, rotated, kind, path, t_min), x @ Q.T, st,
                  noise=RotatedNoise(base_noise, Q) if base_noise is not None else None, **kw).x
     return _close(out_r, out @ Q.T, atol, f"{solver_label(s)!r}: solve(Q x) vs Q solve(x)")
 
@@ -236,7 +236,7 @@ def assert_preserves_dtype_device(solver, *, path: GaussianPath | None = None, t
     ``rtol32`` x (1 + max|x|) (same normals in both: :class:`~sdeflow.noise.PerSampleNoise`). Returns the
     largest float32 - float64 difference."""
     s, path, target, kind = _setup(solver, path, target, kind, solver_options)
-    field = target.field(kind)
+    field = oracle_field(s, target, kind, path, t_min)
     x64 = _prior(target, path, n, t_max, seed)
     st = _adaptive_steps(s, steps)
     worst = 0.0
@@ -269,7 +269,7 @@ def assert_deterministic(solver, *, path: GaussianPath | None = None, target=Non
     from ..sample import sample
 
     s, path, target, kind = _setup(solver, path, target, kind, solver_options)
-    field = target.field(kind)
+    field = oracle_field(s, target, kind, path, t_min)
     st = _adaptive_steps(s, steps)
     dim = target.dim
 
@@ -310,7 +310,7 @@ def assert_nfe_accounting(solver, *, path: GaussianPath | None = None, target=No
     seen = {}
     for m in steps:
         for fd in (False, True):
-            f = CountingField(target.field(kind))
+            f = CountingField(oracle_field(s, target, kind, path, t_min))
             sol = _run(s, path, f, x, _adaptive_steps(s, m), t_max=t_max, t_min=t_min, final_denoise=fd)
             if f.calls != sol.nfe:
                 raise AssertionError(f"{label!r}, steps={m}, final_denoise={fd}: reports nfe={sol.nfe} but "
@@ -320,7 +320,7 @@ def assert_nfe_accounting(solver, *, path: GaussianPath | None = None, target=No
                                      f"nfe_for_steps({m}) + {int(fd)} = {s.nfe_for_steps(m) + fd}")
             seen[(m, fd)] = sol.nfe
     budget = s.nfe_for_steps(max(steps)) + 1
-    f = CountingField(target.field(kind))
+    f = CountingField(oracle_field(s, target, kind, path, t_min))
     sol = _run(s, path, f, x, None, t_max=t_max, t_min=t_min, nfe=budget)
     if not (f.calls == sol.nfe <= budget):
         raise AssertionError(f"{label!r} with nfe={budget}: reports {sol.nfe}, field called {f.calls} times")
@@ -344,6 +344,7 @@ def applicable(solver, prop: str) -> str | None:
     s = _solvers.get(solver)
     if prop == "declared_orders" and s.adaptive:
         return "adaptive: no fixed step"
+
     if prop == "batch_independence" and not s.batch_independent:
         return "declares batch_independent = False (couples the samples of a batch by design)"
     if prop == "time_reversal" and is_stochastic(s):

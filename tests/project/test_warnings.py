@@ -46,7 +46,8 @@ def test_sampling_a_network_with_parameters_does_not_warn(name, strict_grad_warn
     s = sf.solvers.get(name)
     kw = dict(gamma="reverse") if s.sde else {}
     kw.update(nfe=2000) if s.adaptive else kw.update(steps=4)
-    sol = sf.sample(sf.VP(), sf.NoiseField(_net(torch.float64)), name, n=8, shape=(2,), dtype=torch.float64,
+    wrap = sf.ConsistencyField if s.requires_consistency else sf.NoiseField
+    sol = sf.sample(sf.VP(), wrap(_net(torch.float64)), name, n=8, shape=(2,), dtype=torch.float64,
                     generator=torch.Generator().manual_seed(0), preflight=False, **kw)  # 4 steps: warnings only
     assert torch.isfinite(sol.x).all()
 

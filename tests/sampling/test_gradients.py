@@ -23,8 +23,10 @@ def _net(width: int = 16, seed: int = 0) -> torch.nn.Module:
     return torch.nn.Sequential(torch.nn.Linear(3, width), torch.nn.Tanh(), torch.nn.Linear(width, 2)).to(D)
 
 
-def _field(net):
-    return sf.NoiseField(lambda x, t: net(torch.cat([x, t[:, None].to(x.dtype)], -1)))
+def _field(net, name=None):
+    """The network as a noise predictor, or as a consistency function for a solver that samples one."""
+    wrap = sf.ConsistencyField if name and sf.solvers.get(name).requires_consistency else sf.NoiseField
+    return wrap(lambda x, t: net(torch.cat([x, t[:, None].to(x.dtype)], -1)))
 
 
 def _x0(n: int = 6) -> torch.Tensor:
@@ -58,7 +60,7 @@ def _grads(net, name, opts, noise, mode, steps=8, x0=None, **kw):
     """Samples and the gradients of sum(x^2) with respect to x_init and the network's parameters."""
     x = (_x0() if x0 is None else x0).clone().requires_grad_(True)
     net.zero_grad()
-    out = sf.sample(PATH, _field(net), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts,
+    out = sf.sample(PATH, _field(net, name), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts,
                     **(noise() if noise else {}), **kw).x
     (out ** 2).sum().backward()
     return out.detach(), [x.grad.clone()] + [p.grad.clone() for p in net.parameters()]
@@ -68,7 +70,7 @@ def _grads(net, name, opts, noise, mode, steps=8, x0=None, **kw):
 def test_default_builds_no_graph_and_gives_the_same_samples(name, opts, noise):
     net = _net()
     x = _x0()
-    out = sf.sample(PATH, _field(net), name, x_init=x, steps=8, **WINDOW, **opts, **(noise() if noise else {})).x
+    out = sf.sample(PATH, _field(net, name), name, x_init=x, steps=8, **WINDOW, **opts, **(noise() if noise else {})).x
     assert not out.requires_grad and out.grad_fn is None  # though every parameter requires grad
     ref, _ = _grads(net, name, opts, noise, "full", x0=x)
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
@@ -191,7 +193,7 @@ def saved_bytes(net, name, steps, mode, **opts) -> int:
 
     x = _x0(64).requires_grad_(mode is not None)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        out = sf.sample(PATH, _field(net), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts)
+        out = sf.sample(PATH, _field(net, name), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts)
     del out
     return total[0]
 
@@ -223,7 +225,7 @@ def peak_live_bytes(net, name, steps, mode, **opts) -> int:
 
     x = _x0(64).requires_grad_(mode is not None)
     with LiveBytes() as mem:
-        out = sf.sample(PATH, _field(net), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts).x
+        out = sf.sample(PATH, _field(net, name), name, x_init=x, steps=steps, grad=mode, **WINDOW, **opts).x
         if mode is not None:
             out.square().sum().backward()
     del out

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sdeflow as sf
+from sdeflow.testing.checks import oracle_field
 
 D = torch.float64
 TARGET = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
@@ -21,11 +22,12 @@ def test_nfe_budget_is_never_exceeded(solver, final_denoise):
         # budgets from 1 evaluation: counting, not accuracy (the preflight would refuse the coarsest)
         kw = dict(nfe=budget, x_init=torch.randn(3, 2, dtype=D), gamma=gamma, final_denoise=final_denoise,
                   preflight=False)
+        field = oracle_field(s, TARGET, "noise", sf.VP(), sf.VP().t_min)
         if budget < s.min_nfe + final_denoise:
             with pytest.raises(ValueError, match="below the minimum"):
-                sf.sample(sf.VP(), TARGET.field("noise"), solver, **kw)
+                sf.sample(sf.VP(), field, solver, **kw)
             continue
-        sol = sf.sample(sf.VP(), TARGET.field("noise"), solver, **kw)
+        sol = sf.sample(sf.VP(), field, solver, **kw)
         assert sol.nfe <= budget
         assert sol.nfe > budget - s.evals_per_step  # and the budget is used
 

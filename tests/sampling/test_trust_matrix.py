@@ -17,7 +17,8 @@ Declared exceptions (documented in docs/reliability.md): on a path whose drift j
 while its steps are not much shorter than the knots' spacing (the cell asserts the answer is within it);
 exponential integrators, which step in log-SNR, keep their order there. An exponential integrator whose
 window starts where alpha = 0 (log-SNR -inf) takes that first step at order 1 (exact for a constant data
-prediction), which caps its global order at 2.
+prediction), which caps its global order at 2. A sampler of infinite order (``consistency``, run with the exact
+consistency function, the one field kind it takes) must be exact at every level: errors at rounding (<= 1e-11).
 """
 
 from __future__ import annotations
@@ -43,11 +44,17 @@ REFUSALS = (sf.SdeflowValueError, sf.SdeflowTypeError)
 
 
 class Counting(sf.Field):
-    """The oracle field of ``kind`` (``energy``: an EnergyField of the exact log-density), counting calls."""
+    """The oracle field of ``kind`` (``energy``: an EnergyField of the exact log-density), counting calls;
+    ``consistency=(path, t_min)``: for kind ``data``, the exact consistency function towards ``t_min`` (what a
+    solver with ``requires_consistency`` samples; every other kind is then refused up front)."""
 
-    def __init__(self, kind: str):
+    def __init__(self, kind: str, consistency=None):
         self.calls = 0
-        if kind == "energy":
+        self.consistency = consistency is not None and kind == "data"
+        if self.consistency:
+            self.kind = kind
+            self._inner = TARGET.consistency_field(*consistency)
+        elif kind == "energy":
             self.kind = "score"
             self._inner = None
         else:
@@ -73,7 +80,7 @@ def _declared(solver, path, stochastic: bool, t_max: float, t_min: float) -> flo
     order = (solver.weak_order_additive if solver.sde else solver.order) if stochastic else solver.order
     if order is None:
         return None
-    if solver.needs == "prediction" and _infinite_end(path, t_max, t_min):
+    if solver.needs == "prediction" and _infinite_end(path, t_max, t_min) and order != math.inf:
         # a step out of alpha = 0 or into sigma = 0 (log-SNR infinite) has no second node to interpolate: order 1,
         # exact for a constant data prediction; its O(h^2) local error caps the global order at 2
         # (docs/reliability.md)
@@ -128,7 +135,7 @@ def _steps(solver, path, t_max, t_min) -> list[int]:
 def _error(path, kind, s, m, t_max, t_min, grid):
     """``(error, evaluations)`` of one level: pathwise against the exact flow (ODE), or the exact output
     moments against the exact marginal (samplers that draw noise)."""
-    field = Counting(kind)
+    field = Counting(kind, (path, t_min) if s.requires_consistency else None)
     kw = dict(steps=m, t_max=t_max, t_min=t_min, grid=grid, gamma="reverse" if s.sde else 0.0)
     try:
         if not (s.sde or getattr(s, "stochastic", False)):

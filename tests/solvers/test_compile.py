@@ -13,6 +13,7 @@ import torch
 
 import sdeflow as sf
 from sdeflow import solvers
+from sdeflow.testing.checks import oracle_field
 
 from .fixed_step import BATCH, GAMMA, PATH, STEPS, TARGET  # noqa: F401
 from .fixed_step import setup as _setup
@@ -106,13 +107,15 @@ def test_large_states_alternate_two_buffers_bitwise(name):
     gamma = 1.0 if solvers.get(name).sde else 0.0
     kw = dict(x_init=x0, steps=5, t_min=1e-2, gamma=gamma, check_finite=False,
               preflight=False)  # five steps: the test is bitwise equality of two loops, not accuracy
-    fast = sf.sample(PATH, target.field("noise"), name, generator=torch.Generator().manual_seed(1), **kw).x
-    slow = sf.sample(PATH, target.field("noise"), name, generator=torch.Generator().manual_seed(1),
+    field = oracle_field(solvers.get(name), target, "noise", PATH, 1e-2)
+    fast = sf.sample(PATH, field, name, generator=torch.Generator().manual_seed(1), **kw).x
+    slow = sf.sample(PATH, field, name, generator=torch.Generator().manual_seed(1),
                      return_trajectory=True, **kw).x
     assert torch.equal(fast, slow)
     assert torch.equal(x0, keep)
     lin = torch.nn.Linear(2, 2)
-    out = sf.sample(PATH, sf.NoiseField(lambda x, t: lin(x)), name, generator=torch.Generator().manual_seed(1),
+    wrap = sf.ConsistencyField if solvers.get(name).requires_consistency else sf.NoiseField
+    out = sf.sample(PATH, wrap(lambda x, t: lin(x)), name, generator=torch.Generator().manual_seed(1),
                     grad="full", **kw).x
     out.sum().backward()
     assert lin.weight.grad is not None and torch.isfinite(lin.weight.grad).all()

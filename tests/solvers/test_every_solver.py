@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import sdeflow as sf
+from sdeflow.testing.checks import oracle_field
 from paths_catalogue import ALPHA_ZERO_AT_1, PATHS
 
 TARGET = sf.Gaussian([1.0, -0.5], [0.4, 2.0])
@@ -28,7 +29,7 @@ def test_every_solver_on_every_path_and_dtype(solver, name):
         kw = dict(steps=10, x_init=x64.to(dtype), t_max=t_max, t_min=t_min, gamma=gamma, preflight=False)
         if stochastic:
             kw["noise"] = sf.PerSampleNoise(3)  # the same normals in both precisions
-        sol = sf.sample(path, TARGET.field(kind), s, **kw)
+        sol = sf.sample(path, oracle_field(s, TARGET, kind, path, t_min), s, **kw)
         assert sol.x.dtype == dtype and sol.x.shape == x64.shape
         assert torch.isfinite(sol.x).all()
         out[dtype] = sol.x

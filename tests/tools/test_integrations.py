@@ -459,3 +459,66 @@ def test_v_prediction_is_salimans_and_hos_v():
         torch.testing.assert_close(target.field("v").data(x, t, p), (a * x - s * v) / den, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(target.field("v").noise(x, t, p), (s * x + a * v) / den, rtol=1e-12,
                                    atol=1e-12)
+
+
+# ---- consistency models (CMStochasticIterativeScheduler) -------------------------------------------------
+def _cm_loop(unet, sch, n, seed):
+    """ConsistencyModelPipeline's loop: latents * init_noise_sigma, scale_model_input, model, step(generator)."""
+    sch.set_timesteps(n)
+    g = torch.Generator().manual_seed(seed)
+    y = LATENTS * sch.init_noise_sigma
+    for t in sch.timesteps:
+        y = sch.step(unet(sch.scale_model_input(y, t), t).sample, t, y, generator=g).prev_sample
+    return y
+
+
+@needs_diffusers
+@pytest.mark.parametrize("clip", [True, False])
+@pytest.mark.parametrize("n", [1, 2, 4, 8])
+def test_consistency_sampling_reproduces_cm_stochastic_iterative(unet, n, clip):
+    """Song et al.'s multistep consistency sampling: ``from_diffusers`` maps the scheduler to EDM coordinates, a
+    ConsistencyField in the scheduler's preconditioned form and the ``consistency`` sampler on its sigmas; the
+    same generator gives the same normals (diffusers draws one more at its last step and multiplies it by
+    sqrt(float32(sigma_min)^2 - sigma_min^2) = 6.7e-7, its float32 sigma_min against the float64 one: that term
+    is added back here, from the same draw). Equal to float32 rounding of diffusers' sigmas and scalings."""
+    import diffusers
+
+    sch = diffusers.CMStochasticIterativeScheduler(clip_denoised=clip)
+    recipe = sf.from_diffusers(unet, sch, num_inference_steps=n)
+    assert recipe.solver == "consistency" and isinstance(recipe.path, sf.EDM) and recipe.field.consistency
+    with torch.no_grad():
+        theirs = _cm_loop(unet, sch, n, seed=5)
+        sol = recipe.sample(x_init=recipe.x_init(LATENTS), generator=torch.Generator().manual_seed(5))
+    assert sol.nfe == n
+    g = torch.Generator().manual_seed(5)
+    z_last = [torch.randn(LATENTS.shape, generator=g, dtype=D) for _ in range(n)][-1]
+    last = float((sch.sigmas[-1] ** 2 - sch.config.sigma_min ** 2) ** 0.5) if n > 1 else 0.0
+    assert 0.0 <= last < 1e-6
+    ours = sol.x + last * z_last
+    assert float((ours - theirs).abs().max()) <= 16 * n * U32 * float(theirs.abs().max())
+
+
+@needs_diffusers
+def test_consistency_all_train_timesteps_ends_with_the_identity_step(unet):
+    """With every training timestep the scheduler's last step goes from sigma_min to sigma_min (f(x, eps) = x,
+    clipped): sdeflow's final_denoise. sigma_min = 2^-9 is exact in float32 (no re-noising artifact)."""
+    import diffusers
+
+    sch = diffusers.CMStochasticIterativeScheduler(num_train_timesteps=12, sigma_min=2.0 ** -9)
+    recipe = sf.from_diffusers(unet, sch, num_inference_steps=12)
+    assert recipe.final_denoise and len(recipe.grid) == 12
+    with torch.no_grad():
+        theirs = _cm_loop(unet, sch, 12, seed=2)
+        sol = recipe.sample(x_init=recipe.x_init(LATENTS), generator=torch.Generator().manual_seed(2))
+    assert sol.nfe == 12
+    assert float((sol.x - theirs).abs().max()) <= 16 * 12 * U32 * float(theirs.abs().max())
+
+
+@needs_diffusers
+def test_consistency_recipe_refusals_and_field_only(unet):
+    import diffusers
+
+    with pytest.raises(sf.SdeflowValueError, match="s_noise"):
+        sf.from_diffusers(unet, diffusers.CMStochasticIterativeScheduler(s_noise=1.007), num_inference_steps=2)
+    r = sf.from_diffusers(unet, diffusers.CMStochasticIterativeScheduler())
+    assert r.grid is None and r.field.consistency and r.path.sigma_max == 80.0

@@ -14,6 +14,7 @@ import sdeflow as sf
 from sdeflow.testing import CountingField, PerturbedField
 from sdeflow.testing import strategies as sst
 from sdeflow.testing.properties import assert_batch_independent
+from sdeflow.testing.checks import oracle_field
 
 D = torch.float64
 
@@ -79,7 +80,7 @@ def test_random_problems_batch_independence_and_nfe(target, path, grid, solver):
     else:
         with pytest.raises(AssertionError, match="samples alone vs in"):
             independent()
-    field = CountingField(target.field("noise"))
+    field = CountingField(oracle_field(solver, target, "noise", path, grid[-1]))
     x = target.marginal(path, 1.0).sample(3, generator=torch.Generator().manual_seed(0), dtype=D)
     sol = sf.sample(path, field, solver, grid=grid, x_init=x, gamma="reverse" if solver.sde else 0.0,
                     noise=sf.PerSampleNoise(0), preflight=False)  # counts on random coarse grids, not accuracy
