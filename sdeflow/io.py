@@ -172,7 +172,7 @@ def _fspath(path, name: str = "path") -> str:
 
 def _device(device) -> torch.device:
     """``device`` as a torch.device that exists here (tensors are read on the CPU and moved there)."""
-    dev = check_device(device)
+    dev = torch.device("meta") if str(device) == "meta" else check_device(device)
     if dev.type == "meta":
         raise SdeflowValueError("device='meta' would drop the data being loaded; load on 'cpu' (or a GPU) and "
                                 "build meta tensors from the shapes if that is what you need")
