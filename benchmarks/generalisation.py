@@ -75,10 +75,11 @@ def run(problems, out, n, seed, nfes, solvers, grids, peers=True):
         print(f"{p}: {len(rows)} rows -> {f}", file=sys.stderr)
 
 
-def rerun_default(problems, out, n, seed, nfes):
-    """Replace the ``default`` rows of stored runs by a fresh run of today's default (after changing it)."""
-    from sdeflow.bench.run import _default_rows, _Progress
+def _replace_rows(problems, out, nfes, make_rows, drop, what):
+    """In each stored run ``rows_<problem>.json`` under ``out``, replace the rows ``drop(row)`` selects by
+    ``make_rows(problem, nfes, x, repeats, progress)`` on the run's own initial noise."""
     from sdeflow.bench.problems import get_problem
+    from sdeflow.bench.run import _Progress
 
     for p in problems:
         f = os.path.join(out, f"rows_{p}.json")
@@ -86,32 +87,27 @@ def rerun_default(problems, out, n, seed, nfes):
             data = json.load(fh)
         prob = get_problem(p)
         x = prob.initial(data["n"], data["seed"], dtype=torch.float64)
-        new = _default_rows(prob, list(nfes), x, 1, _Progress(False, 0))
-        data["rows"] = [r for r in data["rows"] if r["solver"] != "default"] + new
+        new = make_rows(prob, list(nfes), x, 1, _Progress(False, 0))
+        data["rows"] = [r for r in data["rows"] if not drop(r)] + new
         with open(f + ".tmp", "w") as fh:
             json.dump(data, fh)
         os.replace(f + ".tmp", f)
-        print(f"{p}: default rows re-run", file=sys.stderr)
+        print(f"{p}: {len(new)} {what} rows", file=sys.stderr)
+
+
+def rerun_default(problems, out, n, seed, nfes):
+    """Replace the ``default`` rows of stored runs by a fresh run of today's default (after changing it)."""
+    from sdeflow.bench.run import _default_rows
+
+    _replace_rows(problems, out, nfes, _default_rows, lambda r: r["solver"] == "default", "default")
 
 
 def add_optimized(problems, out, nfes):
     """Add the rows of the cached ``optimize_grid`` grids (``sdeflow/bench/optimized_grids.json``: ``exp_pc`` on a
     grid bought with 256 pilot samples of another seed) to stored runs, on the same noise."""
-    from sdeflow.bench.run import _optimized_rows, _Progress
-    from sdeflow.bench.problems import get_problem
+    from sdeflow.bench.run import _optimized_rows
 
-    for p in problems:
-        f = os.path.join(out, f"rows_{p}.json")
-        with open(f) as fh:
-            data = json.load(fh)
-        prob = get_problem(p)
-        x = prob.initial(data["n"], data["seed"], dtype=torch.float64)
-        new = _optimized_rows(prob, list(nfes), x, 1, _Progress(False, 0))
-        data["rows"] = [r for r in data["rows"] if r["grid"] != "optimized"] + new
-        with open(f + ".tmp", "w") as fh:
-            json.dump(data, fh)
-        os.replace(f + ".tmp", f)
-        print(f"{p}: {len(new)} optimised-grid rows", file=sys.stderr)
+    _replace_rows(problems, out, nfes, _optimized_rows, lambda r: r["grid"] == "optimized", "optimised-grid")
 
 
 def _errs(r):
