@@ -111,7 +111,8 @@ def add_optimized(problems, out, nfes):
 
 
 def _errs(r):
-    """(rms, worst) of a row: against the problem's window (``problem_window`` for own-timestep rows)."""
+    """(rms, worst) of a row against the problem's window (``error``; runs stored before the own-timestep rows
+    measured ``error`` over their own window keep the problem's in ``problem_window``)."""
     if r.get("problem_window"):
         return r["problem_window"]["rms"], r["problem_window"]["max"]
     return r["error"], r["error_max"]

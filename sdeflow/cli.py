@@ -20,8 +20,9 @@ _DESCRIPTION = ("sdeflow: verified ODE/SDE solvers for diffusion, score-based, f
                 "(JSON) and work-precision diagrams (PNG).")
 
 _LEGEND = ("pathwise_rms: RMS distance to the exact / float64 probability-flow reference from the same noise "
-           "(pathwise_q99 / pathwise_max: the 99th percentile / largest per-sample distance; problem_window_*: "
-           "rows on diffusers' own timesteps against the problem's window); 'default': sample(path, field, "
+           "(pathwise_q99 / pathwise_max: the 99th percentile / largest per-sample distance; own_window_*: "
+           "rows on diffusers' own timesteps against the exact flow over their own, shorter window; their "
+           "pathwise_* figures, like every row's, are against the problem's window); 'default': sample(path, field, "
            "nfe=N) with every other argument at its default; strong_rms: to a fine reverse-SDE solve on the same "
            "Brownian path; weak_*: mean / covariance error, sliced W2 and MMD between the SDE samples and as many "
            "exact target samples, beside mc_floor (the same metric between two independent exact sets: below it "

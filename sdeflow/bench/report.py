@@ -1,7 +1,8 @@
 """Plain-text tables of benchmark rows: one table per metric, a line per (problem, solver, grid), a column
 per NFE budget. The ODE rows' tail gets two tables after ``pathwise_rms``: ``pathwise_q99`` (99th percentile
-of the per-sample errors) and ``pathwise_max`` (the worst sample); rows on diffusers' own timesteps measured
-against the problem's window get ``problem_window_rms`` / ``problem_window_max``. Weak SDE metrics
+of the per-sample errors) and ``pathwise_max`` (the worst sample); rows on diffusers' own timesteps, measured
+like every row against the problem's reference, also get ``own_window_rms`` / ``own_window_max`` (against the
+exact flow over their own window: the same algorithm on the same times, peer beside sdeflow). Weak SDE metrics
 (``row["weak"]``) get a table each, with the Monte Carlo floor (``solver="mc_floor"``) as a line of its own.
 The SDE rows' tail (``error_q99``, ``error_max``) is in the rows only."""
 
@@ -44,10 +45,10 @@ def metric_tables(rows: list[dict]) -> dict:
         if sel and metric == "pathwise_rms":
             out["pathwise_q99"] = (sel, lambda r: r.get("error_q99"))
             out["pathwise_max"] = (sel, lambda r: r.get("error_max"))
-            own = [r for r in sel if r.get("problem_window")]
+            own = [r for r in sel if r.get("own_window")]
             if own:
-                out["problem_window_rms"] = (own, lambda r: r["problem_window"]["rms"])
-                out["problem_window_max"] = (own, lambda r: r["problem_window"]["max"])
+                out["own_window_rms"] = (own, lambda r: r["own_window"]["rms"])
+                out["own_window_max"] = (own, lambda r: r["own_window"]["max"])
     weak = [r for r in rows if r.get("weak")]
     for k in WEAK_METRICS:
         if weak:

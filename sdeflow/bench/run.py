@@ -394,9 +394,11 @@ def _peer_rows(problem, nfes, x, repeats, notes, prog):
 
 def _own_grid_rows(problem, nfes, x, repeats, prog):
     """diffusers' DDIM and UniPC on the timesteps their ``set_timesteps(nfe)`` chooses, each beside sdeflow's
-    matching solver on exactly those times (same window, noise and field); both measured against the exact
-    flow over that window (``error``), and against the problem's reference over its own window
-    (``problem_window``: the window is part of the sampler)."""
+    matching solver on exactly those times (same window, noise and field). ``error`` (and its tail) is measured,
+    as every other row's, against the problem's reference over the problem's window: their window is part of
+    the sampler, so these rows compare with the others in the same tables. ``own_window = {rms, q99, max}``
+    measures the same samples against the exact flow over their own window (the faithfulness check: the same
+    algorithm on the same times, peer beside sdeflow)."""
     from .peers import OWN_GRID_PEERS, own_grid
 
     full = problem.reference(x)
@@ -411,13 +413,13 @@ def _own_grid_rows(problem, nfes, x, repeats, prog):
                 continue
             y, used, taus = out
             grid = own_grid(problem, taus)
-            ref = problem.reference(x, t_max=grid[0], t_min=grid[-1])
-            rows.append(_row(problem, name, label, nfe, used, pathwise_errors(y, ref), "pathwise_rms", wall, peer=True,
-                             problem_window=pathwise_errors(y, full)))
+            own = problem.reference(x, t_max=grid[0], t_min=grid[-1])
+            rows.append(_row(problem, name, label, nfe, used, pathwise_errors(y, full), "pathwise_rms", wall, peer=True,
+                             own_window=pathwise_errors(y, own)))
             sol, wall = _timed(lambda: _sample(problem.path, problem.field(), ours, grid=grid, x_init=x,
                                               final_denoise=problem.final_denoise), repeats, warm=i == 0)
-            rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_errors(sol.x, ref), "pathwise_rms", wall,
-                             problem_window=pathwise_errors(sol.x, full)))
+            rows.append(_row(problem, ours, label, nfe, sol.nfe, pathwise_errors(sol.x, full), "pathwise_rms", wall,
+                             own_window=pathwise_errors(sol.x, own)))
             prog.done(2)
     return rows
 
@@ -470,8 +472,8 @@ def run_bench(problems=QUICK["problems"], solvers=None, nfes=DEFAULT_NFES, sde_n
               notes: list | None = None, progress: bool = False) -> list[dict]:
     """Rows of ``{problem, solver, grid, nfe_budget, nfe, error, error_q99, error_max, metric, wall_s}``
     (``error`` the RMS over samples, ``error_q99`` / ``error_max`` the 99th percentile and maximum of the
-    per-sample errors; rows on diffusers' own timesteps add ``problem_window = {rms, q99, max}`` against the
-    problem's window; ``solver="default"`` rows run ``sample``'s defaults); SDE rows add
+    per-sample errors, against the problem's reference; rows on diffusers' own timesteps add ``own_window =
+    {rms, q99, max}`` against the exact flow over their own window; ``solver="default"`` rows run ``sample``'s defaults); SDE rows add
     ``weak={mean, cov, sliced_w2, mmd}``, peers ``peer=True``, optimised grids ``pilot_network_calls``;
     ``solver="mc_floor"`` rows hold the weak metrics' Monte Carlo floor. ``notes`` collects lines on skipped
     peers and metrics. ``solvers=None`` runs ``DEFAULT_SOLVERS``; ``grids`` apply to the ODE solvers

@@ -9,7 +9,7 @@ import torch
 
 import sdeflow as sf
 from sdeflow.bench import Problem, get_problem, mc_floor, register_problem, run_bench, weak_metrics
-from sdeflow.bench.metrics import mmd_bandwidth
+from sdeflow.bench.metrics import mmd_bandwidth, pathwise_errors
 
 N = 1000
 
@@ -253,7 +253,7 @@ def test_learned_reference_is_tight(one_thread, ref_cache):
 def test_learned_problems_give_rows_with_tail_metrics_and_peers(one_thread, ref_cache):
     """A learned EDM problem and the learned DDPM-schedule one run through the bench: every pathwise row has its
     RMS, 99th percentile and worst sample (RMS <= max, q99 <= max), the peers run on the same network (EDM-form
-    peers on VE, diffusers' DDPM schedulers on DiscreteVP, own-timestep rows also against the problem's window),
+    peers on VE, diffusers' DDPM schedulers on DiscreteVP, own-timestep rows against the problem's window and their own),
     the default sampler has rows, weak metrics are skipped with a note, and the tables print the tails."""
     import importlib.util
 
@@ -277,9 +277,22 @@ def test_learned_problems_give_rows_with_tail_metrics_and_peers(one_thread, ref_
                    for r in measured) or importlib.util.find_spec("diffusers") is None
         assert any(f"weak metrics skipped on {name}" in n for n in notes)
     if importlib.util.find_spec("diffusers") is not None:
-        own = [r for r in rows if r.get("problem_window")]
+        own = [r for r in rows if r.get("own_window")]
         assert {r["solver"] for r in own} == {"diffusers:ddim", "ddim", "diffusers:unipc", "unipc"}
         assert all(r["problem"] == "learned_spiral_ddpm" for r in own)
+        # ``error`` is against the problem's window, like every row's (the window is part of the sampler):
+        # recomputed for sdeflow's unipc on UniPC's own timesteps; ``own_window`` against the shorter window
+        from sdeflow.bench.peers import OWN_GRID_PEERS, own_grid
+
+        p = get_problem("learned_spiral_ddpm")
+        x = p.initial(32, seed=0)
+        taus = OWN_GRID_PEERS["diffusers:unipc"][1](p, x, 10)[2]
+        grid = own_grid(p, taus)
+        y = sf.sample(p.path, p.field(), "unipc", grid=grid, x_init=x, final_denoise=True).x
+        row = next(r for r in own if r["solver"] == "unipc" and r["nfe_budget"] == 10)
+        assert row["error"] == pytest.approx(pathwise_errors(y, p.reference(x))["rms"], rel=1e-9)
+        own_ref = p.reference(x, t_max=grid[0], t_min=grid[-1])
+        assert row["own_window"]["rms"] == pytest.approx(pathwise_errors(y, own_ref)["rms"], rel=1e-9)
     text = format_table(rows)
     for table in ("[pathwise_rms]", "[pathwise_q99]", "[pathwise_max]", "[strong_rms]"):
         assert table in text
