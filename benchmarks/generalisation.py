@@ -199,38 +199,66 @@ def _family(problem) -> str:
     return "DiscreteVP" if isinstance(get_problem(problem).path, DiscreteVP) else "other paths"
 
 
-def candidates(out, problems, nfes, grids, top=8):
-    """Per budget and path family: each (solver, grid) on the budget's window, by its worst and geometric-mean
-    RMS ratio to the best named configuration over the problems (a refused configuration counts as infinite)."""
+def candidates(out, problems, nfes, grids, top=8, target=1.5):
+    """Per budget and path family: each named configuration (solver, grid, window: the path's, or the budget's
+    ``+end``) by its worst and geometric-mean RMS ratio to the best named configuration over the problems (a
+    refused configuration counts as infinite); then the pairs of problems of the family with the same dimension
+    that no configuration serves within ``target`` of the best named on both. Such a pair shows that no default
+    choosing among the named configurations from what a sampler is given (path, field kind, budget, shape) can
+    be within ``target`` on every problem."""
     fams = {}
     for p in problems:
         fams.setdefault(_family(p), []).append(p)
-    return "\n".join(_candidates(out, fam, ps, nfes, grids, top) for fam, ps in fams.items())
+    return "\n".join(_candidates(out, fam, ps, nfes, grids, top, target) for fam, ps in fams.items())
 
 
-def _candidates(out, family, problems, nfes, grids, top):
+def _config_ratios(out, problems, nfe, grids, summ):
+    """``{(solver, grid label): {problem: RMS / best named RMS}}`` over the named configurations."""
+    named = set(grids) | {g + "+end" for g in grids}
+    ratios = {}
+    for p in problems:
+        f = os.path.join(out, f"rows_{p}.json")
+        if not os.path.exists(f) or "named_rms" not in summ.get((p, nfe), {}):
+            continue
+        best = summ[(p, nfe)]["named_rms"]
+        for r in json.load(open(f))["rows"]:
+            if (r["nfe_budget"] == nfe and r["metric"] == "pathwise_rms" and not r.get("peer")
+                    and r["grid"] in named and r["solver"] != "default"):
+                e = r["error"] if _ok(r["error"]) and not r.get("preflight") else math.inf
+                ratios.setdefault((r["solver"], r["grid"]), {})[p] = e / best
+    return ratios
+
+
+def _candidates(out, family, problems, nfes, grids, top, target):
+    from sdeflow.bench.problems import get_problem
+
     summ = {(s["problem"], s["nfe"]): s for s in summarise(out, problems, nfes, grids)}
     lines = []
     for nfe in nfes:
-        ratios = {}
-        for p in problems:
-            f = os.path.join(out, f"rows_{p}.json")
-            if not os.path.exists(f) or "named_rms" not in summ.get((p, nfe), {}):
-                continue
-            best = summ[(p, nfe)]["named_rms"]
-            for r in json.load(open(f))["rows"]:
-                if (r["nfe_budget"] == nfe and not r.get("peer") and r["grid"].endswith("+end")
-                        and r["grid"][:-4] in grids):
-                    e = r["error"] if _ok(r["error"]) and not r.get("preflight") else math.inf
-                    ratios.setdefault((r["solver"], r["grid"][:-4]), {})[p] = e / best
+        ratios = _config_ratios(out, problems, nfe, grids, summ)
         n_prob = max((len(v) for v in ratios.values()), default=0)
         ranked = sorted(((max(v.values()), math.exp(sum(math.log(x) for x in v.values()) / len(v))
                           if all(math.isfinite(x) for x in v.values()) else math.inf, k, max(v, key=v.get))
                          for k, v in ratios.items() if len(v) == n_prob), key=lambda t: t[0])
-        lines.append(f"\n{family}, NFE {nfe}: (solver, grid) on the budget's window, worst / geometric-mean RMS "
-                     f"ratio to the best named over {n_prob} problems")
+        lines.append(f"\n{family}, NFE {nfe}: (solver, grid[+end]), worst / geometric-mean RMS ratio to the best "
+                     f"named over {n_prob} problems")
         for worst, gm, (solver, grid), where in ranked[:top]:
-            lines.append(f"  {solver:14s} {grid:10s} worst {worst:6.3f} ({where})  geo-mean {gm:6.3f}")
+            lines.append(f"  {solver:14s} {grid:14s} worst {worst:6.3f} ({where})  geo-mean {gm:6.3f}")
+        probs = sorted({p for v in ratios.values() for p in v})
+        for dim in sorted({get_problem(p).dim for p in probs}):
+            group = [p for p in probs if get_problem(p).dim == dim]
+            worst, (solver, grid) = min((max(v.get(p, math.inf) for p in group), k) for k, v in ratios.items())
+            lines.append(f"  dim {dim} ({len(group)} problems): the best single configuration, {solver}/{grid}, "
+                         f"is within {worst:.2f}x of the best named on each")
+        for i, a in enumerate(probs):
+            for b in probs[i + 1:]:
+                if get_problem(a).dim != get_problem(b).dim:
+                    continue
+                both = min((max(v[a], v[b]), k) for k, v in ratios.items() if a in v and b in v)
+                if both[0] > target:
+                    lines.append(f"  no configuration within {target}x on both {a} and {b} (dim "
+                                 f"{get_problem(a).dim}): the best serves them at {both[0]:.2f}x "
+                                 f"({both[1][0]}/{both[1][1]})")
     return "\n".join(lines)
 
 
