@@ -46,11 +46,12 @@ NFES = (10, 20, 50)
 
 def ode_solvers() -> tuple:
     """Every registered fixed-step deterministic ODE solver (``ancestral`` is stochastic, ``dopri5``
-    adaptive: neither takes a budget of fixed steps)."""
+    adaptive: neither takes a budget of fixed steps; ``consistency`` samples only a consistency function, not
+    a denoiser's field)."""
     out = []
     for name in _solvers.available():
         s = _solvers.get(name)
-        if s.sde or s.adaptive or name == "ancestral":
+        if s.sde or s.adaptive or s.requires_consistency or name == "ancestral":
             continue
         out.append(name)
     return tuple(out)
