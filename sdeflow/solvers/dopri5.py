@@ -173,18 +173,43 @@ class Dopri5(ODESolver):
         return direction * np.minimum(np.minimum(100 * h0, h1), abs(t1 - t0))
 
     def _integrate_rows(self, term, x, grid, callback):
-        tab = DOPRI5
-        stage_rows, err_row = tab._rows, tuple((j, float(v)) for j, v in enumerate(tab.b_err) if v)
         n = x.shape[0]
-        col = (-1,) + (1,) * (x.dim() - 1)
         acc = np.zeros(n, dtype=np.int64)
         rej = np.zeros(n, dtype=np.int64)
         evals = np.zeros(n, dtype=np.int64)
-        span = abs(grid[-1] - grid[0])
         check_budget_rows(term, "dopri5", evals, 2 if self.first_step is None else 1)
         f0 = term.drift_at(torch.full((n,), grid[0], dtype=torch.float64), x)
         evals += 1
         h = self._initial_steps(term, x, grid[0], grid[-1], f0, evals)
+        # per-evaluation finiteness checks (term.check) cost a synchronisation per evaluation; a step's error norm
+        # synchronises anyway and is NaN for a row whose stages were not finite, so the loop checks that instead
+        # and replays only such a step with the checks on (the same evaluations: they name the one at fault)
+        check = term.check
+        try:
+            term.check = False
+            x = self._rows_loop(term, x, grid, callback, f0, h, acc, rej, evals, check)
+        finally:
+            term.check = check
+        return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
+
+    def _rows_loop(self, term, x, grid, callback, f0, h, acc, rej, evals, check: bool):
+        """:meth:`_integrate_rows`'s steps from ``(grid[0], x)`` (derivative ``f0``, first steps ``h``), counting
+        into ``acc``, ``rej``, ``evals``; the state at ``grid[-1]``."""
+        tab = DOPRI5
+        stage_rows, err_row = tab._rows, tuple((j, float(v)) for j, v in enumerate(tab.b_err) if v)
+        n = x.shape[0]
+        col = (-1,) + (1,) * (x.dim() - 1)
+        span = abs(grid[-1] - grid[0])
+
+        def stages(xa, fa, ta, hs, hcol):
+            """The stage derivatives of one attempted step from ``(ta, xa)`` with steps ``hs`` (``hcol`` on the
+            device); the last stage's input is the update (FSAL): ``(ks, x_new)``."""
+            ks = [fa]
+            for s in range(1, tab.stages):
+                x_new = _combine_rows(xa, ks, stage_rows[s], hcol)
+                ks.append(term.drift_at(torch.from_numpy(ta + tab.c[s] * hs), x_new))
+            return ks, x_new
+
         for i in range(len(grid) - 1):
             t_end = grid[i + 1]
             direction = 1.0 if t_end > grid[i] else -1.0
@@ -192,7 +217,9 @@ class Dopri5(ODESolver):
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
             if i and term.piecewise:  # the drift jumps at this grid time: no FSAL across it
                 check_budget_rows(term, "dopri5", evals, 1)
+                term.check = check  # no step replays this evaluation: checked here
                 f0 = term.drift_at(torch.full((n,), grid[i], dtype=torch.float64), x)
+                term.check = False
                 evals += 1
             # the rows still running in this interval: their batch indices, state, derivative, time, step and
             # attempted steps (acc + rej)
@@ -208,19 +235,18 @@ class Dopri5(ODESolver):
                 last = np.abs(ha) >= np.abs(remaining)
                 hs = np.where(last, remaining, ha)
                 check_budget_rows(term, "dopri5", evals[idx], tab.stages - 1)
-                hcol = torch.as_tensor(hs).to(dtype=x.dtype, device=x.device).reshape(col)
-                ks = [fa]
-                for s in range(1, tab.stages):  # the last stage's input is the update (FSAL): x_new
-                    x_new = _combine_rows(xa, ks, stage_rows[s], hcol)
-                    ks.append(term.drift_at(torch.from_numpy(ta + tab.c[s] * hs), x_new))
+                hcol = torch.from_numpy(hs).to(dtype=x.dtype, device=x.device).reshape(col)
+                ks, x_new = stages(xa, fa, ta, hs, hcol)
                 evals[idx] += tab.stages - 1
                 na += 1
                 ratio = row_errors(_combine_rows(None, ks, err_row, hcol), xa, x_new, self.rtol, self.atol)
+                if check and not np.isfinite(ratio).all():
+                    term.check = True  # raises at the first evaluation that is not finite, if one is
+                    stages(xa, fa, ta, hs, hcol)
                 check_progress_rows("dopri5", ta, hs, span, ratio, rows=idx)
                 proposal = hs * self.controller.factors(ratio)
                 ok = ratio <= 1.0
-                all_ok = bool(ok.all())
-                if all_ok:
+                if ok.all():
                     acc[idx] += 1
                     ta = np.where(last, t_end, ta + hs)
                     xa, fa = x_new, ks[-1]
@@ -235,24 +261,23 @@ class Dopri5(ODESolver):
                 ha = np.where(ok & last, direction * np.maximum(np.abs(ha), np.abs(proposal)), proposal)
                 done = (t_end - ta) * direction <= close
                 if done.any():  # rows at the grid time leave the batched evaluation
-                    if done.all():
-                        x_out.index_copy_(0, torch.from_numpy(idx).to(x.device), xa)
-                        f_out.index_copy_(0, torch.from_numpy(idx).to(x.device), fa)
-                        h[idx] = ha
-                        break
+                    d = np.flatnonzero(done)
+                    rows = torch.from_numpy(idx[d]).to(x.device)
+                    if d.size == idx.size:
+                        x_out.index_copy_(0, rows, xa)
+                        f_out.index_copy_(0, rows, fa)
                     else:
-                        d = torch.from_numpy(np.flatnonzero(done)).to(x.device)
-                        rows = torch.from_numpy(idx[done]).to(x.device)
-                        x_out.index_copy_(0, rows, xa.index_select(0, d))
-                        f_out.index_copy_(0, rows, fa.index_select(0, d))
-                        h[idx[done]] = ha[done]
+                        dd = torch.from_numpy(d).to(x.device)
+                        x_out.index_copy_(0, rows, xa.index_select(0, dd))
+                        f_out.index_copy_(0, rows, fa.index_select(0, dd))
                         k = torch.from_numpy(np.flatnonzero(~done)).to(x.device)
                         xa, fa = xa.index_select(0, k), fa.index_select(0, k)
-                        idx, ta, ha, na = idx[~done], ta[~done], ha[~done], na[~done]
+                    h[idx[d]] = ha[d]
+                    idx, ta, ha, na = idx[~done], ta[~done], ha[~done], na[~done]
             x, f0 = x_out, f_out
             if callback is not None:
                 callback(i, x)
-        return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
+        return x
 
     def steps_per_sample(self, noise) -> bool:
         return self.per_sample
