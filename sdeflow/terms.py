@@ -50,11 +50,11 @@ class RunContext:
 
     :meth:`Term.start_run` installs a fresh context at the start of a solve (:func:`sdeflow.runner.run` and
     :func:`sdeflow.runner.diagnose` do); the term's :attr:`~Term.nfe`, :attr:`~Term.check`,
-    :attr:`~Term.on_accept` and :attr:`~Term.interval` read and write the current one, so a context kept from an
-    earlier solve keeps that solve's count while the term serves the next.
+    :attr:`~Term.on_accept`, :attr:`~Term.interval` and :attr:`~Term.rows` read and write the current one, so a
+    context kept from an earlier solve keeps that solve's count while the term serves the next.
     """
 
-    __slots__ = ("nfe", "check", "on_accept", "interval")
+    __slots__ = ("nfe", "check", "on_accept", "interval", "rows")
 
     def __init__(self, check: bool = False, on_accept: Callable | None = None):
         #: evaluations of the field (or drift) made in this solve
@@ -65,10 +65,13 @@ class RunContext:
         self.on_accept = on_accept
         #: ``(t_start, t_end)`` of the grid interval an adaptive solver is stepping in (it sets it)
         self.interval = None
+        #: the batch indices (an int64 tensor) of the rows the evaluations receive, when a per-sample solver
+        #: evaluates only the rows still running (it sets it); None: every row, in batch order
+        self.rows = None
 
     def __repr__(self):
         return (f"RunContext(nfe={self.nfe}, check={self.check}, on_accept={self.on_accept!r}, "
-                f"interval={self.interval!r})")
+                f"interval={self.interval!r}, rows={self.rows!r})")
 
 
 def _undeclared(term, what: str):
@@ -91,7 +94,7 @@ class Term:
     ``coeffs`` / ``coeff_arrays`` and the paths (:attr:`path`, :attr:`ipath`), which only a field term has.
 
     **Per-solve state** lives in a :class:`RunContext` (:attr:`context`), not on the term: :attr:`nfe`,
-    :attr:`check`, :attr:`on_accept` and :attr:`interval` forward to it, and :meth:`start_run` begins a new one.
+    :attr:`check`, :attr:`on_accept`, :attr:`interval` and :attr:`rows` forward to it, and :meth:`start_run` begins a new one.
     A term may serve several solves (the chunks of one ``sample`` call; repeated solves under
     ``torch.compile``): its tables and the step programs it caches (:meth:`cached_program`) are built once.
     """
@@ -194,6 +197,17 @@ class Term:
     @interval.setter
     def interval(self, value: tuple | None) -> None:
         self.context.interval = value
+
+    @property
+    def rows(self) -> Tensor | None:
+        """The batch indices (int64 tensor on the state's device) of the rows the evaluations receive, set by a
+        per-sample solver that evaluates only the rows still running; None: every row, in batch order. A
+        term with per-sample data (:class:`CallableTerm`'s ``row_data``) hands the function those rows' data."""
+        return self.context.rows
+
+    @rows.setter
+    def rows(self, value: Tensor | None) -> None:
+        self.context.rows = value
 
     def cached_program(self, solver, grid: list, build: Callable[[], object]):
         """``build()`` (a :class:`~sdeflow.solvers.program.Program` for ``solver`` on ``grid``), kept on the term
@@ -627,18 +641,26 @@ class CallableTerm(Term):
     ``noise_type``: ``"diagonal"`` (independent noise per entry, ``g`` elementwise), ``"scalar"`` (one
     Brownian motion per sample, shared by all entries) or ``"additive"`` (``g`` does not depend on ``x``;
     declared by the user, required by additive-noise methods such as SRA1).
+
+    ``row_data``: per-sample tensors (first dimension the batch) the drift takes as ``drift(x, t, *row_data)``;
+    when a per-sample solver evaluates only the rows still running (:attr:`~Term.rows`), the drift gets those
+    rows' data (e.g. :func:`sdeflow.log_likelihood`'s Hutchinson probes).
     """
 
     _what = "drift"
     gamma2_fn = None  # no Gaussian path: the diffusion is the user's (diffusion / diffusion_at)
 
     def __init__(self, drift: Callable, diffusion, times: np.ndarray, like: Tensor, *,
-                 noise_type: str = "diagonal", step_of: np.ndarray | None = None):
+                 noise_type: str = "diagonal", step_of: np.ndarray | None = None, row_data: tuple = ()):
         if not callable(drift):
             raise SdeflowTypeError(f"drift must be callable as drift(x, t), got {type(drift).__name__}")
         if noise_type not in ("diagonal", "scalar", "additive"):
             raise SdeflowValueError(f"noise_type must be 'diagonal', 'scalar' or 'additive', got {noise_type!r}")
         self.fn = drift
+        if row_data:
+            # drift(x, t, *row_data), each of the row_data restricted to the rows evaluated (rows)
+            self._user, self._row_data, self._selected = drift, tuple(row_data), (None, tuple(row_data))
+            self.fn = self._with_rows
         self.times = np.asarray(times, dtype=np.float64)
         self.step_of = step_of
         self._tb = _time_tensors(self.times, like) if len(self.times) else []
@@ -663,6 +685,15 @@ class CallableTerm(Term):
         # constant). A diffusion g(x, t) has no such form: the solvers' hand-written steps take it.
         n = len(self.times)
         self.affine = None if self._g_fn is not None else (np.zeros(n), np.ones(n), np.full(n, self._g_const))
+
+    def _with_rows(self, x: Tensor, t: Tensor) -> Tensor:
+        """``drift(x, t, *row_data)`` with the per-sample data of the rows ``x`` holds (:attr:`rows`), selected
+        once per set of rows."""
+        rows = self.context.rows
+        if self._selected[0] is not rows:
+            data = self._row_data if rows is None else tuple(d.index_select(0, rows) for d in self._row_data)
+            self._selected = (rows, data)
+        return self._user(x, t, *self._selected[1])
 
     def _t(self, j, x):
         tb = self._tb[j]

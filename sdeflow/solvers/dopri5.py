@@ -19,7 +19,10 @@ the next grid time leaves the batched evaluation (compaction), so a batch costs 
 work. A row's arithmetic involves only that row (elementwise updates, no fused multiply-adds, per-row
 reductions), so its result is bitwise the same whatever rows share its batch, chunk or shard, given a field
 that computes each row on its own. Samples wait for each other only at grid times (the trajectory is
-recorded there, and a piecewise path's knots are grid times).
+recorded there, and a piecewise path's knots are grid times). The term's :attr:`~sdeflow.terms.Term.rows` names
+the rows an evaluation receives (per-sample data, such as :func:`sdeflow.solve`'s ``row_data``, follow them).
+Finiteness (``check_finite``) is read from each step's error norms, which are NaN for a row whose evaluations
+were not finite: such a step is replayed with per-evaluation checks, which name the evaluation at fault.
 
 ``per_sample=False``: one step size for the whole batch, from the worst sample's error (``error_norm="sample"``)
 or the batch RMS (``"batch"``), one host decision per step; the result of a row depends on the others.
@@ -189,7 +192,7 @@ class Dopri5(ODESolver):
             term.check = False
             x = self._rows_loop(term, x, grid, callback, f0, h, acc, rej, evals, check)
         finally:
-            term.check = check
+            term.check, term.rows = check, None
         return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
 
     def _rows_loop(self, term, x, grid, callback, f0, h, acc, rej, evals, check: bool):
@@ -224,6 +227,7 @@ class Dopri5(ODESolver):
             # the rows still running in this interval: their batch indices, state, derivative, time, step and
             # attempted steps (acc + rej)
             idx = np.arange(n)
+            term.rows = None  # every row, in batch order (term.rows: the rows the evaluations receive)
             xa, fa, ta, ha, na = x, f0, np.full(n, grid[i]), h.copy(), acc + rej
             x_out, f_out = torch.empty_like(x), torch.empty_like(f0)
             while idx.size:
@@ -274,6 +278,7 @@ class Dopri5(ODESolver):
                         xa, fa = xa.index_select(0, k), fa.index_select(0, k)
                     h[idx[d]] = ha[d]
                     idx, ta, ha, na = idx[~done], ta[~done], ha[~done], na[~done]
+                    term.rows = torch.from_numpy(idx).to(x.device)
             x, f0 = x_out, f_out
             if callback is not None:
                 callback(i, x)
