@@ -39,7 +39,7 @@ import torch
 
 from .errors import unknown_name
 
-__all__ = ["KINDS", "kind_uw", "conversion", "check_kind"]
+__all__ = ["KINDS", "kind_uw", "conversion", "is_identity", "check_kind"]
 
 Tensor = torch.Tensor
 
@@ -76,6 +76,14 @@ def kind_uw(kind: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, dsigma: Ten
             w = w + torch.where(g2 == 0, torch.zeros_like(w), 0.5 * g2 / sigma)
         return dalpha + torch.zeros_like(sigma), w
     raise unknown_name("field kind", str(kind), KINDS)
+
+
+def is_identity(frm: str, to: str, gamma2=None) -> bool:
+    r"""Whether a prediction of kind ``to`` is the prediction ``n`` of kind ``frm`` itself at every point of every
+    path (``to = 0 x + 1 n``): the same kind, or the probability-flow drift (``gamma2`` None) of a velocity,
+    whose ``(u, w)`` are the velocity's (:func:`conversion`'s formula gives exactly ``(0, 1)`` wherever its
+    determinant is finite and nonzero). Evaluations at arbitrary times skip the conversion then."""
+    return frm == to or (frm == "velocity" and to == "drift" and gamma2 is None)
 
 
 def conversion(frm: str, to: str, alpha: Tensor, sigma: Tensor, dalpha: Tensor, dsigma: Tensor, *,

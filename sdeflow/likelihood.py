@@ -61,11 +61,12 @@ continuous normalising flow by discretise-then-optimise, see the tutorial), at a
 number of evaluations.
 
 **Batches and adaptive steps.** With a fixed-step solver every sample's result is independent of the batch
-it is computed in. ``dopri5`` with the exact divergence steps every sample on its own (``per_sample=True``,
-its default): a sample's log-likelihood is then bitwise the same alone, in any batch, chunk or shard. With
-Hutchinson's probes, which belong to fixed rows, ``dopri5`` steps the batch together (``per_sample=False``:
-one step size from the worst sample), so a sample's result depends on its batch by up to about the tolerance
-(``docs/likelihood.md`` measures it). The tolerance applies to the log-density component too.
+it is computed in. ``dopri5`` steps every sample on its own (``per_sample=True``, its default), with the exact
+divergence or Hutchinson's probes (each sample's probes travel with it, :func:`sdeflow.solve`'s ``row_data``,
+when finished samples leave the batched evaluation): a sample's log-likelihood is then bitwise the same alone
+(with its probes, ``seed=PerSampleNoise(s).for_rows(i)``) or in any batch. ``per_sample=False`` takes one step
+size for the batch from the worst sample, so a sample's result depends on its batch by up to about the
+tolerance (``docs/likelihood.md`` measures it). The tolerance applies to the log-density component too.
 
 **Bits per dimension.** For 8-bit data dequantised uniformly (Theis et al. 2016; Ho et al. 2019), pass
 ``bin_width``, the width :math:`\Delta` of one quantisation bin in ``x``'s units: data mapped to
@@ -197,13 +198,31 @@ def _probes(noise: PerSampleNoise, shape, dtype, device, n_probes: int, kind: st
     return out
 
 
-def _augmented_drift(field: Field, path: GaussianPath, shape, method: str, probes, create_graph: bool):
-    """``drift([x, l], t) = [v(x, t), div v(x, t)]`` on the flat state ``(batch, D + k)``."""
+def _probe_mean_sd(ells: Tensor) -> tuple[Tensor, Tensor | None]:
+    """Per sample, the mean and sample standard deviation (``K - 1`` denominator; None for ``K = 1``) of the ``K``
+    integrated estimates ``ells`` ``(batch, K)``, summed column by column: elementwise operations only, so a
+    sample's figures do not depend on its batch (torch's row reductions take another path for a single row)."""
+    cols = ells.unbind(1)
+    total = cols[0]
+    for c in cols[1:]:
+        total = total + c
+    mean = total / len(cols)
+    if len(cols) < 2:
+        return mean, None
+    ss = (cols[0] - mean) * (cols[0] - mean)
+    for c in cols[1:]:
+        ss = ss + (c - mean) * (c - mean)
+    return mean, torch.sqrt(ss / (len(cols) - 1))
+
+
+def _augmented_drift(field: Field, path: GaussianPath, shape, method: str, create_graph: bool):
+    """``drift([x, l], t, *probes) = [v(x, t), div v(x, t)]`` on the flat state ``(batch, D + k)``, with the
+    Hutchinson probes of the rows in the state (none for the exact divergence)."""
     D = int(np.prod(shape[1:], dtype=np.int64)) if len(shape) > 1 else 1
 
-    def drift(state: Tensor, t: Tensor) -> Tensor:
-        # the rows still running: all of them, or a per-sample adaptive solver's subset (exact divergence only;
-        # Hutchinson's probes belong to fixed rows, so its solves step the batch together)
+    def drift(state: Tensor, t: Tensor, *probes: Tensor) -> Tensor:
+        # the rows still running: all of them, or a per-sample adaptive solver's subset, with their own probes
+        # (solve's row_data)
         n = state.shape[0]
         x = state[:, :D].reshape((n,) + tuple(shape[1:]))
         with torch.enable_grad():
@@ -328,11 +347,6 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
 
     D = int(np.prod(tuple(x.shape)[1:], dtype=np.int64)) if x.dim() > 1 else 1
     method = divergence if divergence != "auto" else ("exact" if D <= EXACT_MAX_DIM else "hutchinson")
-    if method != "exact" and solver == "dopri5":  # probes are per row: one step for the batch (module docstring)
-        if solver_options.get("per_sample"):
-            raise SdeflowValueError("per_sample=True needs divergence='exact': Hutchinson's probes belong to fixed "
-                                    "rows, so dopri5 steps the batch together (per_sample=False) with them")
-        solver_options = {**solver_options, "per_sample": False}
     solver = make_solver(solver, solver_options)
     if solver.sde or solver.needs != "drift":
         why = ("is an SDE solver" if solver.sde else
@@ -396,10 +410,10 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
         state0 = state0.requires_grad_(True)
     elif not differentiable:
         state0 = state0.detach()
-    drift = _augmented_drift(field, path, shape, method, probes, differentiable)
+    drift = _augmented_drift(field, path, shape, method, differentiable)
     ctx = torch.enable_grad() if differentiable else torch.no_grad()
     with ctx:
-        sol = solve(drift, None, state0, g, solver, check_finite=check_finite)
+        sol = solve(drift, None, state0, g, solver, check_finite=check_finite, row_data=probes or ())
         xT = sol.x[:, :D].reshape(shape)
         ells = sol.x[:, D:]
         if prior == "gaussian":
@@ -411,9 +425,10 @@ def log_likelihood(path: GaussianPath, field: Field, x: Tensor, solver="dopri5",
                 raise SdeflowValueError(f"prior(x_T) must return a (batch,) = ({n},) tensor of log densities, "
                                         f"got {got}")
             log_prior = log_prior.to(x.dtype)
-        delta = ells.mean(1) + jac
+        mean, sd = _probe_mean_sd(ells)
+        delta = mean + jac
         log_lik = log_prior + delta
-        stderr = ells.std(1) / math.sqrt(K) if (method == "hutchinson" and K > 1) else None
+        stderr = sd / math.sqrt(K) if (method == "hutchinson" and K > 1) else None
     bpd = bits_per_dim(log_lik, D, bin_width) if bin_width is not None else None
 
     stats = dict(sol.stats)

@@ -125,6 +125,7 @@ def _time_checked(fn):
         return fn(self, t, *args, **kw)
 
     checked._checks_time = True
+    checked._unchecked = fn  # GaussianPath.coefficients_in_window calls it on times known to be in the domain
     return checked
 
 
@@ -185,7 +186,7 @@ class GaussianPath:
         # every time-taking function a path defines checks its domain (t in [0, t_upper]): a time outside it
         # is an error naming the time, never a NaN from the formulas
         super().__init_subclass__(**kw)
-        for name in ("coefficients", "log_snr", "f", "g2"):
+        for name in ("coefficients", "coefficients_one_sided", "log_snr", "f", "g2"):
             fn = cls.__dict__.get(name)
             if fn is not None and not getattr(fn, "_checks_time", False):
                 setattr(cls, name, _time_checked(fn))
@@ -206,6 +207,14 @@ class GaussianPath:
         ``side``; :class:`DiscreteVP` uses it at its knots, where a solver's stage at a step's end must see
         the derivative of the segment inside the step."""
         return self.coefficients(t)
+
+    def coefficients_in_window(self, t: Tensor, side=None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """:meth:`coefficients` (``side`` given: :meth:`coefficients_one_sided`) at float64 times the caller has
+        already confined to a checked window (an adaptive solver's stage times, clamped to its window): without
+        the domain check, a host synchronisation per call on the CPU, paid once per solve for the window."""
+        fn = type(self).coefficients if side is None else type(self).coefficients_one_sided
+        fn = getattr(fn, "_unchecked", fn)
+        return fn(self, t) if side is None else fn(self, t, side)
 
     def alpha(self, t) -> Tensor:
         return self.coefficients(t)[0]
@@ -708,13 +717,14 @@ class DiscreteVP(GaussianPath):
         return t[(t < t_max - 1e-12) & (t > t_min + 1e-12)]
 
     def coefficients(self, t):
-        return self.coefficients_one_sided(t, None)
+        return self._coefficients(as_time(t), None)
 
     def coefficients_one_sided(self, t, side):
         r"""The derivatives are piecewise constant in :math:`\log\bar\alpha`: at a knot ``i/T`` they are the
         limit from below (segment ``i``, the default) or from above (segment ``i + 1``) by ``side``."""
-        t = as_time(t)
-        check_time(t)
+        return self._coefficients(as_time(t), side)
+
+    def _coefficients(self, t: Tensor, side):
         L, dL = self._segment(t, side)
         a = torch.exp(0.5 * L)
         s = torch.sqrt(-torch.expm1(L))

@@ -62,7 +62,8 @@ def make_solver(solver, options: dict):
 def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid: Sequence[float] | Tensor,
           solver=None, *, noise_type: str = "diagonal", sde_type: str = "ito",
           generator: torch.Generator | None = None, noise=None, return_trajectory: bool = False,
-          progress: bool = False, check_finite: bool = True, **solver_options) -> Solution:
+          progress: bool = False, check_finite: bool = True, row_data: Sequence[Tensor] = (),
+          **solver_options) -> Solution:
     """Integrate ``dx = drift(x, t) dt + diffusion dW`` over ``grid`` with ``solver``.
 
     ``solver`` defaults to ``"heun"`` for ODEs, ``"stochastic_heun"`` for additive noise and
@@ -73,10 +74,21 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
     ``check_finite`` (default True): a NaN/Inf output raises :class:`~sdeflow.errors.NonFiniteError` naming
     the step and time (fixed-step solvers: one reduction after the solve, then a checked replay; adaptive
     solvers check each drift evaluation, as they synchronise every step anyway). False turns it off.
+
+    ``row_data``: per-sample tensors (first dimension the batch, on ``x0``'s device) passed to the drift as
+    ``drift(x, t, *row_data)``. A per-sample adaptive solver (``dopri5``) evaluates only the rows still running;
+    the drift then gets those rows' data, so data that belong to a sample (Hutchinson probes, conditioning)
+    follow it and its result does not depend on its batch.
     """
     x0 = check_float_tensor("x0", x0, allow_half=False)
     if x0.dim() < 1:
         raise SdeflowValueError("x0 must have shape (batch, *event)")
+    row_data = tuple(row_data)
+    for d in row_data:
+        if not isinstance(d, Tensor) or d.dim() < 1 or d.shape[0] != x0.shape[0] or d.device != x0.device:
+            got = f"shape {tuple(d.shape)} on {d.device}" if isinstance(d, Tensor) else type(d).__name__
+            raise SdeflowValueError(f"row_data must be tensors with one row per sample of x0 (first dimension "
+                                    f"{x0.shape[0]}, on {x0.device}), got {got}")
     g = check_grid(grid, "grid", decreasing=None, unit=False).numpy()
     if sde_type not in ("ito", "stratonovich"):
         raise SdeflowValueError(f"sde_type must be 'ito' or 'stratonovich', got {sde_type!r}")
@@ -93,7 +105,7 @@ def solve(drift: Callable[[Tensor, Tensor], Tensor], diffusion, x0: Tensor, grid
                                 f"solver ({', '.join(_solvers.available(sde=True, needs='drift'))}) or "
                                 f"diffusion=None")
     times, step_of = (np.zeros(0), np.zeros(0, dtype=np.int64)) if not solver.planned else solver.eval_times(g)
-    term = CallableTerm(drift, diffusion, times, x0, noise_type=noise_type, step_of=step_of)
+    term = CallableTerm(drift, diffusion, times, x0, noise_type=noise_type, step_of=step_of, row_data=row_data)
     if term.is_sde and not term.additive and solver.sde_type != sde_type:
         raise SdeflowValueError(f"solver {solver.name!r} converges to the {solver.sde_type} solution, but "
                                 f"sde_type={sde_type!r} and the noise is multiplicative; use "

@@ -26,9 +26,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .conversions import conversion
+from .conversions import conversion, is_identity
 from .errors import InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError, SingularityError
-from .paths import GaussianPath, map_times, transfer_scale
+from .paths import GaussianPath, check_time, map_times, transfer_scale
 
 __all__ = ["Term", "RunContext", "FieldTerm", "CallableTerm", "map_times"]
 
@@ -50,11 +50,11 @@ class RunContext:
 
     :meth:`Term.start_run` installs a fresh context at the start of a solve (:func:`sdeflow.runner.run` and
     :func:`sdeflow.runner.diagnose` do); the term's :attr:`~Term.nfe`, :attr:`~Term.check`,
-    :attr:`~Term.on_accept` and :attr:`~Term.interval` read and write the current one, so a context kept from an
-    earlier solve keeps that solve's count while the term serves the next.
+    :attr:`~Term.on_accept`, :attr:`~Term.interval` and :attr:`~Term.rows` read and write the current one, so a
+    context kept from an earlier solve keeps that solve's count while the term serves the next.
     """
 
-    __slots__ = ("nfe", "check", "on_accept", "interval")
+    __slots__ = ("nfe", "check", "on_accept", "interval", "rows")
 
     def __init__(self, check: bool = False, on_accept: Callable | None = None):
         #: evaluations of the field (or drift) made in this solve
@@ -65,10 +65,13 @@ class RunContext:
         self.on_accept = on_accept
         #: ``(t_start, t_end)`` of the grid interval an adaptive solver is stepping in (it sets it)
         self.interval = None
+        #: the batch indices (an int64 tensor) of the rows the evaluations receive, when a per-sample solver
+        #: evaluates only the rows still running (it sets it); None: every row, in batch order
+        self.rows = None
 
     def __repr__(self):
         return (f"RunContext(nfe={self.nfe}, check={self.check}, on_accept={self.on_accept!r}, "
-                f"interval={self.interval!r})")
+                f"interval={self.interval!r}, rows={self.rows!r})")
 
 
 def _undeclared(term, what: str):
@@ -91,7 +94,7 @@ class Term:
     ``coeffs`` / ``coeff_arrays`` and the paths (:attr:`path`, :attr:`ipath`), which only a field term has.
 
     **Per-solve state** lives in a :class:`RunContext` (:attr:`context`), not on the term: :attr:`nfe`,
-    :attr:`check`, :attr:`on_accept` and :attr:`interval` forward to it, and :meth:`start_run` begins a new one.
+    :attr:`check`, :attr:`on_accept`, :attr:`interval` and :attr:`rows` forward to it, and :meth:`start_run` begins a new one.
     A term may serve several solves (the chunks of one ``sample`` call; repeated solves under
     ``torch.compile``): its tables and the step programs it caches (:meth:`cached_program`) are built once.
     """
@@ -195,6 +198,17 @@ class Term:
     def interval(self, value: tuple | None) -> None:
         self.context.interval = value
 
+    @property
+    def rows(self) -> Tensor | None:
+        """The batch indices (int64 tensor on the state's device) of the rows the evaluations receive, set by a
+        per-sample solver that evaluates only the rows still running; None: every row, in batch order. A
+        term with per-sample data (:class:`CallableTerm`'s ``row_data``) hands the function those rows' data."""
+        return self.context.rows
+
+    @rows.setter
+    def rows(self, value: Tensor | None) -> None:
+        self.context.rows = value
+
     def cached_program(self, solver, grid: list, build: Callable[[], object]):
         """``build()`` (a :class:`~sdeflow.solvers.program.Program` for ``solver`` on ``grid``), kept on the term
         per solver (one grid each, compared, not hashed: O(steps) in C): numpy builds it once, and later solves
@@ -290,8 +304,8 @@ class Term:
             step = int(self.step_of[where]) if self.step_of is not None and where < len(self.step_of) else None
             at = f"evaluation {int(where)} (t={float(self.times[where]):.6g}" + (f", step {step})" if step is not None
                                                                                else ")")
-        else:
-            at = f"t={float(where):.6g}"
+        else:  # a time, or per-row times (the first row's reported)
+            at = f"t={float(where.reshape(-1)[0]) if isinstance(where, Tensor) else float(where):.6g}"
         raise InputMutationError(
             f"the {self._what} modified its input x in place at {at} (an in-place op such as x.mul_(), x += ..., "
             f"x[...] = ... on its argument): sdeflow hands the network the solver's own state, which this "
@@ -395,6 +409,8 @@ class FieldTerm(Term):
             self._cin = None
         self._arrays: dict = {}
         self._tables: dict = {}
+        self._identities: dict = {}  # kind -> whether predict_at skips the conversion (_identity)
+        self._span_checked = None  # the span whose ends _window checked
         self._drift_lists = None  # drift(j, x)'s (A, B) as float lists, on first use (generic paths only)
         self._g_list = None  # diffusion(j, x)'s floats, likewise
         A, B = self.coeff_arrays("drift")
@@ -519,20 +535,35 @@ class FieldTerm(Term):
         return g[j]
 
     # ---- evaluations at any time (adaptive solvers) -------------------------------------------
-    def _coeffs_at(self, tt: Tensor, kind: str, gamma2: Tensor | None):
+    def _window(self) -> tuple | None:
+        """:attr:`span`, checked against the integration path's domain once (per value of the attribute): the
+        times of :meth:`predict_at`, clamped to it, then skip the path's per-call domain check."""
+        span = self.span
+        if span is not None and span is not self._span_checked:
+            check_time(torch.tensor(span, dtype=torch.float64), self.ipath.t_upper)
+            self._span_checked = span
+        return span
+
+    def _coeffs_at(self, tt: Tensor, kind: str, gamma2: Tensor | None, checked: bool = True):
         """``(P, Q, t_train, c)`` at the float64 times ``tt`` (shape ``(m,)``): ``kind = P x + Q n`` with ``n`` the
-        network's output at training time ``t_train`` on the input ``c x`` (``c`` None without path transfer)."""
+        network's output at training time ``t_train`` on the input ``c x`` (``c`` None without path transfer).
+        ``checked=False``: ``tt`` lies in the checked window (:meth:`_window`), the paths skip their domain check."""
         side = None
         iv = self.context.interval
         if iv is not None and self.piecewise:
             side = torch.sign(0.5 * (iv[0] + iv[1]) - tt)
+
+        def coefficients(path, t):
+            if checked:
+                return path.coefficients(t) if side is None else path.coefficients_one_sided(t, side)
+            return path.coefficients_in_window(t, side)
+
         fco, ttrain, c = None, tt, None
         if self.transfer:
             ttrain = torch.as_tensor(map_times(self.ipath, self.path, tt.numpy()), dtype=torch.float64)
-            fco = self.path.coefficients(ttrain) if side is None else self.path.coefficients_one_sided(ttrain, side)
+            fco = coefficients(self.path, ttrain)
             c = transfer_scale(self.ipath, self.path, tt, ttrain)
-        ico = self.ipath.coefficients(tt) if side is None else self.ipath.coefficients_one_sided(tt, side)
-        P, Q = conversion(self.kind, kind, *ico, frm_coeffs=fco, gamma2=gamma2)
+        P, Q = conversion(self.kind, kind, *coefficients(self.ipath, tt), frm_coeffs=fco, gamma2=gamma2)
         return P, Q, ttrain, c
 
     def _gamma2_at(self, t: float) -> float:
@@ -545,23 +576,41 @@ class FieldTerm(Term):
         """Whether the coefficients' derivatives jump at some times (the path's or the integration path's)."""
         return bool(self.path.piecewise or self.ipath.piecewise)
 
+    def _identity(self, kind: str) -> bool:
+        """Whether ``kind`` is the network's output itself at any time (no path transfer, and
+        :func:`~sdeflow.conversions.is_identity`; the drift with a ``gamma2_fn`` never is)."""
+        hit = self._identities.get(kind)
+        if hit is None:
+            g2 = self.gamma2_fn if kind == "drift" else None
+            hit = self._identities[kind] = not self.transfer and is_identity(self.kind, kind, g2)
+        return hit
+
     def predict_at(self, t, x: Tensor, kind: str) -> Tensor:
         """The prediction of ``kind`` at time ``t`` of the integration path: a number (every row at that time) or a
         ``(batch,)`` tensor of per-row times (each row at its own time: per-sample adaptive solvers).
 
-        With per-row times the coefficients are ``(batch, 1, ...)`` tensors and the result is formed as
-        ``x * P + n * Q`` without fused multiply-adds, so a row's value is the same whatever rows share its
-        batch (given a network that computes each row on its own)."""
+        Times are clamped to the solve's window :attr:`span` (checked once); when ``kind`` is the network's own
+        output (:meth:`_identity`) no coefficient is computed. With per-row times the coefficients are
+        ``(batch, 1, ...)`` tensors and the result is formed as ``x * P + n * Q`` without fused multiply-adds, so a
+        row's value is the same whatever rows share its batch (given a network that computes each row on its own)."""
         rows = isinstance(t, Tensor)
         tt = t.detach().to(device="cpu", dtype=torch.float64).reshape(-1) if rows else torch.tensor(
             [float(t)], dtype=torch.float64)
-        if self.span is not None:
-            tt = tt.clamp(self.span[0], self.span[1])
+        span = self._window()
+        if span is not None:
+            tt = tt.clamp(span[0], span[1])
+        if self._identity(kind):
+            if rows:
+                tb = tt.to(dtype=x.dtype, device=x.device)
+                return self._checked(self._call(self.fn, x, tb, tt), x, None, tt)
+            t0 = float(tt[0])
+            tb = torch.full((x.shape[0],), t0, dtype=x.dtype, device=x.device)
+            return self._checked(self._call(self.fn, x, tb, t0), x, None, t0)
         # gamma = 0 (no gamma2_fn) adds exactly nothing to the drift: conversion's gamma2=None
         g2 = self.gamma2_fn(tt) if kind == "drift" and self.gamma2_fn is not None else None
-        P, Q, ttrain, c = self._coeffs_at(tt, kind, g2)
-        t0 = float(tt[0])  # reported by the metadata and mutation checks
+        P, Q, ttrain, c = self._coeffs_at(tt, kind, g2, checked=span is None)
         if not rows:
+            t0 = float(tt[0])  # reported by the metadata and mutation checks
             p, q, cc = float(P[0]), float(Q[0]), (1.0 if c is None else float(c[0]))
             tb = torch.full((x.shape[0],), float(ttrain[0]), dtype=x.dtype, device=x.device)
             n = self._checked(self.fn(x * cc, tb) if cc != 1.0 else self._call(self.fn, x, tb, t0), x, None, t0)
@@ -570,7 +619,7 @@ class FieldTerm(Term):
         p, q = (v.to(dtype=x.dtype, device=x.device).reshape(shape) for v in (P, Q))
         tb = ttrain.to(dtype=x.dtype, device=x.device)
         xin = x if c is None else x * c.to(dtype=x.dtype, device=x.device).reshape(shape)
-        n = self._checked(self.fn(xin, tb) if c is not None else self._call(self.fn, x, tb, t0), x, None, tt)
+        n = self._checked(self.fn(xin, tb) if c is not None else self._call(self.fn, x, tb, tt), x, None, tt)
         return x * p + n * q
 
     def drift_at(self, t, x: Tensor) -> Tensor:
@@ -592,18 +641,26 @@ class CallableTerm(Term):
     ``noise_type``: ``"diagonal"`` (independent noise per entry, ``g`` elementwise), ``"scalar"`` (one
     Brownian motion per sample, shared by all entries) or ``"additive"`` (``g`` does not depend on ``x``;
     declared by the user, required by additive-noise methods such as SRA1).
+
+    ``row_data``: per-sample tensors (first dimension the batch) the drift takes as ``drift(x, t, *row_data)``;
+    when a per-sample solver evaluates only the rows still running (:attr:`~Term.rows`), the drift gets those
+    rows' data (e.g. :func:`sdeflow.log_likelihood`'s Hutchinson probes).
     """
 
     _what = "drift"
     gamma2_fn = None  # no Gaussian path: the diffusion is the user's (diffusion / diffusion_at)
 
     def __init__(self, drift: Callable, diffusion, times: np.ndarray, like: Tensor, *,
-                 noise_type: str = "diagonal", step_of: np.ndarray | None = None):
+                 noise_type: str = "diagonal", step_of: np.ndarray | None = None, row_data: tuple = ()):
         if not callable(drift):
             raise SdeflowTypeError(f"drift must be callable as drift(x, t), got {type(drift).__name__}")
         if noise_type not in ("diagonal", "scalar", "additive"):
             raise SdeflowValueError(f"noise_type must be 'diagonal', 'scalar' or 'additive', got {noise_type!r}")
         self.fn = drift
+        if row_data:
+            # drift(x, t, *row_data), each of the row_data restricted to the rows evaluated (rows)
+            self._user, self._row_data, self._selected = drift, tuple(row_data), (None, tuple(row_data))
+            self.fn = self._with_rows
         self.times = np.asarray(times, dtype=np.float64)
         self.step_of = step_of
         self._tb = _time_tensors(self.times, like) if len(self.times) else []
@@ -628,6 +685,15 @@ class CallableTerm(Term):
         # constant). A diffusion g(x, t) has no such form: the solvers' hand-written steps take it.
         n = len(self.times)
         self.affine = None if self._g_fn is not None else (np.zeros(n), np.ones(n), np.full(n, self._g_const))
+
+    def _with_rows(self, x: Tensor, t: Tensor) -> Tensor:
+        """``drift(x, t, *row_data)`` with the per-sample data of the rows ``x`` holds (:attr:`rows`), selected
+        once per set of rows."""
+        rows = self.context.rows
+        if self._selected[0] is not rows:
+            data = self._row_data if rows is None else tuple(d.index_select(0, rows) for d in self._row_data)
+            self._selected = (rows, data)
+        return self._user(x, t, *self._selected[1])
 
     def _t(self, j, x):
         tb = self._tb[j]

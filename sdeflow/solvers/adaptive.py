@@ -13,12 +13,13 @@ __all__ = ["error_ratio", "row_errors", "Controller", "check_budget", "check_bud
            "check_step_option", "check_progress", "check_progress_rows", "sample_stats"]
 
 
-def _scaled_squares(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: float, atol: float) -> torch.Tensor:
-    """``(err / (atol + rtol max(|x0|, |x1|)))^2`` per row, shape ``(batch, -1)``, on detached tensors (the norm
-    only reads values: no autograd graph, no requires_grad-to-scalar warning)."""
-    err, x0, x1 = err.detach(), x0.detach(), x1.detach()
-    sc = atol + rtol * torch.maximum(x0.abs(), x1.abs())
-    return (err / sc).reshape(err.shape[0], -1).pow(2)
+def _scaled_squares(err, x0, x1, rtol: float, atol: float):
+    """``(err / (atol + rtol max(|x0|, |x1|)))^2`` per row, shape ``(batch, -1)``: of detached tensors (the norm only
+    reads values: no autograd graph, no requires_grad-to-scalar warning) or of numpy arrays, the same formula."""
+    xp = np if isinstance(err, np.ndarray) else torch
+    sc = atol + rtol * xp.maximum(abs(x0), abs(x1))
+    r = (err / sc).reshape(err.shape[0], -1)
+    return r * r
 
 
 def error_ratio(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: float, atol: float,
@@ -27,7 +28,7 @@ def error_ratio(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: flo
     (``norm="sample"``: every sample meets the tolerance) or over the whole batch (``"batch"``).
 
     One host synchronisation per step: adaptive stepping decides on the host."""
-    r = _scaled_squares(err, x0, x1, rtol, atol)
+    r = _scaled_squares(err.detach(), x0.detach(), x1.detach(), rtol, atol)
     if norm == "sample":
         return float(r.mean(1).max().sqrt())
     return float(r.mean().sqrt())
@@ -37,9 +38,16 @@ def row_errors(err: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: floa
     """The scaled RMS error of :func:`error_ratio` for each row on its own: a float64 array ``(batch,)`` on the
     host (one synchronisation).
 
-    Each row's mean is reduced over that row only; a single row is reduced as two identical rows, so that torch
-    never splits one row's reduction across threads (its two-pass reduction of a single output), which would sum
-    in another order than the same row inside a larger batch."""
+    Each row's mean is reduced over that row only. On the CPU the norm is taken in numpy on the tensors' memory
+    (no copy; a row's reduction runs over its own entries whatever the batch, and a handful of numpy operations
+    on small arrays cost a fraction of torch's per-operation dispatch). On an accelerator it is taken by torch
+    and a single row is reduced as two identical rows, so that torch never splits one row's reduction across
+    threads (its two-pass reduction of a single output), which would sum in another order than the same row
+    inside a larger batch."""
+    err, x0, x1 = err.detach(), x0.detach(), x1.detach()
+    if err.device.type == "cpu" and x0.device.type == "cpu" and x1.device.type == "cpu":
+        r = _scaled_squares(err.numpy(), x0.numpy(), x1.numpy(), rtol, atol)
+        return np.sqrt(np.add.reduce(r, axis=1) / r.shape[1]).astype(np.float64)  # r.mean(1), without its wrapper
     r = _scaled_squares(err, x0, x1, rtol, atol)
     m = r.shape[0]
     if m == 1:

@@ -160,6 +160,7 @@ class AdaptiveHeunSDE(SDESolver):
             t_end = grid[i + 1]
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
             idx = np.arange(n)
+            term.rows = None  # every row, in batch order (term.rows: the rows the evaluations receive)
             xa, ta, ha, wa = x, np.full(n, grid[i]), h.copy(), (w if tree is not None else None)
             x_out = torch.empty_like(x)
             w_out = torch.empty_like(w) if tree is not None else None
@@ -214,6 +215,8 @@ class AdaptiveHeunSDE(SDESolver):
                     xa = xa.index_select(0, k)
                     wa = wa.index_select(0, k) if tree is not None else None
                     idx, ta, ha = idx[~done], ta[~done], ha[~done]
+                    term.rows = torch.from_numpy(idx).to(x.device)
+            term.rows = None
             x = x_out
             if tree is not None:
                 w = w_out

@@ -19,7 +19,10 @@ the next grid time leaves the batched evaluation (compaction), so a batch costs 
 work. A row's arithmetic involves only that row (elementwise updates, no fused multiply-adds, per-row
 reductions), so its result is bitwise the same whatever rows share its batch, chunk or shard, given a field
 that computes each row on its own. Samples wait for each other only at grid times (the trajectory is
-recorded there, and a piecewise path's knots are grid times).
+recorded there, and a piecewise path's knots are grid times). The term's :attr:`~sdeflow.terms.Term.rows` names
+the rows an evaluation receives (per-sample data, such as :func:`sdeflow.solve`'s ``row_data``, follow them).
+Finiteness (``check_finite``) is read from each step's error norms, which are NaN for a row whose evaluations
+were not finite: such a step is replayed with per-evaluation checks, which name the evaluation at fault.
 
 ``per_sample=False``: one step size for the whole batch, from the worst sample's error (``error_norm="sample"``)
 or the batch RMS (``"batch"``), one host decision per step; the result of a row depends on the others.
@@ -45,32 +48,16 @@ from .tableau import DOPRI5
 __all__ = ["Dopri5"]
 
 
-def _weights(tab) -> tuple[np.ndarray, list, list, list]:
-    """The tableau's nonzero coefficients as one array ``w`` and, per stage row, the update row and the error
-    row, ``(j, index into w)`` pairs: a step's per-row weights ``h * w`` go to the device in one transfer."""
-    w: list[float] = []
-
-    def pairs(row):
-        out = []
-        for j, v in row:
-            out.append((j, len(w)))
-            w.append(float(v))
-        return out
-
-    stages = [pairs(r) for r in tab._rows]
-    update = pairs(tab._brow)
-    err = pairs(tuple((j, float(v)) for j, v in enumerate(tab.b_err) if v))
-    return np.asarray(w, dtype=np.float64), stages, update, err
-
-
-def _combine_rows(x: torch.Tensor | None, ks: list, pairs: list, W: torch.Tensor) -> torch.Tensor:
-    """``x + sum_j k_j * W[w_j]`` (``x`` None: without it), every product and sum a separate rounding (no fused
-    multiply-add, whose vectorised and scalar kernels can round a row differently by its position)."""
-    out = x
-    for j, w in pairs:
-        term = ks[j] * W[w]
-        out = term if out is None else (out + term if out is x else out.add_(term))
-    return out
+def _combine_rows(x: torch.Tensor | None, ks: list, pairs: tuple, h: torch.Tensor) -> torch.Tensor:
+    """``x + (sum_j c_j k_j) * h`` (``x`` None: without it; ``pairs``: the nonzero ``(j, c_j)``; ``h``: the rows'
+    steps, ``(rows, 1, ...)``), every product and sum a separate rounding (no fused multiply-add, whose vectorised
+    and scalar kernels can round a row differently by its position)."""
+    out = None
+    for j, c in pairs:
+        term = ks[j] * c
+        out = term if out is None else out.add_(term)
+    out = out.mul_(h)
+    return out if x is None else x + out
 
 
 class Dopri5(ODESolver):
@@ -189,78 +176,113 @@ class Dopri5(ODESolver):
         return direction * np.minimum(np.minimum(100 * h0, h1), abs(t1 - t0))
 
     def _integrate_rows(self, term, x, grid, callback):
-        tab = DOPRI5
-        wts, stage_rows, update_row, err_row = _weights(tab)
         n = x.shape[0]
-        shape = (len(wts), -1) + (1,) * (x.dim() - 1)
         acc = np.zeros(n, dtype=np.int64)
         rej = np.zeros(n, dtype=np.int64)
         evals = np.zeros(n, dtype=np.int64)
-        span = abs(grid[-1] - grid[0])
         check_budget_rows(term, "dopri5", evals, 2 if self.first_step is None else 1)
         f0 = term.drift_at(torch.full((n,), grid[0], dtype=torch.float64), x)
         evals += 1
         h = self._initial_steps(term, x, grid[0], grid[-1], f0, evals)
+        # per-evaluation finiteness checks (term.check) cost a synchronisation per evaluation; a step's error norm
+        # synchronises anyway and is NaN for a row whose stages were not finite, so the loop checks that instead
+        # and replays only such a step with the checks on (the same evaluations: they name the one at fault)
+        check = term.check
+        try:
+            term.check = False
+            x = self._rows_loop(term, x, grid, callback, f0, h, acc, rej, evals, check)
+        finally:
+            term.check, term.rows = check, None
+        return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
+
+    def _rows_loop(self, term, x, grid, callback, f0, h, acc, rej, evals, check: bool):
+        """:meth:`_integrate_rows`'s steps from ``(grid[0], x)`` (derivative ``f0``, first steps ``h``), counting
+        into ``acc``, ``rej``, ``evals``; the state at ``grid[-1]``."""
+        tab = DOPRI5
+        stage_rows, err_row = tab._rows, tuple((j, float(v)) for j, v in enumerate(tab.b_err) if v)
+        n = x.shape[0]
+        col = (-1,) + (1,) * (x.dim() - 1)
+        span = abs(grid[-1] - grid[0])
+
+        def stages(xa, fa, ta, hs, hcol):
+            """The stage derivatives of one attempted step from ``(ta, xa)`` with steps ``hs`` (``hcol`` on the
+            device); the last stage's input is the update (FSAL): ``(ks, x_new)``."""
+            ks = [fa]
+            for s in range(1, tab.stages):
+                x_new = _combine_rows(xa, ks, stage_rows[s], hcol)
+                ks.append(term.drift_at(torch.from_numpy(ta + tab.c[s] * hs), x_new))
+            return ks, x_new
+
         for i in range(len(grid) - 1):
             t_end = grid[i + 1]
             direction = 1.0 if t_end > grid[i] else -1.0
+            close = 1e-14 * max(1.0, abs(t_end))  # a row this close to the grid time has reached it
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
             if i and term.piecewise:  # the drift jumps at this grid time: no FSAL across it
                 check_budget_rows(term, "dopri5", evals, 1)
+                term.check = check  # no step replays this evaluation: checked here
                 f0 = term.drift_at(torch.full((n,), grid[i], dtype=torch.float64), x)
+                term.check = False
                 evals += 1
-            # the rows still running in this interval: their batch indices, state, derivative, time and step
+            # the rows still running in this interval: their batch indices, state, derivative, time, step and
+            # attempted steps (acc + rej)
             idx = np.arange(n)
-            xa, fa, ta, ha = x, f0, np.full(n, grid[i]), h.copy()
+            term.rows = None  # every row, in batch order (term.rows: the rows the evaluations receive)
+            xa, fa, ta, ha, na = x, f0, np.full(n, grid[i]), h.copy(), acc + rej
             x_out, f_out = torch.empty_like(x), torch.empty_like(f0)
             while idx.size:
-                over = acc[idx] + rej[idx] >= self.max_steps
-                if over.any():
+                if na.max() >= self.max_steps:
                     raise BudgetError(f"dopri5 took more than max_steps={self.max_steps} steps on sample "
-                                      f"{int(idx[over][0])}; loosen rtol/atol or raise max_steps")
+                                      f"{int(idx[np.argmax(na)])}; loosen rtol/atol or raise max_steps")
                 check_progress_rows("dopri5", ta, ha, span, rows=idx)
                 remaining = t_end - ta
                 last = np.abs(ha) >= np.abs(remaining)
                 hs = np.where(last, remaining, ha)
                 check_budget_rows(term, "dopri5", evals[idx], tab.stages - 1)
-                # every stage's per-row weights h * a_ij, b_j, b_j - b^_j in float64, then one transfer
-                W = torch.as_tensor(wts[:, None] * hs[None, :]).to(dtype=x.dtype, device=x.device).reshape(shape)
-                ks = [fa]
-                for s in range(1, tab.stages):
-                    ts = torch.as_tensor(ta + tab.c[s] * hs)
-                    ks.append(term.drift_at(ts, _combine_rows(xa, ks, stage_rows[s], W)))
+                hcol = torch.from_numpy(hs).to(dtype=x.dtype, device=x.device).reshape(col)
+                ks, x_new = stages(xa, fa, ta, hs, hcol)
                 evals[idx] += tab.stages - 1
-                x_new = _combine_rows(xa, ks, update_row, W)  # equals the last stage's input (FSAL)
-                ratio = row_errors(_combine_rows(None, ks, err_row, W), xa, x_new, self.rtol, self.atol)
+                na += 1
+                ratio = row_errors(_combine_rows(None, ks, err_row, hcol), xa, x_new, self.rtol, self.atol)
+                if check and not np.isfinite(ratio).all():
+                    term.check = True  # raises at the first evaluation that is not finite, if one is
+                    stages(xa, fa, ta, hs, hcol)
                 check_progress_rows("dopri5", ta, hs, span, ratio, rows=idx)
                 proposal = hs * self.controller.factors(ratio)
                 ok = ratio <= 1.0
-                acc[idx] += ok
-                rej[idx] += ~ok
-                ta = np.where(ok, np.where(last, t_end, ta + hs), ta)
+                if ok.all():
+                    acc[idx] += 1
+                    ta = np.where(last, t_end, ta + hs)
+                    xa, fa = x_new, ks[-1]
+                else:
+                    acc[idx] += ok
+                    rej[idx] += ~ok
+                    ta = np.where(ok, np.where(last, t_end, ta + hs), ta)
+                    if ok.any():
+                        keep = torch.from_numpy(ok).to(device=x.device).reshape(col)
+                        xa, fa = torch.where(keep, x_new, xa), torch.where(keep, ks[-1], fa)
                 # a step clipped to land on a grid time must not shrink the next one
                 ha = np.where(ok & last, direction * np.maximum(np.abs(ha), np.abs(proposal)), proposal)
-                if ok.all():
-                    xa, fa = x_new, ks[-1]
-                elif ok.any():
-                    keep = torch.as_tensor(ok, device=x.device).reshape((-1,) + (1,) * (x.dim() - 1))
-                    xa, fa = torch.where(keep, x_new, xa), torch.where(keep, ks[-1], fa)
-                done = (t_end - ta) * direction <= 1e-14 * max(1.0, abs(t_end))
+                done = (t_end - ta) * direction <= close
                 if done.any():  # rows at the grid time leave the batched evaluation
-                    d = torch.as_tensor(np.flatnonzero(done), device=x.device)
-                    rows = torch.as_tensor(idx[done], device=x.device)
-                    x_out.index_copy_(0, rows, xa.index_select(0, d))
-                    f_out.index_copy_(0, rows, fa.index_select(0, d))
-                    h[idx[done]] = ha[done]
-                    if done.all():
-                        break
-                    k = torch.as_tensor(np.flatnonzero(~done), device=x.device)
-                    xa, fa = xa.index_select(0, k), fa.index_select(0, k)
-                    idx, ta, ha = idx[~done], ta[~done], ha[~done]
+                    d = np.flatnonzero(done)
+                    rows = torch.from_numpy(idx[d]).to(x.device)
+                    if d.size == idx.size:
+                        x_out.index_copy_(0, rows, xa)
+                        f_out.index_copy_(0, rows, fa)
+                    else:
+                        dd = torch.from_numpy(d).to(x.device)
+                        x_out.index_copy_(0, rows, xa.index_select(0, dd))
+                        f_out.index_copy_(0, rows, fa.index_select(0, dd))
+                        k = torch.from_numpy(np.flatnonzero(~done)).to(x.device)
+                        xa, fa = xa.index_select(0, k), fa.index_select(0, k)
+                    h[idx[d]] = ha[d]
+                    idx, ta, ha, na = idx[~done], ta[~done], ha[~done], na[~done]
+                    term.rows = torch.from_numpy(idx).to(x.device)
             x, f0 = x_out, f_out
             if callback is not None:
                 callback(i, x)
-        return x, {"accepted": acc, "rejected": rej, "evaluations": evals}
+        return x
 
     def steps_per_sample(self, noise) -> bool:
         return self.per_sample

@@ -86,3 +86,16 @@ def test_velocity_ode_reaches_sigma_zero(solver):
         errs.append(float((x - exact).pow(2).mean().sqrt()))
     fit = fit_order([1 / s for s in steps], errs)
     assert abs(fit.slope - sf.solvers.get(solver).order) < 0.3, fit
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+@pytest.mark.parametrize("a,b", list(itertools.product(KINDS, KINDS + ("drift",))))
+def test_identity_conversions_are_exactly_the_prediction(name, a, b, gen):
+    """``is_identity(a, b)``: the formula's ``(P, Q)`` is exactly ``(0, 1)`` at regular points (what an evaluation at
+    arbitrary times skips computing); for every other pair it is not."""
+    path = PATHS[name]()
+    _, t = _point(gen)
+    P, Q = sf.conversions.conversion(a, b, *path.coefficients(t))
+    exact = bool((P == 0).all() and (Q == 1).all())
+    assert sf.conversions.is_identity(a, b) == exact
+    assert not sf.conversions.is_identity(a, b, gamma2=torch.ones(1)) or a == b

@@ -31,6 +31,21 @@ def test_derivatives_match_finite_differences(name):
 
 
 @pytest.mark.parametrize("name", list(PATHS))
+def test_coefficients_in_window_are_the_coefficients_without_the_domain_check(name):
+    """Inside the domain the same tensors bitwise (one-sided too); outside it no error is raised (the caller
+    confines the times: adaptive solvers clamp them to a window checked once)."""
+    path = PATHS[name]()
+    t, _ = _interior_times(name)
+    for side in (None, torch.ones_like(t), -torch.ones_like(t)):
+        want = path.coefficients(t) if side is None else path.coefficients_one_sided(t, side)
+        got = path.coefficients_in_window(t, side)
+        assert all(torch.equal(g, w) for g, w in zip(got, want))
+    with pytest.raises(sf.SdeflowValueError, match="must be in"):
+        path.coefficients(torch.tensor([-0.5], dtype=D))
+    path.coefficients_in_window(torch.tensor([-0.5], dtype=D))  # not checked: no error
+
+
+@pytest.mark.parametrize("name", list(PATHS))
 def test_log_snr_inverse_round_trip(name):
     path = PATHS[name]()
     t = torch.linspace(0.001, 0.999, 101, dtype=torch.float64)
