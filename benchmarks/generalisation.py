@@ -193,11 +193,12 @@ def table(summary, nfes):
 
 
 def _family(problem) -> str:
-    """The path family a default may depend on: DDPM's discrete schedule, or the others (log-SNR grids)."""
+    """The path family a default may depend on: the linear-beta VP schedules (DDPM's discrete one and ``VP``),
+    or the others (log-SNR grids): ``sdeflow.window.default_configuration``'s split."""
     from sdeflow.bench.problems import get_problem
-    from sdeflow.paths import DiscreteVP
+    from sdeflow.paths import VP, DiscreteVP
 
-    return "DiscreteVP" if isinstance(get_problem(problem).path, DiscreteVP) else "other paths"
+    return "VP schedules" if type(get_problem(problem).path) in (DiscreteVP, VP) else "other paths"
 
 
 def candidates(out, problems, nfes, grids, top=8, target=1.5):

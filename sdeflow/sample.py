@@ -32,7 +32,8 @@ from .solution import Solution, merge_chunk_stats
 from .solve import make_solver
 from .terms import FieldTerm
 from .stability import check_rounding, probe
-from .window import EXTREME_LOG_SNR, budget_end, check_ends, check_prior, default_solver, default_window
+from .window import (EXTREME_LOG_SNR, budget_end, check_ends, check_prior, default_configuration,
+                     default_window, finish_at)
 
 __all__ = ["sample", "resolve_gamma2", "resolve_steps"]
 
@@ -267,8 +268,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         path: the Gaussian path the field was trained on.
         field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
         solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
-            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and :func:`sdeflow.window.default_solver`'s
-            when the budget chooses the window (``t_max, t_min`` below). A solver's options belong to the solver
+            the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and
+            :func:`sdeflow.window.default_configuration`'s when the budget chooses the window (``t_max, t_min`` below). A solver's options belong to the solver
             object: ``sdeflow.solvers.get("pc", alpha=0.5)`` (or the class, ``PredictorCorrector(alpha=0.5)``).
         steps / nfe: number of steps, or a budget of field evaluations (never exceeded; the final
             denoising step counts).
@@ -276,15 +277,17 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             ``Quadratic()``, ``Discrete()``, each with optional ``t_max=``/``t_min=``), a grid's name
             (``"uniform"``, ``"log_snr"``, ``"karras"``, ``"quadratic"``, ``"discrete"``: that object with its
             defaults), or an explicit strictly decreasing sequence of times in ``[0, 1]``. Default
-            ``"uniform"``; when the budget chooses the window, :func:`sdeflow.window.default_solver`'s (no solver
-            given) or ``"log_snr"``.
+            ``"uniform"``; when the budget chooses the window, :func:`sdeflow.window.default_configuration`'s (no
+            solver given) or ``"log_snr"``.
         t_max, t_min: ends of the named grids (the same as the Grid object's ``t_max=``/``t_min=``: give
             each end once). Defaults: ``path.t_max`` and ``path.t_min``, moved off an end
             where the field kind or the noise level is singular (:func:`sdeflow.window.default_window`). With a
             budget (``nfe=``), a named grid, the probability-flow ODE and neither ``t_min`` nor
             ``final_denoise`` given, the budget chooses the end: it stops at
             ``sigma_e = kappa * h**p`` and finishes with a denoising step
-            (:func:`sdeflow.window.budget_end`; ``sol.stats["window"] == "budget"``).
+            (:func:`sdeflow.window.budget_end`; ``sol.stats["window"] == "budget"``), or, with no solver given
+            where :func:`sdeflow.window.default_configuration` says ``"path"``, runs to the default data end and
+            finishes with the denoising step there.
         gamma: 0 (probability-flow ODE), ``"reverse"`` (:math:`\\gamma = g`), a number, or a function of a
             float64 time tensor. Default: ``"reverse"`` for an SDE solver, 0 otherwise.
         final_denoise: finish with :math:`x \\mapsto \\hat x_0(x, t_{min})` (one more evaluation). Default
@@ -349,10 +352,11 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         gamma = "reverse" if make_solver(solver, solver_options).sde else 0.0
     gamma2_fn = resolve_gamma2(gamma, ipath)
     # the budget chooses the window (sdeflow.window.budget_end) when the user chose neither end nor finish, and
-    # with it the configuration measured best with it: sdeflow.window.default_solver (by budget and path; docs/bench.md)
+    # with it the configuration measured best with it: sdeflow.window.default_configuration (by budget and path;
+    # docs/bench.md)
     budget_window = (nfe is not None and steps is None and t_min is None and final_denoise is None
                      and gamma2_fn is None and (grid is None or isinstance(grid, str)))
-    budget_default = default_solver(nfe, path, field.kind) if budget_window and solver is None else None
+    budget_default = default_configuration(nfe, path, field.kind) if budget_window and solver is None else None
     if solver is None:
         solver = (budget_default[0] if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
     auto_grid = grid is None
@@ -411,7 +415,11 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if not (0.0 <= t_min < t_max <= 1.0):
             raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         if budget_window:
-            t_min, final_denoise = budget_end(path, field.kind, solver, nfe, t_max, t_min)
+            if budget_default is not None and budget_default[2] == "path":  # the whole window, then the final step
+                t_min, final_denoise = finish_at(path, field.kind, t_min, t_min) if solver.max_steps(nfe - 1) >= 1 \
+                    else (t_min, False)
+            else:
+                t_min, final_denoise = budget_end(path, field.kind, solver, nfe, t_max, t_min)
             extra = 1 if final_denoise else 0
             if auto_grid and not np.all(np.isfinite(ipath.log_snr(torch.as_tensor(
                     map_times(path, ipath, np.array([t_max, t_min])))).numpy())):

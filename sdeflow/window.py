@@ -83,7 +83,7 @@ from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
 __all__ = ["END_BALANCE", "EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "budget_end", "check_ends", "check_prior",
-           "default_solver", "default_window", "singular_reason"]
+           "default_configuration", "default_solver", "default_window", "finish_at", "singular_reason"]
 
 #: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
 EXTREME_LOG_SNR = 30.0
@@ -226,6 +226,14 @@ def budget_end(path: GaussianPath, kind: str, solver, nfe: int, t_max: float, t_
         t = float(path.t_from_log_snr(torch.tensor(lam_e, dtype=torch.float64)))
         if t_floor < t < t_max:
             t_e = t
+    return finish_at(path, kind, t_e, t_floor)
+
+
+def finish_at(path: GaussianPath, kind: str, t_e: float, t_floor: float) -> tuple[float, bool]:
+    r"""``(t_min, final_denoise)`` for a stop at ``t_e``: finish with the denoising step when :math:`\sigma > 0`
+    there and a data prediction is regular there; where it is not, keep the default data end ``t_floor``
+    without it. :func:`budget_end`'s last step, and the whole window of a default that runs to the path's end
+    (:func:`default_configuration`'s ``"path"``) when the budget pays a step besides the denoising one."""
     sigma = float(path.sigma(torch.tensor([t_e], dtype=torch.float64))[0])
     if not sigma > 0.0:
         return t_e, False
@@ -234,48 +242,60 @@ def budget_end(path: GaussianPath, kind: str, solver, nfe: int, t_max: float, t_
     return t_e, True
 
 
-#: the budget bands of :func:`default_solver`: budgets up to 14 are chosen as at 10 evaluations, 15-31 as at
+#: the budget bands of :func:`default_configuration`: budgets up to 14 are chosen as at 10 evaluations, 15-31 as at
 #: 20, 32 and above as at 50 (the bands meet at the geometric means of the measured budgets)
 DEFAULT_BANDS = (14, 31)
 
 
 def default_solver(nfe: int, path: GaussianPath, kind: str | None = None) -> tuple[str, str]:
-    r"""``(solver, grid)``: the configuration :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver,
-    no grid, no window), on the window the budget chooses (:func:`budget_end`, which takes the solver's order).
+    """``(solver, grid)`` of :func:`default_configuration` (without its window)."""
+    return default_configuration(nfe, path, kind)[:2]
+
+
+def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None) -> tuple[str, str, str]:
+    r"""``(solver, grid, window)``: the configuration :func:`sdeflow.sample` runs with only a budget (``nfe=``,
+    no solver, no grid, no window). ``window`` is ``"budget"`` (stop where :func:`budget_end` puts it for
+    that solver's order, then the denoising step) or ``"path"`` (run to the path's default data end, then the
+    denoising step where a data prediction is regular there: :func:`finish_at`).
 
     * On the linear-beta VP schedules (:class:`~sdeflow.paths.DiscreteVP`, DDPM's, and its continuous twin
-      :class:`~sdeflow.paths.VP`): UniPC (``unipc``, bh2) on the ``"quadratic"`` grid (quadratic in the
-      path's time, as DDIM's and DPM-Solver's ``time_quadratic`` skip) at every budget.
+      :class:`~sdeflow.paths.VP`): up to 14 evaluations, k-diffusion's linear multistep (``lms``, 4 drifts)
+      on the ``"quadratic"`` grid (quadratic in the path's time, as DDIM's and DPM-Solver's
+      ``time_quadratic`` skip) over the path's whole window; from 15 on, UniPC (``unipc``, bh2) on the
+      quadratic grid on the budget's window.
     * On every other path: UniPC on the ``"log_snr"`` grid up to 14 evaluations, the authors'
       DPM-Solver++(3M) (``dpmpp_3m``) from 15 to 31, and the exact-interpolant third-order multistep
-      (``exp_3m_exact``) from 32 on.
+      (``exp_3m_exact``) from 32 on, on the budget's window.
 
-    ``kind`` (the field's prediction) does not enter the choice: the exponential integrators convert every
-    kind to a data prediction.
+    ``kind`` (the field's prediction) does not enter the choice: every solver here converts the field to
+    the prediction it integrates.
 
     How it was chosen (``benchmarks/generalisation.py``, ``docs/bench.md``, "The window a budget chooses"):
-    on the 15 problems of the suite (13 on VE sigma 80 -> 0.002 in EDM coordinates, 2 on DDPM's schedule;
-    mixtures of 2-64 modes in 2-64 dimensions, Gaussians, learned networks; 500 samples), at 10, 20 and 50
-    evaluations, every fixed-step ODE solver of the registry on the budget's window of each named grid was
-    ranked by its worst ratio of pathwise RMS error to the best named configuration (any solver, grid and
-    window; a configuration the preflight refuses excluded), per budget and path family. On the VE problems
-    the one with the smallest worst ratio is kept at each budget; no (solver, grid) is within 1.5x of the best
-    everywhere: the worst ratios of this rule are 2.2x (10), 3.3x (20: the Gaussians, where the
-    exact-interpolant 3M is 3x more accurate but 7.6x less accurate on narrow unequal modes) and 2.4x (50).
-    On DDPM's schedule (two problems) UniPC on the quadratic grid is the smallest worst ratio at 20 (1.6x) and
-    second at 10 (2.4x; LMS 1.7x) and 50 (1.7x; ``exp_pc`` 1.4x); one solver is kept at every budget because
-    on three problems on ``VP()`` measured beside the suite LMS at 10 was 4.6x. The quadratic grid is 3-3000x
-    less accurate than the log-SNR grid on the VE problems and 2-8x more accurate on DDPM's schedule and on
-    an 8-mode mixture on ``VP()``, hence the split by path. On fresh noise (seed 1) the same ranking holds
-    at 20 and 50 and the rule's worst ratios are 2.4x, 3.3x, 3.5x (VE) and 3.1x, 1.5x, 1.7x (DDPM).
+    at 10, 20 and 50 evaluations, each configuration (solver, named grid, the budget's window or the path's)
+    was ranked by its worst ratio of pathwise RMS error to the best named configuration of each problem, per
+    path family, and the one with the smallest worst ratio kept. On VE/EDM: the 13 problems of the suite on
+    VE sigma 80 -> 0.002 in EDM coordinates (mixtures of 2-64 modes in 2-64 dimensions, Gaussians, two
+    learned networks; 500 samples) and two held-out learned networks (``benchmarks/heldout_networks.py``):
+    no configuration is within 1.5x of the best everywhere (pairs of problems of the same dimension that no
+    configuration serves within 1.5x on both exist at 10 and 50 evaluations); the worst ratios of this rule
+    are 2.2x (10), 3.3x (20: the Gaussians, where the exact-interpolant 3M is 3x more accurate but 7.6x
+    less accurate on narrow unequal modes) and 2.4x (50). On the VP schedules, 11 problems: the suite's two
+    on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out learned networks, three
+    oracles on DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a Gaussian, 8 modes): LMS over
+    the whole window at 10 (worst 3.9x, on a 16-D anisotropic mixture, where exponential integrators are
+    2x more accurate; geometric mean 1.5x; UniPC with the budget's end was 7.0x, on a network trained on
+    thin rings), UniPC with the budget's end at 20 (6.8x, geometric mean 1.6x) and 50 (4.8x). LMS is not
+    kept beyond 14 evaluations: on anisotropic mixtures its error stops falling (10x the best at 20, 60x at
+    50 in 64 dimensions). The quadratic grid is 3-3000x less accurate than the log-SNR grid on the VE
+    problems and 2-8x more accurate on DDPM's schedule, hence the split by path.
     """
     from .paths import VP, DiscreteVP
 
-    if type(path) in (DiscreteVP, VP):  # the measured schedules (not SubVP, CosineVP, ...: log-SNR below)
-        return "unipc", "quadratic"
     nfe = int(nfe)
+    if type(path) in (DiscreteVP, VP):  # the measured schedules (not SubVP, CosineVP, ...: log-SNR below)
+        return ("lms", "quadratic", "path") if nfe <= DEFAULT_BANDS[0] else ("unipc", "quadratic", "budget")
     if nfe <= DEFAULT_BANDS[0]:
-        return "unipc", "log_snr"
+        return "unipc", "log_snr", "budget"
     if nfe <= DEFAULT_BANDS[1]:
-        return "dpmpp_3m", "log_snr"
-    return "exp_3m_exact", "log_snr"
+        return "dpmpp_3m", "log_snr", "budget"
+    return "exp_3m_exact", "log_snr", "budget"

@@ -115,14 +115,16 @@ ORACLES = [
 @pytest.mark.parametrize("name,target,path,kind", ORACLES, ids=[o[0] for o in ORACLES])
 def test_budget_default_is_at_least_as_accurate_as_the_previous_default(name, target, path, kind):
     """At 10 evaluations, against the exact answer at the data end (the exact flow to the path's end, then the
-    exact denoiser), the budget's default (``sdeflow.window.default_solver``: UniPC, on the log-SNR grid on VE and
-    the quadratic grid on VP / DDPM's schedule, stop at sigma_e = kappa h^p, a denoising step) is at least as
-    accurate as the previous default (Heun's 4-5 steps on the uniform grid of the path's window, no final
-    step). Measured RMS errors (400 samples, the same noise): gaussian16 on VE 0.107 vs 66.1 (Heun's 4 steps in
-    VE time are unstable on the stiff directions), on VP 0.158 vs 0.205, eight_gaussians on VE 0.096 vs 22.7,
-    on DDPM's schedule 0.088 vs 0.266. The assertion is the claim itself (new <= old), not a tuned bound: the
-    narrowest margin (1.30x on VP) is many times the Monte Carlo spread of the ratio (both errors on the same
-    400 samples; the relative standard deviation of an RMS over 400 samples is about 1/sqrt(800) = 3.5%).
+    exact denoiser), the budget's default (``sdeflow.window.default_configuration``: UniPC on the log-SNR grid,
+    stop at sigma_e = kappa h^p and a denoising step, on VE; LMS on the quadratic grid over the path's window
+    and a denoising step on VP / DDPM's schedule) is at least as accurate as the previous default (Heun's 4-5
+    steps on the uniform grid of the path's window, no final step). Measured RMS errors (400 samples, the same
+    noise): gaussian16 on VE 0.107 vs 66.1 (Heun's 4 steps in VE time are unstable on the stiff directions),
+    on VP 0.092 vs 0.205, eight_gaussians on VE 0.096 vs 22.7, on DDPM's schedule 0.034 vs 0.266 (UniPC on
+    the quadratic grid with the budget's end, the rule before: 0.158 and 0.088). The assertion is the claim
+    itself (new <= old), not a tuned bound: the narrowest margin (2.2x on VP) is many times the Monte Carlo
+    spread of the ratio (both errors on the same 400 samples; the relative standard deviation of an RMS over
+    400 samples is about 1/sqrt(800) = 3.5%).
     """
     x = path.prior_sample((400, target.dim), generator=torch.Generator().manual_seed(0), dtype=D)
     field = target.field(kind)
@@ -162,36 +164,47 @@ def test_optimize_grid_moves_the_end_with_the_interior_times():
 
 
 def test_default_solver_is_budget_dependent_as_documented():
-    """sdeflow.window.default_solver: UniPC / DPM-Solver++(3M) / the exact-interpolant 3M on the log-SNR grid by
-    budget band (up to 14, 15-31, 32 and above) on VE and the other paths; UniPC on the quadratic grid at every
-    budget on DDPM's schedule and VP (docs/bench.md, "The window a budget chooses")."""
-    from sdeflow.window import DEFAULT_BANDS, default_solver
+    """sdeflow.window.default_configuration: UniPC / DPM-Solver++(3M) / the exact-interpolant 3M on the log-SNR
+    grid by budget band (up to 14, 15-31, 32 and above) on the budget's window on VE and the other paths; on
+    DDPM's schedule and VP, LMS on the quadratic grid over the path's window up to 14, then UniPC on the
+    quadratic grid on the budget's window (docs/bench.md, "The window a budget chooses"). default_solver is its
+    (solver, grid)."""
+    from sdeflow.window import DEFAULT_BANDS, default_configuration, default_solver
 
     assert DEFAULT_BANDS == (14, 31)
     for path in (sf.VE(0.002, 80.0), sf.CosineVP(), sf.LinearFlow(), sf.EDM(80.0)):
         for nfe, want in ((3, "unipc"), (10, "unipc"), (14, "unipc"), (15, "dpmpp_3m"), (20, "dpmpp_3m"),
                           (31, "dpmpp_3m"), (32, "exp_3m_exact"), (50, "exp_3m_exact"), (500, "exp_3m_exact")):
+            assert default_configuration(nfe, path, "data") == (want, "log_snr", "budget")
             assert default_solver(nfe, path, "data") == (want, "log_snr")
     for path in (sf.DiscreteVP(), sf.VP()):
-        for nfe in (3, 10, 20, 50, 500):
-            assert default_solver(nfe, path, "noise") == ("unipc", "quadratic")
+        for nfe in (3, 10, 14):
+            assert default_configuration(nfe, path, "noise") == ("lms", "quadratic", "path")
+        for nfe in (15, 20, 50, 500):
+            assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget")
 
 
 @pytest.mark.parametrize("path,kind", [(sf.VE(0.002, 80.0), "data"), (sf.DiscreteVP(), "noise"), (sf.VP(), "noise"),
                                        (sf.CosineVP(), "noise")], ids=["VE", "DiscreteVP", "VP", "CosineVP"])
 def test_sample_with_only_a_budget_runs_the_default_solver(path, kind):
-    """sample(path, field, nfe=N) runs default_solver(N, path, kind)'s solver and grid (sol.stats names them) on
-    the budget's window, and equals the explicit call with that solver and grid."""
-    from sdeflow.window import default_solver
+    """sample(path, field, nfe=N) runs default_configuration(N, path, kind)'s solver and grid (sol.stats names
+    them) on its window, and equals the explicit call: the same solver and grid with nfe= (the budget's end),
+    or on the path's default window with the final denoising step ("path")."""
+    from sdeflow.window import default_configuration, default_window
 
     target = analytic.eight_gaussians()
     field = target.field(kind)
     x = path.prior_sample((32, 2), generator=torch.Generator().manual_seed(3), dtype=D)
     for nfe in (10, 20, 50):
-        solver, grid = default_solver(nfe, path, kind)
+        solver, grid, window = default_configuration(nfe, path, kind)
         sol = sf.sample(path, field, nfe=nfe, x_init=x)
         assert (sol.stats["solver"], sol.stats["grid"], sol.stats["window"]) == (solver, grid, "budget")
-        ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x)
+        if window == "path":
+            t_min = default_window(path, kind, dtype=D)[1]  # the path's default data end
+            assert sol.stats["t_min"] == t_min and sol.stats["final_denoise"]
+            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, t_min=t_min, final_denoise=True)
+        else:
+            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x)
         assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
 
 
