@@ -23,7 +23,7 @@ from .errors import (InputMutationError, SdeflowTypeError, SdeflowValueError, Si
 from .fields import Field
 from .gradients import check_grad, grad_context
 from .grids import Grid, check_grid, make_grid, unpack
-from .conditioning import check_model_kwargs, has_per_sample, rows as _rows
+from .conditioning import check_model_kwargs, mismatched
 from .conversions import conversion
 from .noise import as_noise_source
 from .paths import GaussianPath, check_shape, map_times, transfer_scale
@@ -155,6 +155,20 @@ def _dtype_hint(e: RuntimeError, field, dtype: torch.dtype) -> None:
     if other and hasattr(e, "add_note"):
         e.add_note(f"sdeflow: the network's parameters are {', '.join(other)} but the solver state is {dtype}; "
                    f"{_HALF_RECIPE.replace('torch.float16', other[0])}")
+
+
+def _kwargs_hint(e: RuntimeError, model_kwargs: dict | None, n: int) -> None:
+    """Add a note to a network's size mismatch error naming the ``model_kwargs`` tensors whose first dimension is
+    neither ``n`` nor 1: they are passed unchanged to every call (:mod:`sdeflow.conditioning`), so a network that
+    reads one row per sample gets the wrong number of rows."""
+    msg = str(e)
+    if "size" not in msg and "shape" not in msg:
+        return
+    bad = mismatched(model_kwargs, n)
+    if bad and hasattr(e, "add_note"):
+        e.add_note(f"sdeflow: {', '.join(bad)} has a first dimension other than the number of samples n={n} (or 1); "
+                   f"only tensors with one row per sample follow the rows each network call evaluates (chunks, "
+                   f"shards, per-sample solvers), others reach every call unchanged: give one row per sample")
 
 
 def _initial_state(x_init, n, shape, dtype, device):
@@ -320,7 +334,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         model_kwargs: conditioning passed to the network on every call as keyword arguments
             (``net(x, t, **model_kwargs)``, e.g. ``{"class_labels": y}``). Tensors whose first dimension is the
             number of samples are per-sample: each chunk (and each shard of
-            :func:`sdeflow.distributed.sample_sharded`) passes its own rows (:mod:`sdeflow.conditioning`).
+            :func:`sdeflow.distributed.sample_sharded`) passes its own rows, and a per-sample adaptive solver
+            (``dopri5``; ``adaptive_heun_sde`` with ``PerSampleNoise``) passes the rows of the samples it is still
+            integrating (:mod:`sdeflow.conditioning`).
         callback: ``callback(i, t, x, x0_hat)`` after step ``i`` of a fixed-step solver (after each accepted
             step of an adaptive one), with ``t`` the time reached, ``x`` the state there and ``x0_hat`` the data
             prediction of the step's last field evaluation (at the step's start for one-evaluation solvers;
@@ -473,11 +489,6 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         raise SdeflowTypeError(f"generator must be a torch.Generator, got {type(generator).__name__}; for an "
                                f"integer seed use noise=seed (PerSampleNoise)")
     noise_src = as_noise_source(noise, generator, device)
-    if has_per_sample(model_kwargs, N) and solver.steps_per_sample(noise_src):
-        raise SdeflowValueError(f"per-sample model_kwargs (tensors with one row per sample) cannot follow {solver.name}'s "
-                                f"per-sample steps, which evaluate the rows still running; pass per_sample=False "
-                                f"(dopri5) or generator= (adaptive_heun_sde) for shared steps, or use a fixed-step "
-                                f"solver")
     transfer = ipath is not path
     c_in = float(transfer_scale(path, ipath, float(grid_train[0]), grid_list[0])) if transfer else 1.0
     c_out = torch.as_tensor(transfer_scale(ipath, path, torch.as_tensor(grid_tau), torch.as_tensor(grid_train))
@@ -502,10 +513,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                 x0 = x_init[start:start + rows]
             if transfer:
                 x0 = x0 * c_in
-            kw = _rows(model_kwargs, N, start, start + rows)
             if term is None or term.batch != rows:
                 term = FieldTerm(path, field, times, x0, integration_path=ipath, gamma2=gamma2,
-                                 gamma2_fn=gamma2_fn, step_of=step_of, sides=sides, model_kwargs=kw)
+                                 gamma2_fn=gamma2_fn, step_of=step_of, sides=sides)
                 if final_denoise:
                     term.check_final()
                 if start == 0 and preflight:
@@ -516,8 +526,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
                         term.max_nfe = int(nfe) - extra
                 if start == 0:
                     field.validate_times(term.train_times)
-            elif kw is not None:
-                term.fn = field.bind(path, kw)
+            if model_kwargs is not None:  # this chunk's rows of the per-sample arguments (and the rows it runs)
+                term.condition(model_kwargs, N, start)
             step_cb = None
             if callback is not None:
                 user = callback.for_rows(start, start + rows) if hasattr(callback, "for_rows") else callback
@@ -537,6 +547,7 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
             except RuntimeError as e:
                 _mutation_error(e)
                 _dtype_hint(e, field, x0.dtype)
+                _kwargs_hint(e, model_kwargs, N)
                 raise
             x = finish(x)
             if check_finite and not bool(torch.isfinite(x).all()):

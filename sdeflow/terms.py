@@ -26,6 +26,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from .conditioning import has_per_sample, select
 from .conversions import conversion, is_identity
 from .errors import InputMutationError, NonFiniteError, SdeflowTypeError, SdeflowValueError, SingularityError
 from .paths import GaussianPath, check_time, map_times, transfer_scale
@@ -202,7 +203,8 @@ class Term:
     def rows(self) -> Tensor | None:
         """The batch indices (int64 tensor on the state's device) of the rows the evaluations receive, set by a
         per-sample solver that evaluates only the rows still running; None: every row, in batch order. A
-        term with per-sample data (:class:`CallableTerm`'s ``row_data``) hands the function those rows' data."""
+        term with per-sample data (:class:`CallableTerm`'s ``row_data``, :class:`FieldTerm`'s per-sample
+        ``model_kwargs``) hands the function those rows' data."""
         return self.context.rows
 
     @rows.setter
@@ -270,6 +272,12 @@ class Term:
 
     def check_final(self) -> None:
         """Refuse, before the solve, a final denoising step that cannot be formed (field terms); nothing here."""
+
+    def condition(self, model_kwargs: dict | None, n: int | None = None, start: int = 0) -> None:
+        """Bind the network's conditioning ``model_kwargs`` for the term's rows, samples ``start:start + batch`` of
+        ``n`` (field terms: :meth:`FieldTerm.condition`); a term without a network takes none."""
+        if model_kwargs:
+            raise _undeclared(self, "network to pass model_kwargs to")
 
     def fix_hint(self, t: float) -> str:
         """How to move the sampling window off a singular time ``t`` (a lowercase clause, for error messages)."""
@@ -372,6 +380,9 @@ class FieldTerm(Term):
 
     ``gamma2`` is :math:`\\gamma^2` at each planned time (array), or a function of a float64 time tensor
     for unplanned evaluations.
+
+    ``model_kwargs``: the network's conditioning for this term's rows (:meth:`condition`); an evaluation on a
+    subset of the rows (:attr:`~Term.rows`, set by a per-sample solver) passes the network those rows' arguments.
     """
 
     _what = "field"
@@ -384,7 +395,8 @@ class FieldTerm(Term):
         self.ipath = integration_path if integration_path is not None else path
         self.field = field
         self.kind = field.kind
-        self.fn = field.bind(path, model_kwargs) if model_kwargs else field.bind(path)
+        self.batch = like.shape[0]
+        self.condition(model_kwargs)
         self.transfer = self.ipath is not path
         self.times = np.asarray(times, dtype=np.float64)
         self.step_of = step_of
@@ -393,7 +405,6 @@ class FieldTerm(Term):
         self.gamma2_fn = gamma2_fn
         self.is_sde = bool(np.any(self.gamma2 > 0)) or gamma2_fn is not None
         self.time_inputs = _time_tensors(self.train_times, like)
-        self.batch = like.shape[0]
         self._dtype, self._device = like.dtype, like.device
         self.set_guard(like)
         tt = torch.as_tensor(self.times)
@@ -415,6 +426,37 @@ class FieldTerm(Term):
         self._g_list = None  # diffusion(j, x)'s floats, likewise
         A, B = self.coeff_arrays("drift")
         self.affine = (A, B, np.sqrt(self.gamma2))
+
+    def condition(self, model_kwargs: dict | None, n: int | None = None, start: int = 0) -> None:
+        """Bind the network's conditioning (:mod:`sdeflow.conditioning`): ``model_kwargs`` of ``n`` samples (default:
+        the term's :attr:`batch`), of which the term integrates ``start:start + batch`` (a chunk of
+        :func:`sdeflow.sample`). Per-sample tensors (first dimension ``n``) follow the rows: an evaluation of every
+        row gets the term's block of them, and one on the rows :attr:`~Term.rows` names (a per-sample solver's
+        running rows, indices into the term's batch) gets exactly those rows' (the field bound once per set of
+        rows). Other arguments reach every call unchanged."""
+        n = self.batch if n is None else int(n)
+        block = select(model_kwargs, n, slice(start, start + self.batch)) if model_kwargs else None
+        fn = self.field.bind(self.path, block) if block else self.field.bind(self.path)
+        if not has_per_sample(model_kwargs, n):
+            self.fn = fn
+            return
+        self._conditioning = (model_kwargs, n, start)
+        self._whole = fn
+        self._bound = (None, fn)  # (rows, the field bound to those rows' arguments)
+        self.fn = self._with_rows
+
+    def _with_rows(self, x: Tensor, t: Tensor) -> Tensor:
+        """The bound field with the per-sample arguments of the rows ``x`` holds (:attr:`rows`)."""
+        rows = self.context.rows
+        bound = self._bound
+        if bound[0] is not rows:
+            if rows is None:
+                bound = self._bound = (None, self._whole)
+            else:
+                kw, n, start = self._conditioning
+                index = rows + start if start else rows  # the term's rows among the n samples
+                bound = self._bound = (rows, self.field.bind(self.path, select(kw, n, index)))
+        return bound[1](x, t)
 
     def _coefficients(self, path: GaussianPath, t: Tensor):
         if path.piecewise and self.sides is not None and len(self.sides) == t.numel():

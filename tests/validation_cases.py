@@ -132,10 +132,6 @@ CASES = [
          lambda: sf.sample(VP, NOISE, "dopri5", n=2, shape=(2,), callback=lambda *a: None)),
     Case("sample", "callback", "with grad='checkpoint'", VE_, "cannot replace the state inside checkpointed steps",
          _s(grad="checkpoint", callback=lambda *a: None)),
-    Case("sample", "model_kwargs", "per-sample tensors with per-sample adaptive steps", VE_,
-         "per-sample model_kwargs .* cannot follow dopri5's per-sample steps",
-         lambda: sf.sample(VP, sf.NoiseField(lambda x, t, y: -x), "dopri5", n=4, shape=(2,),
-                           model_kwargs={"y": torch.arange(4)})),
     Case("path.alpha/sigma/coefficients/...", "t", "outside [0, 1]", VE_, r"t must be in \[0, 1\].*got -0.5",
          lambda: sf.CosineVP().sigma(-0.5)),
     # ---- oracles, fields, adapters, noise sources ---------------------------------------------------------

@@ -20,7 +20,8 @@ work. A row's arithmetic involves only that row (elementwise updates, no fused m
 reductions), so its result is bitwise the same whatever rows share its batch, chunk or shard, given a field
 that computes each row on its own. Samples wait for each other only at grid times (the trajectory is
 recorded there, and a piecewise path's knots are grid times). The term's :attr:`~sdeflow.terms.Term.rows` names
-the rows an evaluation receives (per-sample data, such as :func:`sdeflow.solve`'s ``row_data``, follow them).
+the rows an evaluation receives (per-sample data, such as :func:`sdeflow.solve`'s ``row_data`` and
+:func:`sdeflow.sample`'s per-sample ``model_kwargs``, follow them).
 Finiteness (``check_finite``) is read from each step's error norms, which are NaN for a row whose evaluations
 were not finite: such a step is replayed with per-evaluation checks, which name the evaluation at fault.
 
