@@ -175,10 +175,13 @@ def trained_model(cache=None, *, config=CONFIG, retrain: bool = False, verbose: 
 
 class DigitsField(Field):
     """The guided digits network on flattened ``(n, 64)`` states (reshaped to ``(n, 1, 8, 8)`` for the UNet and
-    back), labels ``i mod 10`` for row ``i``, in float64. The network is loaded (or trained) on the first
-    ``bind``, so registering a problem with it costs nothing."""
+    back), in float64. Labels: ``model_kwargs={"class_labels": labels}`` (one per sample; they follow their
+    rows through chunks, shards and the per-sample steps of adaptive solvers), else ``i mod 10`` for row ``i``
+    of each call (the bench's fixed-step solves and peers, which evaluate the whole batch). The network is
+    loaded (or trained) on the first ``bind``, so registering a problem with it costs nothing."""
 
     kind = "noise"
+    takes_model_kwargs = True
 
     def __init__(self, scale: float = GUIDANCE, *, config=CONFIG, cache=None, unet=None, **train_args):
         self.scale, self.config, self.cache, self.train_args = float(scale), config, cache, train_args
@@ -198,6 +201,9 @@ class DigitsField(Field):
 
     def bind(self, path, model_kwargs=None):
         self.network()
+        if model_kwargs:
+            net = self._guided.bind(path, model_kwargs)
+            return lambda x, t: net(x.reshape(x.shape[0], 1, 8, 8), t).reshape(x.shape[0], 64)
         fns: dict = {}
 
         def fn(x, t):

@@ -111,6 +111,7 @@ class Dopri5(ODESolver):
             t, t_end = grid[i], grid[i + 1]
             direction = 1.0 if t_end > t else -1.0
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
+            term.rows = None  # every row, in batch order (term.rows: the rows the evaluations receive)
             if i and term.piecewise:  # the drift jumps at this grid time: no FSAL across it
                 check_budget(term, "dopri5", 1)
                 f0 = term.drift_at(t, x)
@@ -219,6 +220,7 @@ class Dopri5(ODESolver):
             direction = 1.0 if t_end > grid[i] else -1.0
             close = 1e-14 * max(1.0, abs(t_end))  # a row this close to the grid time has reached it
             term.interval = (grid[i], grid[i + 1])  # a stage at a knot sees the interval's segment
+            term.rows = None  # every row, in batch order (term.rows: the rows the evaluations receive)
             if i and term.piecewise:  # the drift jumps at this grid time: no FSAL across it
                 check_budget_rows(term, "dopri5", evals, 1)
                 term.check = check  # no step replays this evaluation: checked here
@@ -228,7 +230,6 @@ class Dopri5(ODESolver):
             # the rows still running in this interval: their batch indices, state, derivative, time, step and
             # attempted steps (acc + rej)
             idx = np.arange(n)
-            term.rows = None  # every row, in batch order (term.rows: the rows the evaluations receive)
             xa, fa, ta, ha, na = x, f0, np.full(n, grid[i]), h.copy(), acc + rej
             x_out, f_out = torch.empty_like(x), torch.empty_like(f0)
             while idx.size:

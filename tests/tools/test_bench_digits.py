@@ -61,3 +61,33 @@ def test_work_precision_on_the_trained_network(quick_unet):
            if r["metric"] == "pathwise_rms" and r["grid"] == "karras" and r["error"] is not None}
     for s in ("heun", "dpmpp_2m"):
         assert torch.isfinite(torch.tensor(err[s, 10])) and err[s, 40] < err[s, 10] / 2, err
+
+
+@needs_deps
+def test_labels_given_as_model_kwargs_follow_their_rows(quick_unet):
+    """With ``model_kwargs={"class_labels": ...}`` each sample keeps its label wherever it is evaluated: the
+    per-sample steps of dopri5 (finished rows leave the batch) and chunks give a sample what it gets alone with
+    its label, up to the UNet's own rounding across batch sizes (convolutions are not bitwise invariant to the
+    batch: the solver adds no coupling, docs/reliability.md), far below what another label changes."""
+    unet, _ = quick_unet
+    field = digits.DigitsField(unet=unet)
+    path = digits.ddpm_path()
+    x = torch.randn((6, 64), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    labels = torch.tensor([3, 7, 1, 3, 0, 9])
+    # a short window: dopri5 stops every row at each of DDPM's knots inside it (7 here, not 1000)
+    kw = dict(t_max=0.012, t_min=0.005, final_denoise=True, rtol=1e-7, atol=1e-7)
+    diffs = []
+    with torch.no_grad():
+        batch = sf.sample(path, field, "dopri5", x_init=x, model_kwargs={"class_labels": labels}, **kw)
+        assert batch.stats["evaluations"].unique().numel() > 1  # rows finish apart: the evaluations shrink
+        chunked = sf.sample(path, field, "dopri5", x_init=x, model_kwargs={"class_labels": labels}, chunk_size=4,
+                            **kw)
+        for i in (4,):
+            alone = sf.sample(path, field, "dopri5", x_init=x[i:i + 1],
+                              model_kwargs={"class_labels": labels[i:i + 1]}, **kw)
+            diffs.append(max(float((alone.x[0] - batch.x[i]).abs().max()),
+                             float((alone.x[0] - chunked.x[i]).abs().max())))
+        # the same noise with another label is another sample: the labels reach the network
+        other = sf.sample(path, field, "dopri5", x_init=x[4:5], model_kwargs={"class_labels": labels[1:2]}, **kw)
+        changed = float((other.x[0] - batch.x[4]).abs().max())
+    assert max(diffs) < 1e-3 * changed, (diffs, changed)
