@@ -33,6 +33,7 @@ def main():
     ap.add_argument("--problems", default="eight_gaussians")
     ap.add_argument("--nfe", default="10,20,50")
     ap.add_argument("--maxfev", type=int, default=800)
+    ap.add_argument("--n-pilot", type=int, default=128, help="pilot samples driving the optimisation")
     ap.add_argument("--json", default=None)
     ap.add_argument("--free-end", action="store_true", help="optimise the end point with the interior times")
     ap.add_argument("--orders", default="2,3", help="UniPC orders to run (2: unipc, 3: unipc(order=3))")
@@ -53,7 +54,7 @@ def main():
                                   **opts)
                 end = {} if a.free_end else dict(t_min=p.t_min, final_denoise=p.final_denoise)
                 res = optimize_grid(p.path, p.field(), solver, nfe, shape=(p.dim,), t_max=p.t_max,
-                                    integration_path=p.integration_path, maxfev=a.maxfev, solver_options=opts,
+                                    integration_path=p.integration_path, maxfev=a.maxfev, solver_options=opts, n_pilot=a.n_pilot,
                                     generator=torch.Generator().manual_seed(12345), **end)
                 fd = res.final_denoise if a.free_end else p.final_denoise
                 opt = sf.sample(p.path, p.field(), solver, grid=res.grid, x_init=x, final_denoise=fd,
@@ -72,7 +73,8 @@ def main():
         keep = ("problem", "solver", "options", "nfe", "grid", "pilot_network_calls", "final_denoise")
         command = ("python benchmarks/best_sampler.py --problems " + a.problems + " --nfe " + a.nfe
                    + (" --free-end" if a.free_end else "") + " --orders " + a.orders + " --maxfev "
-                   + str(a.maxfev) + " --grids-out " + a.grids_out)
+                   + str(a.maxfev) + (f" --n-pilot {a.n_pilot}" if a.n_pilot != 128 else "") + " --grids-out "
+                   + a.grids_out)
         grids = [{k: r[k] for k in keep} for r in rows]
         if a.merge:
             with open(a.grids_out) as f:
