@@ -63,16 +63,8 @@ def checkerboard(n: int, generator: torch.Generator) -> torch.Tensor:
 
 
 def aniso32():
-    """10 components in 32-D: means N(0, I), per-axis stds log-uniform in [0.02, 1], weights proportional to
-    exp(0.5 N(0, 1)) (all drawn from seed 32)."""
-    from sdeflow.analytic import GaussianMixture
-
-    g = torch.Generator().manual_seed(32)
-    k, d = 10, 32
-    means = torch.randn(k, d, generator=g, dtype=torch.float64)
-    stds = torch.exp(math.log(0.02) + math.log(1.0 / 0.02) * torch.rand(k, d, generator=g, dtype=torch.float64))
-    w = torch.exp(0.5 * torch.randn(k, generator=g, dtype=torch.float64))
-    return GaussianMixture(w, means, stds)
+    """10 components in 32-D, per-axis stds log-uniform in [0.02, 1], seed 32 (``learned.random_mixture``)."""
+    return learned.random_mixture(10, 32, (0.02, 1.0), 32)
 
 
 def _aniso32(n: int, generator: torch.Generator) -> torch.Tensor:

@@ -86,17 +86,22 @@ def spiral(n: int, generator: torch.Generator) -> torch.Tensor:
     return x + 0.08 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
 
 
-def mixture16():
-    """The 16-D anisotropic mixture: 8 components, means N(0, I), per-axis stds log-uniform in [0.05, 0.8],
-    weights proportional to exp(0.5 N(0, 1)) (all drawn from seed 16)."""
+def random_mixture(k: int, d: int, std_range: tuple, seed: int):
+    """``k`` components in ``d`` dimensions: means N(0, I), per-axis stds log-uniform in ``std_range``, weights
+    proportional to exp(0.5 N(0, 1)) (all drawn from ``seed``, in that order)."""
     from ..analytic import GaussianMixture
 
-    g = torch.Generator().manual_seed(16)
-    k, d = 8, 16
+    g = torch.Generator().manual_seed(seed)
+    lo, hi = std_range
     means = torch.randn(k, d, generator=g, dtype=torch.float64)
-    stds = torch.exp(math.log(0.05) + math.log(0.8 / 0.05) * torch.rand(k, d, generator=g, dtype=torch.float64))
+    stds = torch.exp(math.log(lo) + math.log(hi / lo) * torch.rand(k, d, generator=g, dtype=torch.float64))
     w = torch.exp(0.5 * torch.randn(k, generator=g, dtype=torch.float64))
     return GaussianMixture(w, means, stds)
+
+
+def mixture16():
+    """The 16-D anisotropic mixture: :func:`random_mixture` with 8 components, stds in [0.05, 0.8], seed 16."""
+    return random_mixture(8, 16, (0.05, 0.8), 16)
 
 
 def _mix16(n: int, generator: torch.Generator) -> torch.Tensor:
