@@ -83,7 +83,8 @@ from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
 __all__ = ["END_BALANCE", "EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "budget_end", "check_ends", "check_prior",
-           "default_configuration", "default_solver", "default_window", "finish_at", "singular_reason"]
+           "default_configuration", "default_solver", "default_window", "finish_at", "singular_reason",
+           "LMS_MIN_NFE"]
 
 #: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
 EXTREME_LOG_SNR = 30.0
@@ -242,6 +243,10 @@ def finish_at(path: GaussianPath, kind: str, t_e: float, t_floor: float) -> tupl
     return t_e, True
 
 
+#: the smallest budget at which :func:`default_configuration` runs LMS over a VP schedule's whole window: with
+#: one to three evaluations (Euler, then two- and three-drift steps across the whole window) the preflight's
+#: narrow Gaussian probe finds it unstable, and UniPC with the budget's end runs instead
+LMS_MIN_NFE = 4
 #: the budget bands of :func:`default_configuration`: budgets up to 14 are chosen as at 10 evaluations, 15-31 as at
 #: 20, 32 and above as at 50 (the bands meet at the geometric means of the measured budgets)
 DEFAULT_BANDS = (14, 31)
@@ -259,10 +264,10 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
     denoising step where a data prediction is regular there: :func:`finish_at`).
 
     * On the linear-beta VP schedules (:class:`~sdeflow.paths.DiscreteVP`, DDPM's, and its continuous twin
-      :class:`~sdeflow.paths.VP`): up to 14 evaluations, k-diffusion's linear multistep (``lms``, 4 drifts)
-      on the ``"quadratic"`` grid (quadratic in the path's time, as DDIM's and DPM-Solver's
-      ``time_quadratic`` skip) over the path's whole window; from 15 on, UniPC (``unipc``, bh2) on the
-      quadratic grid on the budget's window.
+      :class:`~sdeflow.paths.VP`): from 4 (:data:`LMS_MIN_NFE`) to 14 evaluations, k-diffusion's linear
+      multistep (``lms``, 4 drifts) on the ``"quadratic"`` grid (quadratic in the path's time, as DDIM's and
+      DPM-Solver's ``time_quadratic`` skip) over the path's whole window; otherwise UniPC (``unipc``, bh2) on
+      the quadratic grid on the budget's window.
     * On every other path: UniPC on the ``"log_snr"`` grid up to 14 evaluations, the authors'
       DPM-Solver++(3M) (``dpmpp_3m``) from 15 to 31, and the exact-interpolant third-order multistep
       (``exp_3m_exact``) from 32 on, on the budget's window.
@@ -293,7 +298,9 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
 
     nfe = int(nfe)
     if type(path) in (DiscreteVP, VP):  # the measured schedules (not SubVP, CosineVP, ...: log-SNR below)
-        return ("lms", "quadratic", "path") if nfe <= DEFAULT_BANDS[0] else ("unipc", "quadratic", "budget")
+        if LMS_MIN_NFE <= nfe <= DEFAULT_BANDS[0]:
+            return "lms", "quadratic", "path"
+        return "unipc", "quadratic", "budget"
     if nfe <= DEFAULT_BANDS[0]:
         return "unipc", "log_snr", "budget"
     if nfe <= DEFAULT_BANDS[1]:

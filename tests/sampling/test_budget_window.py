@@ -178,10 +178,25 @@ def test_default_solver_is_budget_dependent_as_documented():
             assert default_configuration(nfe, path, "data") == (want, "log_snr", "budget")
             assert default_solver(nfe, path, "data") == (want, "log_snr")
     for path in (sf.DiscreteVP(), sf.VP()):
-        for nfe in (3, 10, 14):
+        for nfe in (4, 10, 14):
             assert default_configuration(nfe, path, "noise") == ("lms", "quadratic", "path")
-        for nfe in (15, 20, 50, 500):
+        for nfe in (1, 3, 15, 20, 50, 500):
             assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget")
+
+
+@pytest.mark.parametrize("path", [sf.DiscreteVP(), sf.VP(), sf.DiscreteVP(T=100),
+                                  sf.DiscreteVP(torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000) ** 2)],
+                         ids=["DDPM", "VP", "DDPM-T100", "scaled-linear"])
+def test_the_budget_default_is_never_refused_on_the_vp_schedules(path):
+    """sample(path, field, nfe=N) with nothing else runs for every budget from 1 to 16 on the VP schedules (the
+    preflight refuses LMS over the whole window below LMS_MIN_NFE: there the default is UniPC with the
+    budget's end), for every field kind, within the budget."""
+    target = analytic.eight_gaussians()
+    x = path.prior_sample((4, 2), generator=torch.Generator().manual_seed(0), dtype=D)  # T=100 ends short of noise
+    for kind in ("noise", "data", "score", "velocity"):
+        for nfe in range(1, 17):
+            sol = sf.sample(path, target.field(kind), nfe=nfe, x_init=x)
+            assert sol.nfe <= nfe and torch.isfinite(sol.x).all(), (kind, nfe)
 
 
 @pytest.mark.parametrize("path,kind", [(sf.VE(0.002, 80.0), "data"), (sf.DiscreteVP(), "noise"), (sf.VP(), "noise"),
