@@ -45,6 +45,22 @@ def _time_tensors(times: np.ndarray, like: Tensor) -> list[Tensor]:
     return list(tt.reshape(-1, 1).expand(-1, like.shape[0]).unbind(0))
 
 
+class _InContext:
+    """A term attribute that is per-solve state: read and written on the term's current :class:`RunContext`."""
+
+    def __init__(self, doc: str):
+        self.__doc__ = doc
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, term, owner=None):
+        return self if term is None else getattr(term.context, self.name)
+
+    def __set__(self, term, value) -> None:
+        setattr(term.context, self.name, value)
+
+
 class RunContext:
     """The state of one solve on a term: everything else on a term is configuration (its tables, window, budget)
     and serves every solve on it.
@@ -161,55 +177,19 @@ class Term:
         ctx = self.context = RunContext(check, on_accept)
         return ctx
 
-    @property
-    def nfe(self) -> int:
-        """Evaluations made in the current solve (:attr:`context`)."""
-        return self.context.nfe
-
-    @nfe.setter
-    def nfe(self, value: int) -> None:
-        self.context.nfe = value
-
-    @property
-    def check(self) -> bool:
-        """Per-evaluation finiteness checks in the current solve (diagnostic replays, adaptive solves)."""
-        return self.context.check
-
-    @check.setter
-    def check(self, value: bool) -> None:
-        self.context.check = value
-
-    @property
-    def on_accept(self) -> Callable | None:
-        """``on_accept(i, t, x)``: called by adaptive solvers after accepted step ``i`` (at time ``t``); a tensor it
-        returns replaces the state (set for step callbacks by :func:`sdeflow.runner.run`). None: no hook."""
-        return self.context.on_accept
-
-    @on_accept.setter
-    def on_accept(self, value: Callable | None) -> None:
-        self.context.on_accept = value
-
-    @property
-    def interval(self) -> tuple | None:
-        """``(t_start, t_end)`` of the grid interval an adaptive solver is in (it sets it): on a path whose
-        derivatives jump at some times, a stage at either end sees the segment inside the interval."""
-        return self.context.interval
-
-    @interval.setter
-    def interval(self, value: tuple | None) -> None:
-        self.context.interval = value
-
-    @property
-    def rows(self) -> Tensor | None:
-        """The batch indices (int64 tensor on the state's device) of the rows the evaluations receive, set by a
-        per-sample solver that evaluates only the rows still running; None: every row, in batch order. A
-        term with per-sample data (:class:`CallableTerm`'s ``row_data``, :class:`FieldTerm`'s per-sample
-        ``model_kwargs``) hands the function those rows' data."""
-        return self.context.rows
-
-    @rows.setter
-    def rows(self, value: Tensor | None) -> None:
-        self.context.rows = value
+    nfe = _InContext("Evaluations made in the current solve (:attr:`context`).")
+    check = _InContext("Per-evaluation finiteness checks in the current solve (diagnostic replays, adaptive solves).")
+    on_accept = _InContext(
+        "``on_accept(i, t, x)``: called by adaptive solvers after accepted step ``i`` (at time ``t``); a tensor it "
+        "returns replaces the state (set for step callbacks by :func:`sdeflow.runner.run`). None: no hook.")
+    interval = _InContext(
+        "``(t_start, t_end)`` of the grid interval an adaptive solver is in (it sets it): on a path whose "
+        "derivatives jump at some times, a stage at either end sees the segment inside the interval.")
+    rows = _InContext(
+        "The batch indices (int64 tensor on the state's device) of the rows the evaluations receive, set by a "
+        "per-sample solver that evaluates only the rows still running; None: every row, in batch order. A term "
+        "with per-sample data (:class:`CallableTerm`'s ``row_data``, :class:`FieldTerm`'s per-sample "
+        "``model_kwargs``) hands the function those rows' data.")
 
     def cached_program(self, solver, grid: list, build: Callable[[], object]):
         """``build()`` (a :class:`~sdeflow.solvers.program.Program` for ``solver`` on ``grid``), kept on the term
