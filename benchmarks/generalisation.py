@@ -12,7 +12,8 @@ per problem, so runs resume and can be split over processes). Then it prints, pe
   rows on diffusers' own timesteps are not named grids and are left out;
 * default: the ``solver="default"`` row;
 
-with the ratios best named / best peer and default / best named (RMS; and the worst sample). ``--candidates``
+with the ratios best named / best peer, default / best peer and default / best named (RMS; and the worst
+sample). ``--candidates``
 lists, per budget, each (solver, grid) on the budget's window (the configurations a budget default can be)
 by its worst ratio to the best named configuration over the problems: how ``sdeflow.window.default_solver``
 was chosen. ``--json FILE`` writes the summary rows.
@@ -21,6 +22,11 @@ was chosen. ``--json FILE`` writes the summary rows.
     python benchmarks/generalisation.py --out results/gen --table-only --candidates
     python benchmarks/generalisation.py --out results/gen --rerun-default      # after changing the default
     python benchmarks/generalisation.py --out results/gen --add-optimized      # + cached optimize_grid rows
+    python benchmarks/generalisation.py --peer-pairs results/gen,results/heldout,results/heldout_seed1
+
+``--peer-pairs`` (the issue on learned networks: the default within 1.5x of the best peer, RMS and worst
+sample): over the trained networks of several stored runs, the cases and pairs of cases no named configuration
+serves within 1.5x of the best peer (:func:`peer_pairs`).
 """
 
 from __future__ import annotations
@@ -173,8 +179,8 @@ def table(summary, nfes):
     for nfe in nfes:
         lines.append(f"\n**NFE {nfe}**\n")
         lines.append("| problem | best peer: RMS, worst | best named: RMS, worst | named / peer: RMS, worst "
-                     "| default / named: RMS, worst | optimised grid / peer: RMS, worst |")
-        lines.append("|---|---|---|---|---|---|")
+                     "| default / peer: RMS, worst | default / named: RMS, worst | optimised grid / peer: RMS, worst |")
+        lines.append("|---|---|---|---|---|---|---|")
         for s in summary:
             if s["nfe"] != nfe:
                 continue
@@ -186,9 +192,11 @@ def table(summary, nfes):
                    f"{_f(_ratio(s.get('named_max'), s.get('peer_max')), 2)}")
             dn = (f"{_f(_ratio(s.get('default_rms'), s.get('named_rms')), 3)}, "
                   f"{_f(_ratio(s.get('default_max'), s.get('named_max')), 3)}")
+            dp = (f"{_f(_ratio(s.get('default_rms'), s.get('peer_rms')), 2)}, "
+                  f"{_f(_ratio(s.get('default_max'), s.get('peer_max')), 2)}")
             op = (f"{_f(_ratio(s.get('optimized_rms'), s.get('peer_rms')), 2)}, "
                   f"{_f(_ratio(s.get('optimized_max'), s.get('peer_max')), 2)}") if "optimized_rms" in s else "-"
-            lines.append(f"| `{s['problem']}` | {peer} | {named} | {np_} | {dn} | {op} |")
+            lines.append(f"| `{s['problem']}` | {peer} | {named} | {np_} | {dp} | {dn} | {op} |")
     return "\n".join(lines)
 
 
@@ -264,6 +272,64 @@ def _candidates(out, family, problems, nfes, grids, top, target):
     return "\n".join(lines)
 
 
+def peer_pairs(dirs, nfes, grids=GRIDS, target=1.5) -> str:
+    """On the trained networks (problems named ``learned_*``, ``heldout_*``, ``digits_*``) of the stored runs in
+    ``dirs`` (several seeds, several networks; each run is one (network, noise) case), per budget and path family
+    (DDPM-schedule networks, the others): for every named configuration (every solver on a named grid, with or
+    without ``+end``) its ratio to the best peer, the larger of RMS and worst sample; the cases no configuration
+    serves within ``target`` alone, and the pairs of cases no configuration serves within ``target`` on both.
+    Such a pair shows that no default choosing among the named configurations is within ``target`` of the best
+    peer, in RMS and worst sample, on every network (two seeds of one network: on every noise draw)."""
+    import itertools
+
+    named = set(grids) | {g + "+end" for g in grids}
+    lines = []
+    for nfe in nfes:
+        fams = {}
+        for d in dirs:
+            for f in sorted(os.listdir(d)):
+                if not (f.startswith("rows_") and f.endswith(".json")):
+                    continue
+                data = json.load(open(os.path.join(d, f)))
+                p = data["problem"]
+                if not p.startswith(("learned_", "heldout_", "digits_")):
+                    continue
+                rs = [r for r in data["rows"] if r["nfe_budget"] == nfe and r["metric"] == "pathwise_rms"]
+                peers = [r for r in rs if r.get("peer") and _ok(_errs(r)[0])]
+                if not peers:
+                    continue
+                pr, pw = min(_errs(r)[0] for r in peers), min(_errs(r)[1] for r in peers)
+                case = f"{p} (seed {data['seed']})"
+                fam = "DDPM's schedule" if "_ddpm" in p or p.startswith("digits_") else "VE/EDM"
+                for r in rs:
+                    if r.get("peer") or r["solver"] == "default" or r["grid"] not in named:
+                        continue
+                    ok = _ok(r["error"]) and not r.get("preflight")
+                    ratio = max(r["error"] / pr, r["error_max"] / pw) if ok else math.inf
+                    fams.setdefault(fam, {}).setdefault((r["solver"], r["grid"]), {})[case] = ratio
+        for fam, ratios in fams.items():
+            cases = sorted({c for v in ratios.values() for c in v})
+            cfgs = [k for k, v in ratios.items() if len(v) == len(cases)]
+            if not cfgs:
+                continue
+            worst, best = min((max(ratios[k].values()), k) for k in cfgs)
+            lines.append(f"\n{fam}, NFE {nfe}: {len(cases)} network cases, {len(cfgs)} named configurations; the best "
+                         f"single one over all, {best[0]}/{best[1]}, is within {worst:.2f}x of the best peer "
+                         f"(max of RMS and worst-sample ratios)")
+            for c in cases:
+                v, k = min((ratios[k][c], k) for k in cfgs)
+                if v > target:
+                    lines.append(f"  alone: {c}: the best configuration is {v:.2f}x ({k[0]}/{k[1]})")
+            pairs = []
+            for a, b in itertools.combinations(cases, 2):
+                v, k = min((max(ratios[k][a], ratios[k][b]), k) for k in cfgs)
+                if v > target:
+                    pairs.append(f"  no configuration within {target}x on both {a} and {b}: the best serves them at "
+                                 f"{v:.2f}x ({k[0]}/{k[1]})")
+            lines += pairs or [f"  every pair of cases has a configuration within {target}x on both"]
+    return "\n".join(lines)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="results/generalisation")
@@ -279,7 +345,13 @@ def main(argv=None):
                     help="add the cached optimize_grid rows (optimized_grids.json) to stored runs")
     ap.add_argument("--candidates", action="store_true")
     ap.add_argument("--json", default=None, help="write the summary rows here")
+    ap.add_argument("--peer-pairs", default=None, metavar="DIR,DIR,...",
+                    help="only: the trained-network cases and pairs of the stored runs in these directories that no "
+                         "named configuration serves within 1.5x of the best peer (RMS and worst sample)")
     a = ap.parse_args(argv)
+    if a.peer_pairs:
+        print(peer_pairs(a.peer_pairs.split(","), tuple(int(v) for v in a.nfe.split(","))))
+        return
     torch.set_num_threads(1)
     problems = tuple(p for p in a.problems.split(",") if p)
     nfes = tuple(int(v) for v in a.nfe.split(","))

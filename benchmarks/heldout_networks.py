@@ -1,5 +1,5 @@
 """Held-out learned networks for the budget default (issue: the claims must hold on networks the rule was not
-fitted on): four networks trained here, never part of the suite that chose ``sdeflow.window.default_solver``
+fitted on): ten networks trained here, never part of the suite that chose ``sdeflow.window.default_solver``
 and ``budget_end``, each measured like the suite's ``learned_*`` problems.
 
 The networks (``HELDOUT``; the suite's machinery: :class:`sdeflow.bench.learned.NetSpec`, its
@@ -14,6 +14,11 @@ one thread, deterministic; other data, widths, depths and seeds than the suite's
   concentric rings (radii 0.5, 1, 1.5, radial std 0.04);
 * ``heldout_moons_ddpm``: the same (width 48, depth 4) on two interleaved moons.
 
+``HELDOUT_LATE``, six more trained after the budget default's 45-evaluation band on VE/EDM was fixed (its
+validation): EDM denoisers on a 2-D 8-component mixture of unequal weights and widths (stds 0.03 .. 0.5), a 5x5
+grid of sharp modes (std 0.05), a 2-D Swiss roll and the moons; noise predictors on DDPM's schedule on the
+mixture and the grid.
+
 EDM networks are posed on ``VE(0.002, 80)`` from sigma 80 to 0.002 then a final step to sigma = 0, integrated
 in EDM coordinates; eps networks on ``DiscreteVP()`` from t = 1 to 1/T then the final denoising (diffusers'
 DDPM-schedule schedulers run on them), exactly as ``sdeflow.bench.learned.build_problems`` poses the suite's.
@@ -25,7 +30,7 @@ on the named grids, on the problem's window and the budget's ``+end`` window; th
 peer; rows stored per problem, resumable) and summarised by its :func:`summarise`; every error is against the
 problem's reference over its full window (peers on diffusers' own timesteps included).
 
-    nice -n 5 python benchmarks/heldout_networks.py --out /tmp/heldout --n 500
+    nice -n 5 python benchmarks/heldout_networks.py --out /tmp/heldout --n 500       # all ten networks
     python benchmarks/heldout_networks.py --out /tmp/heldout --table-only --candidates --json /tmp/heldout/s.json
     nice -n 5 python benchmarks/heldout_networks.py --out /tmp/heldout_s2 --net-seed-offset 1   # retrained nets
 """
@@ -90,7 +95,32 @@ def moons(n: int, generator: torch.Generator) -> torch.Tensor:
     return 1.5 * pts
 
 
-DATA = {"checkerboard": checkerboard, "aniso32": _aniso32, "rings": rings, "moons": moons}
+def mix2d():
+    """8 components in 2-D, means 1.5 N(0, I), per-axis stds log-uniform in [0.03, 0.5], seed 52
+    (``learned.random_mixture``, means scaled): unequal weights and widths, some modes narrow."""
+    m = learned.random_mixture(8, 2, (0.03, 0.5), 52)
+    return type(m)(m.weights, 1.5 * m.means, m.var.sqrt())
+
+
+def _mix2d(n: int, generator: torch.Generator) -> torch.Tensor:
+    return mix2d().sample(n, generator=generator, dtype=torch.float64)
+
+
+def grid25(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A 5x5 grid of equal Gaussians (spacing 1, centred, std 0.05): 25 sharp modes."""
+    ij = torch.randint(0, 5, (n, 2), generator=generator).to(torch.float64) - 2.0
+    return ij + 0.05 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+
+
+def swissroll(n: int, generator: torch.Generator) -> torch.Tensor:
+    """A 2-D Swiss roll: angle a uniform in [1.5 pi, 4.5 pi], (a cos a, a sin a) / 6, noise std 0.04."""
+    a = math.pi * (1.5 + 3.0 * torch.rand(n, generator=generator, dtype=torch.float64))
+    pts = torch.stack([a * torch.cos(a), a * torch.sin(a)], 1) / 6.0
+    return pts + 0.04 * torch.randn(n, 2, generator=generator, dtype=torch.float64)
+
+
+DATA = {"checkerboard": checkerboard, "aniso32": _aniso32, "rings": rings, "moons": moons, "mix2d": _mix2d,
+        "grid25": grid25, "swissroll": swissroll}
 
 HELDOUT = {s.name: s for s in (
     NetSpec("heldout_checker_edm", "checkerboard", "edm", 2, sigma_data=1.15, hidden=96, depth=4, seed=11,
@@ -105,7 +135,26 @@ HELDOUT = {s.name: s for s in (
     NetSpec("heldout_moons_ddpm", "moons", "eps", 2, sigma_data=1.0, hidden=48, depth=4, seed=41, steps=5000,
             description="held out: noise-prediction MLP (48x4), DDPM's loss, on two moons; DDPM's schedule as "
                         "above; reference: DOP853 solve of the same network"),
+    # the second group (HELDOUT_LATE): trained after the rule's 45-evaluation band was fixed, to test it
+    NetSpec("heldout_mix2d_edm", "mix2d", "edm", 2, sigma_data=1.1, hidden=128, depth=3, seed=51, steps=10000,
+            description="held out (late): EDM-preconditioned MLP denoiser (128x3, 10000 steps) on a 2-D 8-component "
+                        "mixture of unequal weights and widths (stds 0.03 .. 0.5); VE as above"),
+    NetSpec("heldout_grid25_edm", "grid25", "edm", 2, sigma_data=1.4, hidden=96, depth=4, seed=61,
+            description="held out (late): EDM-preconditioned MLP denoiser (96x4) on a 5x5 grid of sharp modes "
+                        "(std 0.05); VE as above"),
+    NetSpec("heldout_swissroll_edm", "swissroll", "edm", 2, sigma_data=1.15, hidden=64, depth=4, seed=71,
+            description="held out (late): EDM-preconditioned MLP denoiser (64x4) on a 2-D Swiss roll; VE as above"),
+    NetSpec("heldout_moons_edm", "moons", "edm", 2, sigma_data=1.0, hidden=96, depth=3, seed=81,
+            description="held out (late): EDM-preconditioned MLP denoiser (96x3) on two moons; VE as above"),
+    NetSpec("heldout_mix2d_ddpm", "mix2d", "eps", 2, sigma_data=1.1, hidden=128, depth=3, seed=91, steps=10000,
+            description="held out (late): noise-prediction MLP (128x3, 10000 steps), DDPM's loss, on the 2-D "
+                        "8-component mixture; DDPM's schedule as above"),
+    NetSpec("heldout_grid25_ddpm", "grid25", "eps", 2, sigma_data=1.4, hidden=96, depth=4, seed=101,
+            description="held out (late): noise-prediction MLP (96x4), DDPM's loss, on the 5x5 grid; DDPM's "
+                        "schedule as above"),
 )}
+#: the networks trained after the budget default's bands were fixed (``--problems`` selects; default: all)
+HELDOUT_LATE = tuple(n for n in HELDOUT if HELDOUT[n].seed >= 51)
 
 
 # ---- training, cached outside the repository ----------------------------------------------------------------
@@ -113,8 +162,8 @@ def _weights_file(spec: NetSpec) -> str:
     """Keyed by the spec's training configuration and the source of its data generator."""
     h = hashlib.sha256(json.dumps(spec.config(), sort_keys=True).encode())
     h.update(inspect.getsource(DATA[spec.data]).encode())
-    if spec.data == "aniso32":
-        h.update(inspect.getsource(aniso32).encode())
+    if spec.data in ("aniso32", "mix2d"):
+        h.update(inspect.getsource(aniso32 if spec.data == "aniso32" else mix2d).encode())
     return os.path.join(learned.cache_dir(), "heldout", f"{spec.name}-{h.hexdigest()[:16]}.safetensors")
 
 

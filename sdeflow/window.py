@@ -76,6 +76,7 @@ keeps the path's end and still finishes with the denoising step when :math:`\sig
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 
@@ -83,7 +84,7 @@ from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
 __all__ = ["END_BALANCE", "EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "budget_end", "check_ends", "check_prior",
-           "default_configuration", "default_solver", "default_window", "finish_at", "singular_reason",
+           "DefaultConfiguration", "DEFAULT_BANDS", "default_configuration", "default_solver", "default_window", "finish_at", "singular_reason",
            "LMS_MIN_NFE"]
 
 #: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
@@ -247,30 +248,52 @@ def finish_at(path: GaussianPath, kind: str, t_e: float, t_floor: float) -> tupl
 #: one to three evaluations (Euler, then two- and three-drift steps across the whole window) the preflight's
 #: narrow Gaussian probe finds it unstable, and UniPC with the budget's end runs instead
 LMS_MIN_NFE = 4
-#: the budget bands of :func:`default_configuration`: budgets up to 14 are chosen as at 10 evaluations, 15-31 as at
-#: 20, 32 and above as at 50 (the bands meet at the geometric means of the measured budgets)
-DEFAULT_BANDS = (14, 31)
+#: the budget bands of :func:`default_configuration` off the VP schedules: budgets up to 14 are chosen as at 10
+#: evaluations, 15-31 as at 20, 32-44 as at 32 and 40, 45 and above as at 50-200 (the bands meet between
+#: the measured budgets: 14 and 31 at the geometric means of 10/20 and 20/50, 44 where the measured order
+#: of the two third- and fourth-order candidates flips, between 40 and 45)
+DEFAULT_BANDS = (14, 31, 44)
+
+
+class DefaultConfiguration(NamedTuple):
+    r"""What :func:`default_configuration` chooses: ``solver`` and ``grid`` names, ``window`` (``"budget"``:
+    :func:`budget_end`'s stop; ``"path"``: the path's default data end, then :func:`finish_at`'s final step)
+    and ``coordinates`` (``"path"``: the path's own time; ``"edm"``: integrate in EDM's, the noise level
+    :math:`\sigma` as time, ``integration_path=EDM(sigma_max)``)."""
+
+    solver: str
+    grid: str
+    window: str
+    coordinates: str = "path"
 
 
 def default_solver(nfe: int, path: GaussianPath, kind: str | None = None) -> tuple[str, str]:
-    """``(solver, grid)`` of :func:`default_configuration` (without its window)."""
-    return default_configuration(nfe, path, kind)[:2]
+    """``(solver, grid)`` of :func:`default_configuration` (without its window and coordinates)."""
+    return tuple(default_configuration(nfe, path, kind)[:2])
 
 
-def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None) -> tuple[str, str, str]:
-    r"""``(solver, grid, window)``: the configuration :func:`sdeflow.sample` runs with only a budget (``nfe=``,
-    no solver, no grid, no window). ``window`` is ``"budget"`` (stop where :func:`budget_end` puts it for
-    that solver's order, then the denoising step) or ``"path"`` (run to the path's default data end, then the
-    denoising step where a data prediction is regular there: :func:`finish_at`).
+def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None) -> DefaultConfiguration:
+    r"""``(solver, grid, window, coordinates)`` (:class:`DefaultConfiguration`): the configuration
+    :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver, no grid, no window, no
+    ``integration_path``). ``window`` is ``"budget"`` (stop where :func:`budget_end` puts it for that solver's
+    order, then the denoising step) or ``"path"`` (run to the path's default data end, then the denoising step
+    where a data prediction is regular there: :func:`finish_at`); ``coordinates`` is ``"path"`` (the path's
+    own time) or ``"edm"`` (EDM's: the noise level :math:`\sigma` as time, :math:`dx/d\sigma = (x - \hat
+    x_0)/\sigma`, as :class:`~sdeflow.paths.EDM` as ``integration_path``).
 
     * On the linear-beta VP schedules (:class:`~sdeflow.paths.DiscreteVP`, DDPM's, and its continuous twin
       :class:`~sdeflow.paths.VP`): from 4 (:data:`LMS_MIN_NFE`) to 14 evaluations, k-diffusion's linear
       multistep (``lms``, 4 drifts) on the ``"quadratic"`` grid (quadratic in the path's time, as DDIM's and
       DPM-Solver's ``time_quadratic`` skip) over the path's whole window; otherwise UniPC (``unipc``, bh2) on
       the quadratic grid on the budget's window.
-    * On every other path: UniPC on the ``"log_snr"`` grid up to 14 evaluations, the authors'
-      DPM-Solver++(3M) (``dpmpp_3m``) from 15 to 31, and the exact-interpolant third-order multistep
-      (``exp_3m_exact``) from 32 on, on the budget's window.
+    * On :class:`~sdeflow.paths.VE` and :class:`~sdeflow.paths.EDM`: UniPC on the ``"log_snr"`` grid up to 14
+      evaluations, the authors' DPM-Solver++(3M) (``dpmpp_3m``) from 15 to 31, the exact-interpolant
+      third-order multistep (``exp_3m_exact``) from 32 to 44, on the budget's window; from 45 on, Kutta's 3/8
+      rule (``rk4_38``) on Karras' grid in EDM's coordinates over the path's whole window, then the denoising
+      step: torchdiffeq's ``rk4`` as EDM's samplers run it.
+    * On every other path (cosine, sub-VP, flows, affine paths): as on VE up to 44 evaluations, and
+      ``exp_3m_exact`` on the log-SNR grid beyond (the ``rk4_38`` band was measured on VE/EDM only; there
+      the exponential integrators' answer does not depend on the coordinates, a Runge-Kutta method's does).
 
     ``kind`` (the field's prediction) does not enter the choice: every solver here converts the field to
     the prediction it integrates.
@@ -284,25 +307,33 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
     no configuration is within 1.5x of the best everywhere (pairs of problems of the same dimension that no
     configuration serves within 1.5x on both exist at 10 and 50 evaluations); the worst ratios of this rule
     are 2.2x (10), 3.3x (20: the Gaussians, where the exact-interpolant 3M is 3x more accurate but 7.6x
-    less accurate on narrow unequal modes) and 2.4x (50). On the VP schedules, 11 problems: the suite's two
-    on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out learned networks, three
-    oracles on DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a Gaussian, 8 modes): LMS over
-    the whole window at 10 (worst 3.9x, on a 16-D anisotropic mixture, where exponential integrators are
-    2x more accurate; geometric mean 1.5x; UniPC with the budget's end was 7.0x, on a network trained on
-    thin rings), UniPC with the budget's end at 20 (6.8x, geometric mean 1.6x) and 50 (4.8x). LMS is not
-    kept beyond 14 evaluations: on anisotropic mixtures its error stops falling (10x the best at 20, 60x at
-    50 in 64 dimensions). The quadratic grid is 3-3000x less accurate than the log-SNR grid on the VE
-    problems and 2-8x more accurate on DDPM's schedule, hence the split by path.
+    less accurate on narrow unequal modes). From 45 evaluations the rule was re-derived against the best
+    *peer* (torchdiffeq, diffusers' EDM schedulers) on trained networks, at 32-200 evaluations: there
+    ``exp_3m_exact`` falls behind (2.5x the RMS of torchdiffeq's ``rk4`` on Karras' grid at 50 on a held-out
+    32-D network, 3.3x at 64, 5.8x at 100), while ``rk4_38`` on that grid over the whole window, which is that
+    peer, has its RMS within 1.5x of the best peer's on 15 of 16 trained network cases at 50 (1.86x on the
+    last) and within 1.14x on every one from 64 (on the oracles 2.2x at 50, 1.3x at 64, 1.0x at 100). Below 45
+    its few steps (9 at 40) are 2-18x less accurate than the multistep methods. On the VP schedules, 11
+    problems: the suite's two on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out learned networks, three oracles on
+    DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a Gaussian, 8 modes): LMS over the whole
+    window at 10 (worst 3.9x, on a 16-D anisotropic mixture, where exponential integrators are 2x more
+    accurate; geometric mean 1.5x; UniPC with the budget's end was 7.0x, on a network trained on thin rings),
+    UniPC with the budget's end at 20 (6.8x, geometric mean 1.6x) and 50 (4.8x). LMS is not kept beyond 14
+    evaluations: on anisotropic mixtures its error stops falling (10x the best at 20, 60x at 50 in 64
+    dimensions). The quadratic grid is 3-3000x less accurate than the log-SNR grid on the VE problems and
+    2-8x more accurate on DDPM's schedule, hence the split by path.
     """
-    from .paths import VP, DiscreteVP
+    from .paths import EDM, VE, VP, DiscreteVP
 
     nfe = int(nfe)
     if type(path) in (DiscreteVP, VP):  # the measured schedules (not SubVP, CosineVP, ...: log-SNR below)
         if LMS_MIN_NFE <= nfe <= DEFAULT_BANDS[0]:
-            return "lms", "quadratic", "path"
-        return "unipc", "quadratic", "budget"
+            return DefaultConfiguration("lms", "quadratic", "path")
+        return DefaultConfiguration("unipc", "quadratic", "budget")
     if nfe <= DEFAULT_BANDS[0]:
-        return "unipc", "log_snr", "budget"
+        return DefaultConfiguration("unipc", "log_snr", "budget")
     if nfe <= DEFAULT_BANDS[1]:
-        return "dpmpp_3m", "log_snr", "budget"
-    return "exp_3m_exact", "log_snr", "budget"
+        return DefaultConfiguration("dpmpp_3m", "log_snr", "budget")
+    if nfe <= DEFAULT_BANDS[2] or type(path) not in (VE, EDM):
+        return DefaultConfiguration("exp_3m_exact", "log_snr", "budget")
+    return DefaultConfiguration("rk4_38", "karras", "path", "edm")

@@ -3,8 +3,8 @@
 For each problem and metric, two log-log panels: error against the NFE spent and error against wall time.
 One line per solver (its best grid: the lowest mean log error over the budgets every grid of that solver ran)
 and one per peer. The colour and marker name the algorithm, so a peer running the same algorithm as an
-sdeflow solver shares its colour (torchdiffeq's rk4 and sdeflow's ``rk4``, torchsde's Euler and sdeflow's
-``euler_maruyama``); the line style names the library (sdeflow solid with filled markers, peers dashed /
+sdeflow solver shares its colour (torchdiffeq's rk4, Kutta's 3/8 rule, and sdeflow's ``rk4_38``, torchsde's
+Euler and sdeflow's ``euler_maruyama``); the line style names the library (sdeflow solid with filled markers, peers dashed /
 dotted / dash-dotted with hollow markers). The weak metrics' Monte Carlo floor is a dotted black line.
 """
 
@@ -32,7 +32,8 @@ _COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 _MARKERS = "osD^vP*Xph<>"
 _LIBRARY_STYLE = {"sdeflow": "-", "torchdiffeq": "--", "diffusers": ":", "torchsde": "-.", "k_diffusion": "--"}
 # a peer's name -> the sdeflow algorithm it runs, where the names differ
-_SAME_ALGORITHM = {"torchsde:euler": "euler_maruyama", "torchsde:srk": "sra1", "diffusers:ddim(eta=1)": "ddim(eta=1)"}
+_SAME_ALGORITHM = {"torchdiffeq:rk4": "rk4_38", "torchsde:euler": "euler_maruyama", "torchsde:srk": "sra1",
+                   "diffusers:ddim(eta=1)": "ddim(eta=1)"}
 
 
 def _library(solver: str) -> str:

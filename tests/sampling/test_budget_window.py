@@ -165,23 +165,63 @@ def test_optimize_grid_moves_the_end_with_the_interior_times():
 
 def test_default_solver_is_budget_dependent_as_documented():
     """sdeflow.window.default_configuration: UniPC / DPM-Solver++(3M) / the exact-interpolant 3M on the log-SNR
-    grid by budget band (up to 14, 15-31, 32 and above) on the budget's window on VE and the other paths; on
-    DDPM's schedule and VP, LMS on the quadratic grid over the path's window up to 14, then UniPC on the
-    quadratic grid on the budget's window (docs/bench.md, "The window a budget chooses"). default_solver is its
-    (solver, grid)."""
+    grid by budget band (up to 14, 15-31, 32-44) on the budget's window on VE, EDM and the other paths; from 45
+    on VE and EDM Kutta's 3/8 rule on Karras' grid in EDM's coordinates, on the other paths the exact-interpolant
+    3M still; on DDPM's schedule and VP, LMS on the quadratic grid over the path's window up to 14, then UniPC on
+    the quadratic grid on the budget's window (docs/bench.md, "The window a budget chooses"). default_solver is
+    its (solver, grid)."""
     from sdeflow.window import DEFAULT_BANDS, default_configuration, default_solver
 
-    assert DEFAULT_BANDS == (14, 31)
-    for path in (sf.VE(0.002, 80.0), sf.CosineVP(), sf.LinearFlow(), sf.EDM(80.0)):
-        for nfe, want in ((3, "unipc"), (10, "unipc"), (14, "unipc"), (15, "dpmpp_3m"), (20, "dpmpp_3m"),
-                          (31, "dpmpp_3m"), (32, "exp_3m_exact"), (50, "exp_3m_exact"), (500, "exp_3m_exact")):
-            assert default_configuration(nfe, path, "data") == (want, "log_snr", "budget")
+    assert DEFAULT_BANDS == (14, 31, 44)
+    bands = ((3, "unipc"), (10, "unipc"), (14, "unipc"), (15, "dpmpp_3m"), (20, "dpmpp_3m"), (31, "dpmpp_3m"),
+             (32, "exp_3m_exact"), (44, "exp_3m_exact"))
+    for path in (sf.VE(0.002, 80.0), sf.CosineVP(), sf.LinearFlow(), sf.EDM(80.0), sf.SubVP()):
+        for nfe, want in bands:
+            assert default_configuration(nfe, path, "data") == (want, "log_snr", "budget", "path")
             assert default_solver(nfe, path, "data") == (want, "log_snr")
+        for nfe in (45, 50, 500):
+            want = (("rk4_38", "karras", "path", "edm") if isinstance(path, (sf.VE, sf.EDM))
+                    else ("exp_3m_exact", "log_snr", "budget", "path"))
+            assert default_configuration(nfe, path, "data") == want
     for path in (sf.DiscreteVP(), sf.VP()):
         for nfe in (4, 10, 14):
-            assert default_configuration(nfe, path, "noise") == ("lms", "quadratic", "path")
+            assert default_configuration(nfe, path, "noise") == ("lms", "quadratic", "path", "path")
         for nfe in (1, 3, 15, 20, 50, 500):
-            assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget")
+            assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget", "path")
+
+
+@pytest.mark.parametrize("path", [sf.VE(0.002, 80.0), sf.VE(0.01, 50.0), sf.EDM(80.0)], ids=["VE-EDM", "VE-SMLD", "EDM"])
+def test_the_default_from_45_evaluations_steps_in_edm_coordinates(path):
+    """From 45 evaluations on VE/EDM the default is rk4_38 on Karras' grid with sigma as time over the path's
+    window, then the denoising step: equal to the explicit call with integration_path=EDM (the path's own on EDM),
+    which is torchdiffeq's rk4 on Karras' sigmas (the 3/8 rule) as EDM's samplers run it; an integration_path the
+    user gives is kept."""
+    from sdeflow.window import default_window
+
+    target = analytic.eight_gaussians()
+    field = target.field("data")
+    x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(5), dtype=D)
+    ipath = path if isinstance(path, sf.EDM) else sf.EDM(path.sigma_max)
+    for nfe in (45, 50, 100):
+        sol = sf.sample(path, field, nfe=nfe, x_init=x)
+        assert (sol.stats["solver"], sol.stats["grid"], sol.stats["integration_path"]) == ("rk4_38", "karras",
+                                                                                         repr(ipath))
+        t_min = default_window(path, "data", dtype=D)[1]
+        assert sol.stats["t_min"] == t_min and sol.stats["final_denoise"]
+        ref = sf.sample(path, field, "rk4_38", grid="karras", nfe=nfe, x_init=x, integration_path=ipath, t_min=t_min,
+                        final_denoise=True)
+        assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
+    # in VE's own time (t linear in log sigma) the same Runge-Kutta steps are another, less accurate, method: on a
+    # Gaussian the flow is sqrt(s^2 + sigma^2)-shaped, nearly linear in sigma (few RK errors) and exponential in
+    # log sigma; against the exact flow to the default's stop and its final denoising step
+    if not isinstance(path, sf.EDM):
+        gauss = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
+        sol = sf.sample(path, gauss.field("data"), nfe=50, x_init=x)
+        own = sf.sample(path, gauss.field("data"), nfe=50, x_init=x, integration_path=path)
+        assert own.stats["integration_path"] == repr(path) and own.stats["t_min"] == sol.stats["t_min"]
+        t_e = float(sol.stats["t_min"])
+        exact = gauss.field("data").data(gauss.flow(x, path, 1.0, t_e), t_e, path)
+        assert (own.x - exact).norm(dim=1).max() > 2 * (sol.x - exact).norm(dim=1).max()
 
 
 @pytest.mark.parametrize("path", [sf.DiscreteVP(), sf.VP(), sf.DiscreteVP(T=100),
@@ -211,15 +251,17 @@ def test_sample_with_only_a_budget_runs_the_default_solver(path, kind):
     field = target.field(kind)
     x = path.prior_sample((32, 2), generator=torch.Generator().manual_seed(3), dtype=D)
     for nfe in (10, 20, 50):
-        solver, grid, window = default_configuration(nfe, path, kind)
+        solver, grid, window, coordinates = default_configuration(nfe, path, kind)
         sol = sf.sample(path, field, nfe=nfe, x_init=x)
         assert (sol.stats["solver"], sol.stats["grid"], sol.stats["window"]) == (solver, grid, "budget")
+        ipath = sf.EDM(path.sigma_max) if coordinates == "edm" else path
         if window == "path":
             t_min = default_window(path, kind, dtype=D)[1]  # the path's default data end
             assert sol.stats["t_min"] == t_min and sol.stats["final_denoise"]
-            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, t_min=t_min, final_denoise=True)
+            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, t_min=t_min, final_denoise=True,
+                            integration_path=ipath)
         else:
-            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x)
+            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, integration_path=ipath)
         assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
 
 

@@ -170,6 +170,10 @@ def test_torchdiffeq_through_solve_matches_our_own_solver():
     b = sf.solve(f, None, x0, np.linspace(0, 2, 33), "midpoint")
     torch.testing.assert_close(a.x, b.x, rtol=1e-12, atol=1e-12)  # the same tableau (torchdiffeq's rk4 is the 3/8 rule)
     assert a.nfe == b.nfe == 64
+    d = sf.solve(f, None, x0, np.linspace(0, 2, 9), "torchdiffeq:rk4")
+    e = sf.solve(f, None, x0, np.linspace(0, 2, 9), "rk4_38")
+    torch.testing.assert_close(e.x, d.x, rtol=1e-14, atol=1e-14)  # Kutta's 3/8 rule, both
+    assert float((sf.solve(f, None, x0, np.linspace(0, 2, 9), "rk4").x - d.x).abs().max()) > 1e-7  # not the classical
     c = sf.solve(f, None, x0, [0.0, 2.0], "torchdiffeq:dopri5", rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(c.x, x0 * math.exp(-2.0), rtol=1e-8, atol=1e-8)
 

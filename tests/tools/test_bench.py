@@ -3,6 +3,7 @@ bias; a user-registered problem (a network field, a sampler, no analytic target)
 reference agrees with the exact flow; SDE rows carry strong and weak errors beside the floor."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -318,3 +319,37 @@ def test_generalisation_problems_are_registered_in_full_on_the_ve_window():
     x = p.initial(8, 0)
     torch.testing.assert_close(p.reference(x), p.target.predict(p.target.flow(x, p.path, 1.0, 0.0), 0.0, p.path,
                                                                 "data"))
+
+
+def test_peer_pairs_reports_the_network_cases_no_named_configuration_serves_together(tmp_path):
+    """benchmarks/generalisation.py --peer-pairs: with two named configurations each within 1.5x of the best peer
+    on one stored case only (RMS or worst sample), the pair of cases is reported with the better common ratio;
+    with a third within 1.5x on both, every pair is served. Non-network problems are left out."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import generalisation
+
+    def row(solver, grid, rms, worst, peer=False):
+        return dict(problem="", solver=solver, grid=grid, nfe_budget=20, nfe=20, error=rms, error_max=worst,
+                    metric="pathwise_rms", peer=peer)
+
+    def store(d, problem, seed, rows):
+        d.mkdir(exist_ok=True)
+        (d / f"rows_{problem}.json").write_text(json.dumps(dict(problem=problem, seed=seed, rows=rows)))
+
+    peer = row("torchdiffeq:rk4", "karras", 1.0, 1.0, peer=True)
+    store(tmp_path / "s0", "heldout_a_edm", 0, [peer, row("a", "karras", 1.0, 1.0), row("b", "log_snr+end", 1.0, 3.0)])
+    store(tmp_path / "s1", "heldout_a_edm", 1, [peer, row("a", "karras", 2.0, 1.0), row("b", "log_snr+end", 1.0, 1.0)])
+    store(tmp_path / "s1", "gaussian16", 1, [peer, row("a", "karras", 9.0, 9.0), row("b", "log_snr+end", 9.0, 9.0)])
+    dirs = [str(tmp_path / "s0"), str(tmp_path / "s1")]
+    text = generalisation.peer_pairs(dirs, (20,))
+    assert "VE/EDM, NFE 20: 2 network cases, 2 named configurations" in text
+    assert ("no configuration within 1.5x on both heldout_a_edm (seed 0) and heldout_a_edm (seed 1): the best serves "
+            "them at 2.00x (a/karras)") in text
+    store(tmp_path / "s1", "heldout_a_edm", 1, [peer, row("a", "karras", 2.0, 1.0), row("b", "log_snr+end", 1.0, 1.0),
+                                                row("c", "uniform", 1.2, 1.4)])
+    store(tmp_path / "s0", "heldout_a_edm", 0, [peer, row("a", "karras", 1.0, 1.0), row("b", "log_snr+end", 1.0, 3.0),
+                                                row("c", "uniform", 1.4, 1.1)])
+    assert "every pair of cases has a configuration within 1.5x on both" in generalisation.peer_pairs(dirs, (20,))
