@@ -84,8 +84,8 @@ from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
 __all__ = ["END_BALANCE", "EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "budget_end", "check_ends", "check_prior",
-           "DefaultConfiguration", "DEFAULT_BANDS", "default_configuration", "default_solver", "default_window", "finish_at", "singular_reason",
-           "LMS_MIN_NFE"]
+           "DefaultConfiguration", "DEFAULT_BANDS", "default_configuration", "default_solver", "default_window",
+           "finish_at", "singular_reason", "LMS_MIN_NFE"]
 
 #: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
 EXTREME_LOG_SNR = 30.0
@@ -314,10 +314,11 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
     peer, has its RMS within 1.5x of the best peer's on 15 of 16 trained network cases at 50 (1.86x on the
     last) and within 1.14x on every one from 64 (on the oracles 2.2x at 50, 1.3x at 64, 1.0x at 100). Below 45
     its few steps (9 at 40) are 2-18x less accurate than the multistep methods. On the VP schedules, 11
-    problems: the suite's two on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out learned networks, three oracles on
-    DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a Gaussian, 8 modes): LMS over the whole
-    window at 10 (worst 3.9x, on a 16-D anisotropic mixture, where exponential integrators are 2x more
-    accurate; geometric mean 1.5x; UniPC with the budget's end was 7.0x, on a network trained on thin rings),
+    problems: the suite's two on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out
+    learned networks, three oracles on DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a
+    Gaussian, 8 modes): LMS over the whole window at 10 (worst 3.9x, on a 16-D anisotropic mixture, where
+    exponential integrators are 2x more accurate; geometric mean 1.5x; UniPC with the budget's end was 7.0x,
+    on a network trained on thin rings),
     UniPC with the budget's end at 20 (6.8x, geometric mean 1.6x) and 50 (4.8x). LMS is not kept beyond 14
     evaluations: on anisotropic mixtures its error stops falling (10x the best at 20, 60x at 50 in 64
     dimensions). The quadratic grid is 3-3000x less accurate than the log-SNR grid on the VE problems and

@@ -4,8 +4,8 @@ For each problem and metric, two log-log panels: error against the NFE spent and
 One line per solver (its best grid: the lowest mean log error over the budgets every grid of that solver ran)
 and one per peer. The colour and marker name the algorithm, so a peer running the same algorithm as an
 sdeflow solver shares its colour (torchdiffeq's rk4, Kutta's 3/8 rule, and sdeflow's ``rk4_38``, torchsde's
-Euler and sdeflow's ``euler_maruyama``); the line style names the library (sdeflow solid with filled markers, peers dashed /
-dotted / dash-dotted with hollow markers). The weak metrics' Monte Carlo floor is a dotted black line.
+Euler and sdeflow's ``euler_maruyama``); the line style names the library (sdeflow solid with filled markers,
+peers dashed / dotted / dash-dotted with hollow markers). The weak metrics' Monte Carlo floor is a dotted black line.
 """
 
 from __future__ import annotations

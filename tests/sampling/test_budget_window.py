@@ -190,7 +190,8 @@ def test_default_solver_is_budget_dependent_as_documented():
             assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget", "path")
 
 
-@pytest.mark.parametrize("path", [sf.VE(0.002, 80.0), sf.VE(0.01, 50.0), sf.EDM(80.0)], ids=["VE-EDM", "VE-SMLD", "EDM"])
+@pytest.mark.parametrize("path", [sf.VE(0.002, 80.0), sf.VE(0.01, 50.0), sf.EDM(80.0)],
+                         ids=["VE-EDM", "VE-SMLD", "EDM"])
 def test_the_default_from_45_evaluations_steps_in_edm_coordinates(path):
     """From 45 evaluations on VE/EDM the default is rk4_38 on Karras' grid with sigma as time over the path's
     window, then the denoising step: equal to the explicit call with integration_path=EDM (the path's own on EDM),
