@@ -295,10 +295,12 @@ def peer_pairs(dirs, nfes, grids=GRIDS, target=1.5) -> str:
                 if not p.startswith(("learned_", "heldout_", "digits_")):
                     continue
                 rs = [r for r in data["rows"] if r["nfe_budget"] == nfe and r["metric"] == "pathwise_rms"]
-                peers = [r for r in rs if r.get("peer") and _ok(_errs(r)[0])]
+                peers = [r for r in rs if r.get("peer") and _ok(_errs(r)[0]) and _ok(_errs(r)[1])]
                 if not peers:
                     continue
                 pr, pw = min(_errs(r)[0] for r in peers), min(_errs(r)[1] for r in peers)
+                if not (pr > 0 and pw > 0):
+                    continue  # a peer exact to rounding: no ratio
                 case = f"{p} (seed {data['seed']})"
                 fam = "DDPM's schedule" if "_ddpm" in p or p.startswith("digits_") else "VE/EDM"
                 for r in rs:

@@ -246,14 +246,16 @@ def heldout_table(summary, nfes) -> str:
 
 
 def default_configs(names, nfes) -> str:
-    """What the default ran at each budget on each problem: ``default_solver`` and ``budget_end``."""
+    """What the default ran at each budget on each problem: ``default_configuration``'s solver, grid, window
+    (the budget's stop or the path's end) and coordinates."""
     from sdeflow.bench.problems import get_problem
-    from sdeflow.window import default_solver
+    from sdeflow.window import default_configuration
 
     lines = []
     for name in names:
         p = get_problem(name)
-        lines.append(f"{name}: " + "; ".join(f"NFE {n}: {'/'.join(default_solver(n, p.path))}" for n in nfes))
+        lines.append(f"{name}: " + "; ".join(f"NFE {n}: {'/'.join(default_configuration(n, p.path, p.kind))}"
+                                             for n in nfes))
     return "\n".join(lines)
 
 

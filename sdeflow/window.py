@@ -272,7 +272,8 @@ def default_solver(nfe: int, path: GaussianPath, kind: str | None = None) -> tup
     return tuple(default_configuration(nfe, path, kind)[:2])
 
 
-def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None) -> DefaultConfiguration:
+def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None, *,
+                          coordinates_given: bool = False) -> DefaultConfiguration:
     r"""``(solver, grid, window, coordinates)`` (:class:`DefaultConfiguration`): the configuration
     :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver, no grid, no window, no
     ``integration_path``). ``window`` is ``"budget"`` (stop where :func:`budget_end` puts it for that solver's
@@ -280,6 +281,12 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
     where a data prediction is regular there: :func:`finish_at`); ``coordinates`` is ``"path"`` (the path's
     own time) or ``"edm"`` (EDM's: the noise level :math:`\sigma` as time, :math:`dx/d\sigma = (x - \hat
     x_0)/\sigma`, as :class:`~sdeflow.paths.EDM` as ``integration_path``).
+
+    ``coordinates_given``: the caller fixes the grid or the integration coordinates (``sample`` with a grid
+    or an ``integration_path`` and a budget, no solver). A Runge-Kutta method's answer depends on both (a
+    grid name is laid out in the integration path's time: ``"uniform"`` in EDM's would be uniform in
+    :math:`\sigma`), so where the rule would need EDM's coordinates it falls back to its choice that does not
+    depend on them, ``exp_3m_exact`` on the budget's window.
 
     * On the linear-beta VP schedules (:class:`~sdeflow.paths.DiscreteVP`, DDPM's, and its continuous twin
       :class:`~sdeflow.paths.VP`): from 4 (:data:`LMS_MIN_NFE`) to 14 evaluations, k-diffusion's linear
@@ -312,7 +319,8 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
     ``exp_3m_exact`` falls behind (2.5x the RMS of torchdiffeq's ``rk4`` on Karras' grid at 50 on a held-out
     32-D network, 3.3x at 64, 5.8x at 100), while ``rk4_38`` on that grid over the whole window, which is that
     peer, has its RMS within 1.5x of the best peer's on 15 of 16 trained network cases at 50 (1.86x on the
-    last) and within 1.14x on every one from 64 (on the oracles 2.2x at 50, 1.3x at 64, 1.0x at 100). Below 45
+    last) and within 1.14x on every one at 64 and 100 (on the oracles 2.2x at 50, 1.3x at 64, 1.0x at 100; at
+    200 torchdiffeq's adaptive ``dopri5`` leads by up to 4.9x). Below 45
     its few steps (9 at 40) are 2-18x less accurate than the multistep methods. On the VP schedules, 11
     problems: the suite's two on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out
     learned networks, three oracles on DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a
@@ -335,6 +343,6 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
         return DefaultConfiguration("unipc", "log_snr", "budget")
     if nfe <= DEFAULT_BANDS[1]:
         return DefaultConfiguration("dpmpp_3m", "log_snr", "budget")
-    if nfe <= DEFAULT_BANDS[2] or type(path) not in (VE, EDM):
+    if nfe <= DEFAULT_BANDS[2] or type(path) not in (VE, EDM) or coordinates_given:
         return DefaultConfiguration("exp_3m_exact", "log_snr", "budget")
     return DefaultConfiguration("rk4_38", "karras", "path", "edm")

@@ -195,8 +195,8 @@ def test_default_solver_is_budget_dependent_as_documented():
 def test_the_default_from_45_evaluations_steps_in_edm_coordinates(path):
     """From 45 evaluations on VE/EDM the default is rk4_38 on Karras' grid with sigma as time over the path's
     window, then the denoising step: equal to the explicit call with integration_path=EDM (the path's own on EDM),
-    which is torchdiffeq's rk4 on Karras' sigmas (the 3/8 rule) as EDM's samplers run it; an integration_path the
-    user gives is kept."""
+    which is torchdiffeq's rk4 on Karras' sigmas (the 3/8 rule) as EDM's samplers run it; with a grid or an
+    integration_path given, the coordinate-free exp_3m_exact runs on them."""
     from sdeflow.window import default_window
 
     target = analytic.eight_gaussians()
@@ -212,13 +212,25 @@ def test_the_default_from_45_evaluations_steps_in_edm_coordinates(path):
         ref = sf.sample(path, field, "rk4_38", grid="karras", nfe=nfe, x_init=x, integration_path=ipath, t_min=t_min,
                         final_denoise=True)
         assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
+    # a grid or an integration path given with the budget fixes the coordinates a Runge-Kutta step depends on: the
+    # rule's coordinate-free choice runs there (a grid name is laid out in the integration path's time)
+    assert sf.window.default_configuration(50, path, "data", coordinates_given=True) == (
+        "exp_3m_exact", "log_snr", "budget", "path")
+    given = (({"grid": "karras"}, "karras"), ({"integration_path": sf.LinearFlow()}, "log_snr"))
+    if not isinstance(path, sf.EDM):  # (uniform in EDM's own time, sigma, the preflight refuses: the user's grid)
+        given += (({"grid": "uniform"}, "uniform"),)
+    for kw, grid in given:
+        sol = sf.sample(path, field, nfe=50, x_init=x, **kw)
+        assert (sol.stats["solver"], sol.stats["grid"]) == ("exp_3m_exact", grid), kw
+        assert sol.stats["integration_path"] == repr(kw.get("integration_path", path))
     # in VE's own time (t linear in log sigma) the same Runge-Kutta steps are another, less accurate, method: on a
     # Gaussian the flow is sqrt(s^2 + sigma^2)-shaped, nearly linear in sigma (few RK errors) and exponential in
     # log sigma; against the exact flow to the default's stop and its final denoising step
     if not isinstance(path, sf.EDM):
         gauss = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
         sol = sf.sample(path, gauss.field("data"), nfe=50, x_init=x)
-        own = sf.sample(path, gauss.field("data"), nfe=50, x_init=x, integration_path=path)
+        own = sf.sample(path, gauss.field("data"), "rk4_38", grid="karras", nfe=50, x_init=x,
+                        t_min=sol.stats["t_min"], final_denoise=True)
         assert own.stats["integration_path"] == repr(path) and own.stats["t_min"] == sol.stats["t_min"]
         t_e = float(sol.stats["t_min"])
         exact = gauss.field("data").data(gauss.flow(x, path, 1.0, t_e), t_e, path)
