@@ -60,7 +60,7 @@ def ode_solvers() -> tuple:
         if s.sde or s.adaptive or s.requires_consistency or name == "ancestral":
             continue
         out.append(name)
-    return tuple(out)
+    return tuple(out) + ("unipc(order=3)",)  # UniPC-3, the authors' third-order predictor (a peer's setting)
 
 
 def run(problems, out, n, seed, nfes, solvers, grids, peers=True):

@@ -26,7 +26,7 @@ from .grids import Grid, check_grid, make_grid, unpack
 from .conditioning import check_model_kwargs, mismatched
 from .conversions import conversion
 from .noise import as_noise_source
-from .paths import EDM, GaussianPath, check_shape, map_times, transfer_scale
+from .paths import GaussianPath, check_shape, map_times, transfer_scale
 from .runner import diagnose, run
 from .solution import Solution, merge_chunk_stats
 from .solve import make_solver
@@ -313,9 +313,6 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         integration_path: integrate in the coordinates of another Gaussian path (same samples up to the
             solver's error; e.g. a VP network on ``LinearFlow()``'s straighter trajectories). Named grids
             are laid out in its time; ``t_max``/``t_min``/explicit grids and the outputs stay in ``path``'s.
-            Default: ``path``, except where :func:`sdeflow.window.default_configuration` chooses EDM's
-            coordinates (a budget on VE/EDM from 45 evaluations with no solver and no grid:
-            ``EDM(path.sigma_max)``).
         return_trajectory: keep the state at every grid time (memory grows with steps).
         progress: show a tqdm progress bar.
         check_finite: raise :class:`~sdeflow.errors.NonFiniteError` naming the step, time and field kind if
@@ -375,13 +372,11 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     # docs/bench.md)
     budget_window = (nfe is not None and steps is None and t_min is None and final_denoise is None
                      and gamma2_fn is None and (grid is None or isinstance(grid, str)))
-    budget_default = (default_configuration(nfe, path, field.kind,
-                                            coordinates_given=grid is not None or integration_path is not None)
-                      if budget_window and solver is None else None)
-    if budget_default is not None and budget_default.coordinates == "edm":
-        ipath = path if isinstance(path, EDM) else EDM(path.sigma_max)  # VE: the noise level as time
+    budget_default = default_configuration(nfe, path, field.kind) if budget_window and solver is None else None
     if solver is None:
         solver = (budget_default[0] if budget_window else "heun") if gamma2_fn is None else "stochastic_heun"
+    if budget_default is not None:  # the rule's solver options (UniPC-3); the user's override them
+        solver_options = {**dict(budget_default.options), **solver_options}
     auto_grid = grid is None
     if auto_grid:
         grid = ((budget_default or (None, "log_snr"))[1]) if budget_window else "uniform"

@@ -84,7 +84,7 @@ from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
 __all__ = ["END_BALANCE", "EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "budget_end", "check_ends", "check_prior",
-           "DefaultConfiguration", "DEFAULT_BANDS", "default_configuration", "default_solver", "default_window",
+           "DefaultConfiguration", "DEFAULT_BANDS", "UNIPC3", "default_configuration", "default_solver", "default_window",
            "finish_at", "singular_reason", "LMS_MIN_NFE"]
 
 #: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
@@ -248,89 +248,72 @@ def finish_at(path: GaussianPath, kind: str, t_e: float, t_floor: float) -> tupl
 #: one to three evaluations (Euler, then two- and three-drift steps across the whole window) the preflight's
 #: narrow Gaussian probe finds it unstable, and UniPC with the budget's end runs instead
 LMS_MIN_NFE = 4
-#: the budget bands of :func:`default_configuration` off the VP schedules: budgets up to 14 are chosen as at 10
-#: evaluations, 15-31 as at 20, 32-44 as at 32 and 40, 45 and above as at 50-200 (the bands meet between
-#: the measured budgets: 14 and 31 at the geometric means of 10/20 and 20/50, 44 where the measured order
-#: of the two third- and fourth-order candidates flips, between 40 and 45)
-DEFAULT_BANDS = (14, 31, 44)
+#: the budget bands of :func:`default_configuration` off the VP schedules: up to 14 evaluations as measured at 10,
+#: 15-35 as at 15-32 (UniPC-3 on the log-SNR grid with the budget's stop), 36 and above as at 40-100 (on Karras'
+#: grid): 14 at the geometric mean of 10 and 20, 35 of 32 and 40, where the two UniPC-3 settings swap places
+DEFAULT_BANDS = (14, 35)
+#: the solver options of UniPC-3 (``unipc`` with the third-order predictor; corrected order 4)
+UNIPC3 = (("order", 3),)
 
 
 class DefaultConfiguration(NamedTuple):
     r"""What :func:`default_configuration` chooses: ``solver`` and ``grid`` names, ``window`` (``"budget"``:
     :func:`budget_end`'s stop; ``"path"``: the path's default data end, then :func:`finish_at`'s final step)
-    and ``coordinates`` (``"path"``: the path's own time; ``"edm"``: integrate in EDM's, the noise level
-    :math:`\sigma` as time, ``integration_path=EDM(sigma_max)``)."""
+    and the solver's ``options`` (pairs, e.g. ``(("order", 3),)``: UniPC-3)."""
 
     solver: str
     grid: str
     window: str
-    coordinates: str = "path"
+    options: tuple = ()
 
 
 def default_solver(nfe: int, path: GaussianPath, kind: str | None = None) -> tuple[str, str]:
-    """``(solver, grid)`` of :func:`default_configuration` (without its window and coordinates)."""
+    """``(solver, grid)`` of :func:`default_configuration` (without its window and the solver's options)."""
     return tuple(default_configuration(nfe, path, kind)[:2])
 
 
-def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None, *,
-                          coordinates_given: bool = False) -> DefaultConfiguration:
-    r"""``(solver, grid, window, coordinates)`` (:class:`DefaultConfiguration`): the configuration
-    :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver, no grid, no window, no
-    ``integration_path``). ``window`` is ``"budget"`` (stop where :func:`budget_end` puts it for that solver's
-    order, then the denoising step) or ``"path"`` (run to the path's default data end, then the denoising step
-    where a data prediction is regular there: :func:`finish_at`); ``coordinates`` is ``"path"`` (the path's
-    own time) or ``"edm"`` (EDM's: the noise level :math:`\sigma` as time, :math:`dx/d\sigma = (x - \hat
-    x_0)/\sigma`, as :class:`~sdeflow.paths.EDM` as ``integration_path``).
-
-    ``coordinates_given``: the caller fixes the grid or the integration coordinates (``sample`` with a grid
-    or an ``integration_path`` and a budget, no solver). A Runge-Kutta method's answer depends on both (a
-    grid name is laid out in the integration path's time: ``"uniform"`` in EDM's would be uniform in
-    :math:`\sigma`), so where the rule would need EDM's coordinates it falls back to its choice that does not
-    depend on them, ``exp_3m_exact`` on the budget's window.
+def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None) -> DefaultConfiguration:
+    r"""``(solver, grid, window, options)`` (:class:`DefaultConfiguration`): the configuration
+    :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver, no grid, no window). ``window`` is
+    ``"budget"`` (stop where :func:`budget_end` puts it for that solver's order, then the denoising step) or
+    ``"path"`` (run to the path's default data end, then the denoising step where a data prediction is regular
+    there: :func:`finish_at`); ``options`` the solver's (``(("order", 3),)``: UniPC-3, the third-order
+    predictor with the corrector, diffusers' ``UniPCMultistepScheduler(solver_order=3)``).
 
     * On the linear-beta VP schedules (:class:`~sdeflow.paths.DiscreteVP`, DDPM's, and its continuous twin
       :class:`~sdeflow.paths.VP`): from 4 (:data:`LMS_MIN_NFE`) to 14 evaluations, k-diffusion's linear
       multistep (``lms``, 4 drifts) on the ``"quadratic"`` grid (quadratic in the path's time, as DDIM's and
-      DPM-Solver's ``time_quadratic`` skip) over the path's whole window; otherwise UniPC (``unipc``, bh2) on
-      the quadratic grid on the budget's window.
-    * On :class:`~sdeflow.paths.VE` and :class:`~sdeflow.paths.EDM`: UniPC on the ``"log_snr"`` grid up to 14
-      evaluations, the authors' DPM-Solver++(3M) (``dpmpp_3m``) from 15 to 31, the exact-interpolant
-      third-order multistep (``exp_3m_exact``) from 32 to 44, on the budget's window; from 45 on, Kutta's 3/8
-      rule (``rk4_38``) on Karras' grid in EDM's coordinates over the path's whole window, then the denoising
-      step: torchdiffeq's ``rk4`` as EDM's samplers run it.
-    * On every other path (cosine, sub-VP, flows, affine paths): as on VE up to 44 evaluations, and
-      ``exp_3m_exact`` on the log-SNR grid beyond (the ``rk4_38`` band was measured on VE/EDM only; there
-      the exponential integrators' answer does not depend on the coordinates, a Runge-Kutta method's does).
+      DPM-Solver's ``time_quadratic`` skip) over the path's whole window; from 36 UniPC-3 on the log-SNR grid;
+      otherwise UniPC (``unipc``, bh2) on the quadratic grid; both on the budget's window.
+    * On every other path: UniPC (bh2) on the ``"log_snr"`` grid up to 14 evaluations, UniPC-3 on the
+      log-SNR grid from 15 to 35, both on the budget's window; from 36, UniPC-3 on Karras' grid, over the
+      path's whole window on :class:`~sdeflow.paths.VE` and :class:`~sdeflow.paths.EDM` (then the denoising
+      step: diffusers' UniPC-3 with Karras' sigmas as EDM's samplers set them) and on the budget's window on
+      the others (their data end can be at infinite log-SNR, where Karras' grid has no end).
 
     ``kind`` (the field's prediction) does not enter the choice: every solver here converts the field to
     the prediction it integrates.
 
-    How it was chosen (``benchmarks/generalisation.py``, ``docs/bench.md``, "The window a budget chooses"):
-    at 10, 20 and 50 evaluations, each configuration (solver, named grid, the budget's window or the path's)
-    was ranked by its worst ratio of pathwise RMS error to the best named configuration of each problem, per
-    path family, and the one with the smallest worst ratio kept. On VE/EDM: the 13 problems of the suite on
-    VE sigma 80 -> 0.002 in EDM coordinates (mixtures of 2-64 modes in 2-64 dimensions, Gaussians, two
-    learned networks; 500 samples) and two held-out learned networks (``benchmarks/heldout_networks.py``):
-    no configuration is within 1.5x of the best everywhere (pairs of problems of the same dimension that no
-    configuration serves within 1.5x on both exist at 10 and 50 evaluations); the worst ratios of this rule
-    are 2.2x (10), 3.3x (20: the Gaussians, where the exact-interpolant 3M is 3x more accurate but 7.6x
-    less accurate on narrow unequal modes). From 45 evaluations the rule was re-derived against the best
-    *peer* (torchdiffeq, diffusers' EDM schedulers) on trained networks, at 32-200 evaluations: there
-    ``exp_3m_exact`` falls behind (2.5x the RMS of torchdiffeq's ``rk4`` on Karras' grid at 50 on a held-out
-    32-D network, 3.3x at 64, 5.8x at 100), while ``rk4_38`` on that grid over the whole window, which is that
-    peer, has its RMS within 1.5x of the best peer's on 15 of 16 trained network cases at 50 (1.86x on the
-    last) and within 1.14x on every one at 64 and 100 (on the oracles 2.2x at 50, 1.3x at 64, 1.0x at 100; at
-    200 torchdiffeq's adaptive ``dopri5`` leads by up to 4.9x). Below 45
-    its few steps (9 at 40) are 2-18x less accurate than the multistep methods. On the VP schedules, 11
-    problems: the suite's two on DDPM's schedule, the digits UNet (:mod:`sdeflow.bench.digits`), two held-out
-    learned networks, three oracles on DDPM's schedule and three on ``VP()`` (anisotropic mixtures, a
-    Gaussian, 8 modes): LMS over the whole window at 10 (worst 3.9x, on a 16-D anisotropic mixture, where
-    exponential integrators are 2x more accurate; geometric mean 1.5x; UniPC with the budget's end was 7.0x,
-    on a network trained on thin rings),
-    UniPC with the budget's end at 20 (6.8x, geometric mean 1.6x) and 50 (4.8x). LMS is not kept beyond 14
-    evaluations: on anisotropic mixtures its error stops falling (10x the best at 20, 60x at 50 in 64
-    dimensions). The quadratic grid is 3-3000x less accurate than the log-SNR grid on the VE problems and
-    2-8x more accurate on DDPM's schedule, hence the split by path.
+    How it was chosen (``benchmarks/generalisation.py``, ``benchmarks/heldout_networks.py``,
+    ``docs/bench.md``, "The window a budget chooses"). Up to 14 evaluations on VE and the VP schedules as
+    before: at 10, 20 and 50 evaluations each configuration (solver, named grid, the budget's window or the
+    path's) was ranked by its worst ratio of pathwise RMS error to the best named configuration of each
+    problem, per path family (on VE the 13 problems of the suite and two held-out networks: worst 2.2x; on the
+    VP schedules 11 problems: LMS over the whole window, worst 3.9x, geometric mean 1.5x, where UniPC with the
+    budget's end was 7.0x on a network trained on thin rings; UniPC at 20 and 50, 6.8x and 4.8x; LMS is not
+    kept beyond 14: on anisotropic mixtures its error stops falling). From 15 evaluations on VE/EDM the rule
+    was re-derived against the best *peer*, diffusers' UniPC-3 on Karras' sigmas among them (the strongest
+    peer there: on the trained networks up to 9x more accurate than the rule before at 50 evaluations), on
+    16 trained-network cases (the suite's two and seven held-out networks, on two noise draws) and 11 oracles at
+    10-100 evaluations: UniPC-3 on the log-SNR grid with the budget's stop is within 0.79-0.89x of the best
+    peer's RMS on every network at 15-25 evaluations and 1.03x at 32 (the rule before, DPM-Solver++(3M) and
+    the exact-interpolant 3M, 1.1-2.5x), and on Karras' grid over the whole window within 1.02-1.10x at
+    40-100 (the rule before 2.9-14.8x; Kutta's 3/8 rule, torchdiffeq's ``rk4``, 4.9-13.8x). On the VP schedules from
+    32 evaluations UniPC-3 on the log-SNR grid with the budget's stop is 0.10-0.65x the RMS of the rule before
+    (UniPC on the quadratic grid) on every trained network (seven cases; at 50 on one the rule before was 9x
+    the peer's worst sample, a sample changing mode), at the price of 1.4-4x on two 8- and 16-D oracles (still
+    within 0.33x of the best peer). The quadratic grid is 3-3000x less accurate than the log-SNR grid
+    on the VE problems and 2-8x more accurate on DDPM's schedule, hence the split by path.
     """
     from .paths import EDM, VE, VP, DiscreteVP
 
@@ -338,11 +321,11 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None,
     if type(path) in (DiscreteVP, VP):  # the measured schedules (not SubVP, CosineVP, ...: log-SNR below)
         if LMS_MIN_NFE <= nfe <= DEFAULT_BANDS[0]:
             return DefaultConfiguration("lms", "quadratic", "path")
+        if nfe > DEFAULT_BANDS[1]:
+            return DefaultConfiguration("unipc", "log_snr", "budget", UNIPC3)
         return DefaultConfiguration("unipc", "quadratic", "budget")
     if nfe <= DEFAULT_BANDS[0]:
         return DefaultConfiguration("unipc", "log_snr", "budget")
     if nfe <= DEFAULT_BANDS[1]:
-        return DefaultConfiguration("dpmpp_3m", "log_snr", "budget")
-    if nfe <= DEFAULT_BANDS[2] or type(path) not in (VE, EDM) or coordinates_given:
-        return DefaultConfiguration("exp_3m_exact", "log_snr", "budget")
-    return DefaultConfiguration("rk4_38", "karras", "path", "edm")
+        return DefaultConfiguration("unipc", "log_snr", "budget", UNIPC3)
+    return DefaultConfiguration("unipc", "karras", "path" if type(path) in (VE, EDM) else "budget", UNIPC3)

@@ -10,7 +10,9 @@ library would. Every call of :math:`D` counts as one NFE and a budget is never e
   tolerance is lowered until it fits the budget, and the NFE it used is reported);
 * ``diffusers:edm_dpmpp_2m`` / ``edm_dpmpp_3m`` (``EDMDPMSolverMultistepScheduler``, solver_order 2 / 3,
   final sigma 0) and ``diffusers:edm_euler`` (``EDMEulerScheduler``), driven through the schedulers'
-  own preconditioning so that their data prediction is exactly :math:`D`.
+  own preconditioning so that their data prediction is exactly :math:`D`;
+* ``diffusers:unipc_karras`` / ``unipc3_karras`` (``UniPCMultistepScheduler``, bh2, solver_order 2 / 3, on
+  Karras' sigmas between the problem's ends, final sigma 0, :math:`D` as its ``"sample"`` prediction).
 
 On ``eight_gaussians_ddpm`` (DDPM's schedule): ``DDPM_PEERS`` (diffusers' DPM-Solver++ 2M/3M, Euler, Heun on
 common timesteps) and ``OWN_GRID_PEERS`` (``DDIMScheduler`` and ``UniPCMultistepScheduler`` on the timesteps
@@ -101,6 +103,31 @@ def _torchdiffeq(method: str):
 
 
 # ---- diffusers ----------------------------------------------------------------------------------
+def _diffusers_unipc(order: int):
+    """diffusers' ``UniPCMultistepScheduler`` (bh2, ``solver_order``) on Karras' sigmas from the problem's
+    sigma_max to sigma_min, then a last step to sigma = 0 (``use_karras_sigmas=True`` with the problem's ends,
+    ``final_sigmas_type="zero"``), the network's data prediction its model output (``prediction_type="sample"``):
+    as a user with an EDM-style network runs it. The scheduler's state is variance-preserving, x / sqrt(1 +
+    sigma^2); one evaluation per step."""
+    def run(problem, x, nfe):
+        import diffusers
+
+        s_max, s_min = _sigmas(problem)
+        if nfe < 2:
+            return None
+        sch = diffusers.UniPCMultistepScheduler(solver_order=order, prediction_type="sample", use_karras_sigmas=True,
+                                                sigma_min=s_min, sigma_max=s_max, final_sigmas_type="zero")
+        sch.set_timesteps(nfe)
+        D = _Counted(problem, nfe)
+        y = x / math.sqrt(1.0 + float(sch.sigmas[0]) ** 2)
+        for i, t in enumerate(sch.timesteps):
+            sigma = float(sch.sigmas[i])
+            y = sch.step(D(y * math.sqrt(1.0 + sigma * sigma), sigma), t, y).prev_sample
+        return y, D.calls  # at sigma = 0 the scheduler's state is x
+    return run
+
+
+
 def _diffusers(kind: str):
     def run(problem, x, nfe):
         import diffusers
@@ -142,6 +169,8 @@ PEERS = {
     "diffusers:edm_dpmpp_2m": ("diffusers", _diffusers("edm_dpmpp_2m")),
     "diffusers:edm_dpmpp_3m": ("diffusers", _diffusers("edm_dpmpp_3m")),
     "diffusers:edm_euler": ("diffusers", _diffusers("edm_euler")),
+    "diffusers:unipc_karras": ("diffusers", _diffusers_unipc(2)),
+    "diffusers:unipc3_karras": ("diffusers", _diffusers_unipc(3)),
 }
 
 

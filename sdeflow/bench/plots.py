@@ -33,7 +33,8 @@ _MARKERS = "osD^vP*Xph<>"
 _LIBRARY_STYLE = {"sdeflow": "-", "torchdiffeq": "--", "diffusers": ":", "torchsde": "-.", "k_diffusion": "--"}
 # a peer's name -> the sdeflow algorithm it runs, where the names differ
 _SAME_ALGORITHM = {"torchdiffeq:rk4": "rk4_38", "torchsde:euler": "euler_maruyama", "torchsde:srk": "sra1",
-                   "diffusers:ddim(eta=1)": "ddim(eta=1)"}
+                   "diffusers:ddim(eta=1)": "ddim(eta=1)", "diffusers:unipc_karras": "unipc",
+                   "diffusers:unipc3_karras": "unipc(order=3)"}
 
 
 def _library(solver: str) -> str:

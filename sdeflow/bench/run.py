@@ -50,7 +50,7 @@ DEFAULT_NFES = (10, 20, 50, 100)
 # so the budgets start there.
 DEFAULT_SDE_NFES = (33, 65, 129)
 DEFAULT_SOLVERS = ("euler", "heun", "midpoint", "rk4", "rk4_38", "lms", "dpmpp_2m", "dpmpp_3m", "exp_3m_exact",
-                   "unipc", "exp_pc", "euler_maruyama", "stochastic_heun", "sra1")
+                   "unipc", "unipc(order=3)", "exp_pc", "euler_maruyama", "stochastic_heun", "sra1")
 _SDE_FINE_MIN = 256  # fine Brownian grid: at least this many steps and 8x the finest coarse grid
 
 QUICK = dict(problems=("eight_gaussians",), nfes=DEFAULT_NFES, sde_nfes=DEFAULT_SDE_NFES, n=1000, repeats=1)

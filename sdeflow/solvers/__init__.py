@@ -11,10 +11,10 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ..errors import SdeflowTypeError, unknown_name
+from ..errors import SdeflowTypeError, SdeflowValueError, unknown_name
 from .base import ODESolver, SDESolver, Solver
 
-__all__ = ["Solver", "ODESolver", "SDESolver", "get", "available", "registry", "describe"]
+__all__ = ["Solver", "ODESolver", "SDESolver", "get", "available", "registry", "describe", "parse_spec"]
 
 _REGISTRY: dict[str, type] = {}
 _LOADED = False
@@ -79,8 +79,31 @@ def describe(name: str) -> dict:
     return {k: getattr(solver, k) for k in keys}
 
 
+def parse_spec(spec: str) -> tuple[str, dict]:
+    """``"unipc(order=3)" -> ("unipc", {"order": 3})``: a name with options as the benchmark rows label them
+    (``name(key=value)...``, values Python literals); a plain name has no options."""
+    import ast
+    import re
+
+    m = re.fullmatch(r"\s*([\w:.-]+)\s*((?:\(\s*\w+\s*=[^()]*\))*)\s*", spec)
+    if m is None:
+        raise SdeflowValueError(f"cannot read the solver {spec!r}: write a name, optionally with options as "
+                                f"name(key=value), e.g. 'unipc(order=3)'")
+    options = {}
+    for key, value in re.findall(r"\(\s*(\w+)\s*=([^()]*)\)", m.group(2)):
+        try:
+            options[key] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            options[key] = value.strip()  # a bare word: a string option (variant=bh1)
+    return m.group(1), options
+
+
 def get(solver, **options) -> Solver:
-    """A solver instance from a name, a class or an instance (``options`` go to the constructor)."""
+    """A solver instance from a name, a class or an instance (``options`` go to the constructor). A name may
+    carry options, ``"unipc(order=3)"`` (:func:`parse_spec`); ``options`` given here override them."""
+    if isinstance(solver, str) and "(" in solver:
+        name, spec_options = parse_spec(solver)
+        return get(name, **{**spec_options, **options})
     if isinstance(solver, Solver):
         if options:
             raise SdeflowTypeError("solver options can only be given with a solver name or class")

@@ -164,77 +164,66 @@ def test_optimize_grid_moves_the_end_with_the_interior_times():
 
 
 def test_default_solver_is_budget_dependent_as_documented():
-    """sdeflow.window.default_configuration: UniPC / DPM-Solver++(3M) / the exact-interpolant 3M on the log-SNR
-    grid by budget band (up to 14, 15-31, 32-44) on the budget's window on VE, EDM and the other paths; from 45
-    on VE and EDM Kutta's 3/8 rule on Karras' grid in EDM's coordinates, on the other paths the exact-interpolant
-    3M still; on DDPM's schedule and VP, LMS on the quadratic grid over the path's window up to 14, then UniPC on
-    the quadratic grid on the budget's window (docs/bench.md, "The window a budget chooses"). default_solver is
-    its (solver, grid)."""
-    from sdeflow.window import DEFAULT_BANDS, default_configuration, default_solver
+    """sdeflow.window.default_configuration: off the VP schedules, UniPC (bh2) on the log-SNR grid up to 14
+    evaluations, UniPC-3 (unipc with order=3) on it from 15 to 35, both on the budget's window, and UniPC-3 on
+    Karras' grid from 36: over the path's window on VE and EDM, on the budget's on the others; on DDPM's schedule
+    and VP, LMS on the quadratic grid over the path's window up to 14, then UniPC on the quadratic grid and from
+    36 UniPC-3 on the log-SNR grid on the budget's window (docs/bench.md, "The window a budget chooses").
+    default_solver is its (solver, grid)."""
+    from sdeflow.window import DEFAULT_BANDS, UNIPC3, default_configuration, default_solver
 
-    assert DEFAULT_BANDS == (14, 31, 44)
-    bands = ((3, "unipc"), (10, "unipc"), (14, "unipc"), (15, "dpmpp_3m"), (20, "dpmpp_3m"), (31, "dpmpp_3m"),
-             (32, "exp_3m_exact"), (44, "exp_3m_exact"))
+    assert DEFAULT_BANDS == (14, 35) and UNIPC3 == (("order", 3),)
     for path in (sf.VE(0.002, 80.0), sf.CosineVP(), sf.LinearFlow(), sf.EDM(80.0), sf.SubVP()):
-        for nfe, want in bands:
-            assert default_configuration(nfe, path, "data") == (want, "log_snr", "budget", "path")
-            assert default_solver(nfe, path, "data") == (want, "log_snr")
-        for nfe in (45, 50, 500):
-            want = (("rk4_38", "karras", "path", "edm") if isinstance(path, (sf.VE, sf.EDM))
-                    else ("exp_3m_exact", "log_snr", "budget", "path"))
+        ve = isinstance(path, (sf.VE, sf.EDM))
+        for nfe, want in ((3, ("unipc", "log_snr", "budget", ())), (14, ("unipc", "log_snr", "budget", ())),
+                          (15, ("unipc", "log_snr", "budget", UNIPC3)), (35, ("unipc", "log_snr", "budget", UNIPC3)),
+                          (36, ("unipc", "karras", "path" if ve else "budget", UNIPC3)),
+                          (500, ("unipc", "karras", "path" if ve else "budget", UNIPC3))):
             assert default_configuration(nfe, path, "data") == want
+            assert default_solver(nfe, path, "data") == want[:2]
     for path in (sf.DiscreteVP(), sf.VP()):
         for nfe in (4, 10, 14):
-            assert default_configuration(nfe, path, "noise") == ("lms", "quadratic", "path", "path")
-        for nfe in (1, 3, 15, 20, 50, 500):
-            assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget", "path")
+            assert default_configuration(nfe, path, "noise") == ("lms", "quadratic", "path", ())
+        for nfe in (1, 3, 15, 20, 35):
+            assert default_configuration(nfe, path, "noise") == ("unipc", "quadratic", "budget", ())
+        for nfe in (36, 50, 500):
+            assert default_configuration(nfe, path, "noise") == ("unipc", "log_snr", "budget", UNIPC3)
 
 
-@pytest.mark.parametrize("path", [sf.VE(0.002, 80.0), sf.VE(0.01, 50.0), sf.EDM(80.0)],
-                         ids=["VE-EDM", "VE-SMLD", "EDM"])
-def test_the_default_from_45_evaluations_steps_in_edm_coordinates(path):
-    """From 45 evaluations on VE/EDM the default is rk4_38 on Karras' grid with sigma as time over the path's
-    window, then the denoising step: equal to the explicit call with integration_path=EDM (the path's own on EDM),
-    which is torchdiffeq's rk4 on Karras' sigmas (the 3/8 rule) as EDM's samplers run it; with a grid or an
-    integration_path given, the coordinate-free exp_3m_exact runs on them."""
-    from sdeflow.window import default_window
+@pytest.mark.parametrize("path", [sf.VE(0.002, 80.0), sf.VE(0.01, 50.0), sf.EDM(80.0), sf.CosineVP()],
+                         ids=["VE-EDM", "VE-SMLD", "EDM", "CosineVP"])
+def test_the_default_from_15_evaluations_is_unipc3(path):
+    """From 15 evaluations off the VP schedules the default is UniPC-3: sample(path, field, nfe=N) equals the
+    explicit call with solver "unipc(order=3)" on the rule's grid and window; an option the user gives with only a
+    budget overrides the rule's (order=2 runs UniPC's second-order predictor)."""
+    from sdeflow.window import default_configuration, default_window
 
     target = analytic.eight_gaussians()
     field = target.field("data")
     x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(5), dtype=D)
-    ipath = path if isinstance(path, sf.EDM) else sf.EDM(path.sigma_max)
-    for nfe in (45, 50, 100):
+    for nfe in (15, 20, 36, 50):
+        solver, grid, window, options = default_configuration(nfe, path, "data")
+        assert dict(options) == {"order": 3}
         sol = sf.sample(path, field, nfe=nfe, x_init=x)
-        assert (sol.stats["solver"], sol.stats["grid"], sol.stats["integration_path"]) == ("rk4_38", "karras",
-                                                                                         repr(ipath))
-        t_min = default_window(path, "data", dtype=D)[1]
-        assert sol.stats["t_min"] == t_min and sol.stats["final_denoise"]
-        ref = sf.sample(path, field, "rk4_38", grid="karras", nfe=nfe, x_init=x, integration_path=ipath, t_min=t_min,
-                        final_denoise=True)
-        assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
-    # a grid or an integration path given with the budget fixes the coordinates a Runge-Kutta step depends on: the
-    # rule's coordinate-free choice runs there (a grid name is laid out in the integration path's time)
-    assert sf.window.default_configuration(50, path, "data", coordinates_given=True) == (
-        "exp_3m_exact", "log_snr", "budget", "path")
-    given = (({"grid": "karras"}, "karras"), ({"integration_path": sf.LinearFlow()}, "log_snr"))
-    if not isinstance(path, sf.EDM):  # (uniform in EDM's own time, sigma, the preflight refuses: the user's grid)
-        given += (({"grid": "uniform"}, "uniform"),)
-    for kw, grid in given:
-        sol = sf.sample(path, field, nfe=50, x_init=x, **kw)
-        assert (sol.stats["solver"], sol.stats["grid"]) == ("exp_3m_exact", grid), kw
-        assert sol.stats["integration_path"] == repr(kw.get("integration_path", path))
-    # in VE's own time (t linear in log sigma) the same Runge-Kutta steps are another, less accurate, method: on a
-    # Gaussian the flow is sqrt(s^2 + sigma^2)-shaped, nearly linear in sigma (few RK errors) and exponential in
-    # log sigma; against the exact flow to the default's stop and its final denoising step
-    if not isinstance(path, sf.EDM):
-        gauss = sf.Gaussian([1.0, -0.5], [0.5, 2.0])
-        sol = sf.sample(path, gauss.field("data"), nfe=50, x_init=x)
-        own = sf.sample(path, gauss.field("data"), "rk4_38", grid="karras", nfe=50, x_init=x,
-                        t_min=sol.stats["t_min"], final_denoise=True)
-        assert own.stats["integration_path"] == repr(path) and own.stats["t_min"] == sol.stats["t_min"]
-        t_e = float(sol.stats["t_min"])
-        exact = gauss.field("data").data(gauss.flow(x, path, 1.0, t_e), t_e, path)
-        assert (own.x - exact).norm(dim=1).max() > 2 * (sol.x - exact).norm(dim=1).max()
+        kw = (dict(t_min=default_window(path, "data", dtype=D)[1], final_denoise=True) if window == "path" else {})
+        ref = sf.sample(path, field, "unipc(order=3)", grid=grid, nfe=nfe, x_init=x, **kw)
+        assert sol.stats["grid"] == grid and torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
+    second = sf.sample(path, field, nfe=50, x_init=x, order=2)
+    kw = dict(t_min=default_window(path, "data", dtype=D)[1], final_denoise=True) if window == "path" else {}
+    assert torch.equal(second.x, sf.sample(path, field, "unipc", grid="karras", nfe=50, x_init=x, **kw).x)
+
+
+def test_solver_names_carry_options():
+    """sdeflow.solvers.get reads "name(key=value)..." (the benchmark rows' labels): values are Python literals or
+    bare words; options given as keywords override the spelled ones; a malformed spelling is refused by name."""
+    from sdeflow.errors import SdeflowValueError
+
+    assert sf.solvers.parse_spec("unipc(order=3)(variant=bh1)") == ("unipc", {"order": 3, "variant": "bh1"})
+    assert sf.solvers.parse_spec("heun") == ("heun", {})
+    s = sf.solvers.get("unipc(order=3)")
+    assert s.name == "unipc" and s.order == 4 and sf.solvers.get("unipc(order=3)", order=1).order == 2
+    with pytest.raises(SdeflowValueError, match="cannot read the solver"):
+        sf.solvers.get("unipc(order=3")
 
 
 @pytest.mark.parametrize("path", [sf.DiscreteVP(), sf.VP(), sf.DiscreteVP(T=100),
@@ -264,17 +253,16 @@ def test_sample_with_only_a_budget_runs_the_default_solver(path, kind):
     field = target.field(kind)
     x = path.prior_sample((32, 2), generator=torch.Generator().manual_seed(3), dtype=D)
     for nfe in (10, 20, 50):
-        solver, grid, window, coordinates = default_configuration(nfe, path, kind)
+        solver, grid, window, options = default_configuration(nfe, path, kind)
         sol = sf.sample(path, field, nfe=nfe, x_init=x)
         assert (sol.stats["solver"], sol.stats["grid"], sol.stats["window"]) == (solver, grid, "budget")
-        ipath = sf.EDM(path.sigma_max) if coordinates == "edm" else path
+        solver = sf.solvers.get(solver, **dict(options))
         if window == "path":
             t_min = default_window(path, kind, dtype=D)[1]  # the path's default data end
             assert sol.stats["t_min"] == t_min and sol.stats["final_denoise"]
-            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, t_min=t_min, final_denoise=True,
-                            integration_path=ipath)
+            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, t_min=t_min, final_denoise=True)
         else:
-            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x, integration_path=ipath)
+            ref = sf.sample(path, field, solver, nfe=nfe, grid=grid, x_init=x)
         assert torch.equal(sol.x, ref.x) and sol.nfe == ref.nfe <= nfe
 
 
