@@ -246,16 +246,18 @@ def heldout_table(summary, nfes) -> str:
 
 
 def default_configs(names, nfes) -> str:
-    """What the default ran at each budget on each problem: ``default_configuration``'s solver, grid, window
-    (the budget's stop or the path's end) and coordinates."""
+    """What the default ran at each budget on each problem: ``default_configuration``'s solver (with its
+    options), grid and window (the budget's stop or the path's end)."""
     from sdeflow.bench.problems import get_problem
     from sdeflow.window import default_configuration
 
     lines = []
     for name in names:
         p = get_problem(name)
-        lines.append(f"{name}: " + "; ".join(f"NFE {n}: {'/'.join(default_configuration(n, p.path, p.kind))}"
-                                             for n in nfes))
+        cfgs = [default_configuration(n, p.path, p.kind) for n in nfes]
+        lines.append(f"{name}: " + "; ".join(
+            f"NFE {n}: {c.solver}{''.join(f'({k}={v})' for k, v in c.options)}/{c.grid}/{c.window}"
+            for n, c in zip(nfes, cfgs)))
     return "\n".join(lines)
 
 

@@ -281,7 +281,8 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
     Args:
         path: the Gaussian path the field was trained on.
         field: a :class:`~sdeflow.fields.Field` (wrap a bare network: ``NoiseField(net)`` etc.).
-        solver: a name (``"heun"``, ``"euler_maruyama"``, ...), class or instance; default ``"heun"`` for
+        solver: a name (``"heun"``, ``"euler_maruyama"``, ...; with options as ``"unipc(order=3)"``), class or
+            instance; default ``"heun"`` for
             the ODE and ``"stochastic_heun"`` when ``gamma`` is not 0, and
             :func:`sdeflow.window.default_configuration`'s when the budget chooses the window (``t_max, t_min`` below). A solver's options belong to the solver
             object: ``sdeflow.solvers.get("pc", alpha=0.5)`` (or the class, ``PredictorCorrector(alpha=0.5)``).
@@ -433,7 +434,9 @@ def sample(path: GaussianPath, field: Field, solver=None, *, steps: int | None =
         if not (0.0 <= t_min < t_max <= 1.0):
             raise SdeflowValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         if budget_window:
-            if budget_default is not None and budget_default[2] == "path":  # the whole window, then the final step
+            # the whole window, then the final step: as measured, with the rule's own grid (a grid the user names
+            # stops where the budget puts it, as with a solver of the user's)
+            if budget_default is not None and budget_default[2] == "path" and auto_grid:
                 t_min, final_denoise = finish_at(path, field.kind, t_min, t_min) if solver.max_steps(nfe - 1) >= 1 \
                     else (t_min, False)
             else:

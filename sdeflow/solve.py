@@ -30,7 +30,11 @@ Tensor = torch.Tensor
 
 def make_solver(solver, options: dict):
     """``solvers.get(solver, **options)`` with option names checked against the solver's constructor:
-    an unknown option, or a value its constructor cannot take, raises an sdeflow error naming it."""
+    an unknown option, or a value its constructor cannot take, raises an sdeflow error naming it. A name may
+    carry options (``"unipc(order=3)"``); ``options`` override them."""
+    if isinstance(solver, str) and "(" in solver:
+        solver, spelled = _solvers.parse_spec(solver)
+        options = {**spelled, **options}
     try:
         base = _solvers.get(solver)
     except TypeError as e:  # a backend needs its method argument, etc.

@@ -84,8 +84,8 @@ from .conversions import conversion
 from .paths import LOG_SNR_DATA_END, LOG_SNR_NOISE_END, GaussianPath
 
 __all__ = ["END_BALANCE", "EXTREME_LOG_SNR", "LOG_SNR_PRIOR_MAX", "budget_end", "check_ends", "check_prior",
-           "DefaultConfiguration", "DEFAULT_BANDS", "UNIPC3", "default_configuration", "default_solver", "default_window",
-           "finish_at", "singular_reason", "LMS_MIN_NFE"]
+           "DefaultConfiguration", "DEFAULT_BANDS", "UNIPC3", "default_configuration", "default_solver",
+           "default_window", "finish_at", "singular_reason", "LMS_MIN_NFE"]
 
 #: ends beyond this log-SNR (in absolute value) are moved to the default ends: steps there change nothing
 EXTREME_LOG_SNR = 30.0
@@ -274,7 +274,8 @@ def default_solver(nfe: int, path: GaussianPath, kind: str | None = None) -> tup
 
 def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None) -> DefaultConfiguration:
     r"""``(solver, grid, window, options)`` (:class:`DefaultConfiguration`): the configuration
-    :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver, no grid, no window). ``window`` is
+    :func:`sdeflow.sample` runs with only a budget (``nfe=``, no solver, no grid, no window; with a grid named
+    and no solver, the rule's solver runs on that grid with the budget's stop). ``window`` is
     ``"budget"`` (stop where :func:`budget_end` puts it for that solver's order, then the denoising step) or
     ``"path"`` (run to the path's default data end, then the denoising step where a data prediction is regular
     there: :func:`finish_at`); ``options`` the solver's (``(("order", 3),)``: UniPC-3, the third-order
@@ -303,13 +304,14 @@ def default_configuration(nfe: int, path: GaussianPath, kind: str | None = None)
     budget's end was 7.0x on a network trained on thin rings; UniPC at 20 and 50, 6.8x and 4.8x; LMS is not
     kept beyond 14: on anisotropic mixtures its error stops falling). From 15 evaluations on VE/EDM the rule
     was re-derived against the best *peer*, diffusers' UniPC-3 on Karras' sigmas among them (the strongest
-    peer there: on the trained networks up to 9x more accurate than the rule before at 50 evaluations), on
+    peer there: on the trained networks up to 5.5x more accurate in RMS than the rule before at 50
+    evaluations), on
     16 trained-network cases (the suite's two and seven held-out networks, on two noise draws) and 11 oracles at
     10-100 evaluations: UniPC-3 on the log-SNR grid with the budget's stop is within 0.79-0.89x of the best
     peer's RMS on every network at 15-25 evaluations and 1.03x at 32 (the rule before, DPM-Solver++(3M) and
     the exact-interpolant 3M, 1.1-2.5x), and on Karras' grid over the whole window within 1.02-1.10x at
-    40-100 (the rule before 2.9-14.8x; Kutta's 3/8 rule, torchdiffeq's ``rk4``, 4.9-13.8x). On the VP schedules from
-    32 evaluations UniPC-3 on the log-SNR grid with the budget's stop is 0.10-0.65x the RMS of the rule before
+    40-100 (the rule before 2.9-14.8x; Kutta's 3/8 rule, torchdiffeq's ``rk4``, 4.9-8.5x). On the VP
+    schedules at 32-100 evaluations UniPC-3 on the log-SNR grid with the budget's stop is 0.10-0.65x the RMS of the rule before
     (UniPC on the quadratic grid) on every trained network (seven cases; at 50 on one the rule before was 9x
     the peer's worst sample, a sample changing mode), at the price of 1.4-4x on two 8- and 16-D oracles (still
     within 0.33x of the best peer). The quadratic grid is 3-3000x less accurate than the log-SNR grid

@@ -81,7 +81,8 @@ def describe(name: str) -> dict:
 
 def parse_spec(spec: str) -> tuple[str, dict]:
     """``"unipc(order=3)" -> ("unipc", {"order": 3})``: a name with options as the benchmark rows label them
-    (``name(key=value)...``, values Python literals); a plain name has no options."""
+    (``name(key=value)...``, one option per parenthesis, values Python literals or bare words); a plain name has
+    no options."""
     import ast
     import re
 
@@ -91,6 +92,9 @@ def parse_spec(spec: str) -> tuple[str, dict]:
                                 f"name(key=value), e.g. 'unipc(order=3)'")
     options = {}
     for key, value in re.findall(r"\(\s*(\w+)\s*=([^()]*)\)", m.group(2)):
+        if "," in value or not value.strip():
+            raise SdeflowValueError(f"cannot read the solver {spec!r}: one option per parenthesis, each with a "
+                                    f"value, e.g. 'unipc(order=3)(variant=bh1)'")
         try:
             options[key] = ast.literal_eval(value.strip())
         except (ValueError, SyntaxError):

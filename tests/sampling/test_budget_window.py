@@ -224,6 +224,27 @@ def test_solver_names_carry_options():
     assert s.name == "unipc" and s.order == 4 and sf.solvers.get("unipc(order=3)", order=1).order == 2
     with pytest.raises(SdeflowValueError, match="cannot read the solver"):
         sf.solvers.get("unipc(order=3")
+    for bad in ('unipc(order=3, variant="bh1")', "unipc(order=)"):  # one option per parenthesis, with a value
+        with pytest.raises(SdeflowValueError, match="one option per parenthesis"):
+            sf.solvers.parse_spec(bad)
+    # an option the solver does not have, spelled in its name, is named like one given as a keyword
+    target = analytic.eight_gaussians()
+    with pytest.raises(sf.errors.SdeflowTypeError, match="has no option"):
+        sf.sample(sf.VE(0.002, 80.0), target.field("data"), "dpmpp_2m(order=3)", nfe=20, n=2, shape=(2,))
+
+
+def test_a_grid_named_with_only_a_budget_runs_the_rules_solver_with_the_budgets_stop():
+    """With no solver and a grid named, the rule's solver (UniPC-3 from 36 on VE) runs on that grid and stops
+    where the budget puts it: the path's whole window is the rule's only with its own grid (Karras')."""
+    target = analytic.eight_gaussians()
+    path, field = sf.VE(0.002, 80.0), target.field("data")
+    x = path.prior_sample((16, 2), generator=torch.Generator().manual_seed(6), dtype=D)
+    for grid in ("quadratic", "log_snr"):
+        sol = sf.sample(path, field, nfe=40, grid=grid, x_init=x)
+        ref = sf.sample(path, field, "unipc(order=3)", nfe=40, grid=grid, x_init=x)
+        assert sol.stats["t_min"] > 0.0 and torch.equal(sol.x, ref.x)
+    whole = sf.sample(path, field, nfe=40, x_init=x)
+    assert whole.stats["grid"] == "karras" and whole.stats["t_min"] == 0.0 and whole.stats["final_denoise"]
 
 
 @pytest.mark.parametrize("path", [sf.DiscreteVP(), sf.VP(), sf.DiscreteVP(T=100),
