@@ -14,10 +14,10 @@ one thread, deterministic; other data, widths, depths and seeds than the suite's
   concentric rings (radii 0.5, 1, 1.5, radial std 0.04);
 * ``heldout_moons_ddpm``: the same (width 48, depth 4) on two interleaved moons.
 
-``HELDOUT_LATE``, six more trained after the budget default's 45-evaluation band on VE/EDM was fixed (its
-validation): EDM denoisers on a 2-D 8-component mixture of unequal weights and widths (stds 0.03 .. 0.5), a 5x5
-grid of sharp modes (std 0.05), a 2-D Swiss roll and the moons; noise predictors on DDPM's schedule on the
-mixture and the grid.
+``HELDOUT_LATE``, six more, trained to test an intermediate rule of the budget default and then, with the
+others, used to re-derive it from 15 evaluations against the peers: EDM denoisers on a 2-D 8-component mixture
+of unequal weights and widths (stds 0.03 .. 0.5), a 5x5 grid of sharp modes (std 0.05), a 2-D Swiss roll and
+the moons; noise predictors on DDPM's schedule on the mixture and the grid.
 
 EDM networks are posed on ``VE(0.002, 80)`` from sigma 80 to 0.002 then a final step to sigma = 0, integrated
 in EDM coordinates; eps networks on ``DiscreteVP()`` from t = 1 to 1/T then the final denoising (diffusers'
@@ -135,7 +135,7 @@ HELDOUT = {s.name: s for s in (
     NetSpec("heldout_moons_ddpm", "moons", "eps", 2, sigma_data=1.0, hidden=48, depth=4, seed=41, steps=5000,
             description="held out: noise-prediction MLP (48x4), DDPM's loss, on two moons; DDPM's schedule as "
                         "above; reference: DOP853 solve of the same network"),
-    # the second group (HELDOUT_LATE): trained after the rule's 45-evaluation band was fixed, to test it
+    # the second group (HELDOUT_LATE): trained to test an intermediate rule, then part of the derivation
     NetSpec("heldout_mix2d_edm", "mix2d", "edm", 2, sigma_data=1.1, hidden=128, depth=3, seed=51, steps=10000,
             description="held out (late): EDM-preconditioned MLP denoiser (128x3, 10000 steps) on a 2-D 8-component "
                         "mixture of unequal weights and widths (stds 0.03 .. 0.5); VE as above"),
